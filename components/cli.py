@@ -1,0 +1,158 @@
+"""``passport``: validate, explain and render agent identities without touching any cloud.
+
+Exit codes: 0 ok, 1 the command found what it checks for (e.g. policy violations), 2 bad
+input (every problem printed as ``file:line: field: reason``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from components.config import list_stacks, load_stack_config
+from components.errors import PassportError
+from components.manifest.loader import ManifestSet, load_manifests
+from components.platform_model import Platform, build_platform, identity_bom
+
+EXIT_OK, EXIT_FOUND, EXIT_INPUT = 0, 1, 2
+
+
+def load_platform(stack: str, paths: Sequence[str] | None = None) -> Platform:
+    """Stack config from ``stacks/``, manifests from ``paths`` (default: the stack's agentsDir)."""
+    cfg = load_stack_config(stack)
+    manifests = load_manifests(paths or [cfg.agents_dir])
+    return build_platform(cfg, manifests, stack, f"stacks/Pulumi.{stack}.yaml")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    manifests: ManifestSet = load_manifests(args.paths or ["agents"])
+    stacks = args.stack or list_stacks()
+    for stack in stacks:
+        cfg = load_stack_config(stack)
+        build_platform(cfg, manifests, stack, f"stacks/Pulumi.{stack}.yaml")
+    where = f" for stacks {', '.join(stacks)}" if stacks else ""
+    print(f"ok: {len(manifests.agents)} agents, {len(manifests.services)} services valid{where}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from components.manifest.schema import schema_files
+
+    out = Path(args.out)
+    stale = []
+    for name, text in schema_files().items():
+        path = out / name
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(str(path))
+            continue
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
+    if stale:
+        print("schema out of date (run `passport schema`): " + ", ".join(stale), file=sys.stderr)
+        return EXIT_FOUND
+    return EXIT_OK
+
+
+def explain_text(platform: Platform, name: str) -> str:
+    bom = identity_bom(platform)["agents"][name]
+    lines = [
+        f"agent        {name}" + ("  [SUSPENDED: " + bom["suspendedReason"] + "]" if bom["suspended"] else ""),
+        f"manifest     {bom['manifest']}",
+        f"team/owner   {bom['team']} / {bom['owner']}",
+        f"stack        {platform.stack} (environment {platform.config.environment})",
+        f"spiffe id    {bom['spiffeId']}",
+        f"platform     {bom['platform']}",
+        f"x509-svid    ttl {bom['x509SvidTtl']} (renewed at half-life with jitter)",
+        f"jwt-svid     ttl {bom['jwtSvidTtl']}, audiences {', '.join(bom['jwtAudiences'])}",
+        f"mesh id      {bom['meshIdentity'] or '- (not meshed by Linkerd)'}",
+        f"subsystems   {', '.join(bom['subsystems']) or '-'}",
+        "grants:",
+    ]
+    if not bom["grants"]:
+        lines.append("  (none)")
+    for g in bom["grants"]:
+        detail = ", ".join(f"{k}={_short(v)}" for k, v in g.items() if k != "kind" and v not in ([], {}, None))
+        lines.append(f"  - {g['kind']}: {detail}")
+    if bom["suspended"]:
+        lines.append("note: suspended agents keep their manifest; pulumi up removes their registration, "
+                     "Vault roles, IAM trust and authorization data.")
+    return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + "; ".join(map(str, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    platform = load_platform(args.stack, args.paths)
+    if platform.agent(args.agent) is None:
+        where = "is not in this environment" if args.agent in platform.excluded else "does not exist"
+        print(f"agent {args.agent!r} {where} (stack {args.stack})", file=sys.stderr)
+        return EXIT_INPUT
+    if args.format == "json":
+        print(json.dumps(identity_bom(platform)["agents"][args.agent], indent=2))
+    else:
+        print(explain_text(platform, args.agent))
+    return EXIT_OK
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from components.render.artifacts import render_all, write_artifacts
+
+    platform = load_platform(args.stack, args.paths)
+    written, removed = write_artifacts(render_all(platform), Path(args.out))
+    print(f"rendered {written} artifacts to {args.out}" + (f" (removed {removed} stale)" if removed else ""))
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="passport", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="validate manifests against every stack (or --stack)")
+    v.add_argument("paths", nargs="*", help="manifest files or directories (default: agents/)")
+    v.add_argument("--stack", action="append", help="stack to validate against (repeatable; default: all)")
+    v.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("schema", help="write the JSON Schemas generated from the models")
+    s.add_argument("--out", default="schema", help="directory (default: schema/)")
+    s.add_argument("--check", action="store_true", help="fail if the committed schemas are out of date")
+    s.set_defaults(func=cmd_schema)
+
+    e = sub.add_parser("explain", help="print an agent's resolved identity and grants")
+    e.add_argument("agent")
+    e.add_argument("--stack", required=True)
+    e.add_argument("--format", choices=["text", "json"], default="text")
+    e.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: the stack's agentsDir)")
+    e.set_defaults(func=cmd_explain)
+
+    r = sub.add_parser("render", help="write every generated artifact of a stack for review")
+    r.add_argument("--stack", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: the stack's agentsDir)")
+    r.set_defaults(func=cmd_render)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except PassportError as exc:
+        print(exc.report(), file=sys.stderr)
+        return EXIT_INPUT
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

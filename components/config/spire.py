@@ -1,0 +1,41 @@
+"""SPIRE section: server, agents, controller manager, OIDC discovery."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from components.config.base import SecretRef, Section
+from components.durations import Duration
+
+
+class SpireConfig(Section):
+    """How SPIRE runs in this stack."""
+
+    namespace: str = Field(default="spire-system", description="Namespace of the SPIRE server and agents.")
+    cluster_name: str | None = Field(
+        default=None, description="Cluster name used by k8s_psat (default: the environment name)."
+    )
+    version: str = Field(default="1.13.3", description="SPIRE release (server, agent, OIDC provider images).")
+    controller_manager_version: str = Field(default="0.6.3", description="spire-controller-manager release.")
+    ca_ttl: Duration = Field(default="24h", description="Lifetime of SPIRE's own signing CA (ca_ttl).")
+    ca_key_type: Literal["ec-p256", "ec-p384"] = Field(default="ec-p256", description="SPIRE CA key type.")
+    default_x509_svid_ttl: Duration = Field(default="15m", description="X.509-SVID TTL when an entry sets none.")
+    default_jwt_svid_ttl: Duration = Field(default="5m", description="JWT-SVID TTL when an entry sets none.")
+    datastore: Literal["sqlite3", "postgres"] = Field(
+        default="sqlite3", description="sqlite3 (single replica, dev) or postgres (HA)."
+    )
+    datastore_connection_secret: SecretRef | None = Field(
+        default=None, description="Secret config key holding the postgres connection string."
+    )
+    replicas: int = Field(default=1, ge=1, le=9, description="SPIRE server replicas (≥2 needs postgres).")
+    jwt_issuer: str | None = Field(
+        default=None,
+        description="JWT issuer URL (the OIDC discovery provider's public URL). Default: "
+        "https://oidc-discovery.<trustDomain>.",
+    )
+    class_name: str = Field(
+        default="agent-passport",
+        description="spire-controller-manager className: it only manages entries of this class.",
+    )

@@ -1,0 +1,64 @@
+"""Trust section: the CA hierarchy every identity chains to."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from components.config.base import Section
+from components.durations import Duration
+
+
+class AwsPcaSettings(Section):
+    """AWS Private CA as the upstream authority (the CA key never leaves AWS)."""
+
+    mode: Literal["root", "subordinate"] = Field(
+        default="subordinate",
+        description="root: a new PCA root; subordinate: a PCA subordinate CA signed by an "
+        "existing root (issue its certificate out of band, then set certificateArn).",
+    )
+    existing_arn: str | None = Field(
+        default=None, description="Use an existing ACM PCA CA by ARN instead of creating one."
+    )
+    usage_mode: Literal["GENERAL_PURPOSE", "SHORT_LIVED_CERTIFICATE"] = Field(
+        default="SHORT_LIVED_CERTIFICATE",
+        description="PCA usage mode; SHORT_LIVED_CERTIFICATE is cheaper for ≤7-day certificates.",
+    )
+
+
+class VaultPkiSettings(Section):
+    """Vault PKI as the upstream authority (the key stays inside Vault)."""
+
+    root_mount: str = Field(default="pki-root", description="Mount path of the root PKI engine.")
+    intermediate_mount: str = Field(
+        default="pki-spire", description="Mount path of the intermediate SPIRE signs with."
+    )
+    role: str = Field(default="spire-upstream", description="PKI role SPIRE's UpstreamAuthority uses.")
+
+
+class TrustConfig(Section):
+    """Root and intermediate CAs."""
+
+    upstream: Literal["tls", "aws-pca", "vault-pki"] = Field(
+        default="tls",
+        description="Who holds the signing keys. tls: pulumi-tls keys in Pulumi state (dev "
+        "only); aws-pca: AWS Private CA; vault-pki: Vault's PKI engine. Strict stacks refuse tls.",
+    )
+    key_algorithm: Literal["ecdsa-p256", "ecdsa-p384", "rsa-3072"] = Field(
+        default="ecdsa-p256", description="Key algorithm of the root and intermediates."
+    )
+    organization: str = Field(default="Agent Passport", description="Subject O of the CA certificates.")
+    root_lifetime: Duration = Field(default="3650d", description="Validity of the root CA.")
+    intermediate_lifetime: Duration = Field(
+        default="365d", description="Validity of the intermediate CA (must be shorter than the root)."
+    )
+    early_renewal: Duration = Field(
+        default="720h",
+        description="Re-issue certificates this long before they expire (pulumi-tls "
+        "early_renewal_hours), so a `pulumi up` in that window rotates them.",
+    )
+    aws_pca: AwsPcaSettings = Field(default_factory=AwsPcaSettings, description="Settings for upstream aws-pca.")
+    vault_pki: VaultPkiSettings = Field(
+        default_factory=VaultPkiSettings, description="Settings for upstream vault-pki."
+    )

@@ -1,0 +1,81 @@
+"""Register rendered Kubernetes objects (plain dicts) as typed pulumi-kubernetes resources.
+
+Renderers in :mod:`components.render` produce native Kubernetes objects (camelCase dicts);
+the same dict is written by ``passport render`` and registered here, so the reviewed YAML
+and the deployed object cannot drift. Built-in kinds use the typed SDK classes (real type
+tokens such as ``kubernetes:apps/v1:Deployment``); custom resources use ``CustomResource``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+_TYPED: dict[tuple[str, str], Any] = {
+    ("v1", "Namespace"): k8s.core.v1.Namespace,
+    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
+    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
+    ("v1", "Secret"): k8s.core.v1.Secret,
+    ("v1", "Service"): k8s.core.v1.Service,
+    ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("apps/v1", "StatefulSet"): k8s.apps.v1.StatefulSet,
+    ("apps/v1", "DaemonSet"): k8s.apps.v1.DaemonSet,
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): k8s.rbac.v1.ClusterRole,
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): k8s.rbac.v1.ClusterRoleBinding,
+    ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
+    ("storage.k8s.io/v1", "CSIDriver"): k8s.storage.v1.CSIDriver,
+    ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
+    ("networking.k8s.io/v1", "NetworkPolicy"): k8s.networking.v1.NetworkPolicy,
+}
+
+_TOP_LEVEL = {
+    "metadata": "metadata", "spec": "spec", "data": "data", "binaryData": "binary_data",
+    "stringData": "string_data", "type": "type", "immutable": "immutable", "rules": "rules",
+    "roleRef": "role_ref", "subjects": "subjects", "aggregationRule": "aggregation_rule",
+    "automountServiceAccountToken": "automount_service_account_token",
+    "imagePullSecrets": "image_pull_secrets", "secrets": "secrets",
+}
+
+
+def object_key(obj: Mapping[str, Any]) -> str:
+    """Stable, unique-per-cluster key of an object: kind[-namespace]-name (lowercase)."""
+    meta = obj.get("metadata") or {}
+    parts = [str(obj["kind"]).lower(), meta.get("namespace"), meta["name"]]
+    return "-".join(str(p) for p in parts if p)
+
+
+def kube_object(resource_name: str, obj: Mapping[str, Any], parent: pulumi.Resource) -> pulumi.CustomResource:
+    """Register one object with ``parent`` as its parent (and provider source)."""
+    api_version, kind = str(obj["apiVersion"]), str(obj["kind"])
+    opts = pulumi.ResourceOptions(parent=parent)
+    cls = _TYPED.get((api_version, kind))
+    if cls is None:
+        extra = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        return k8s.apiextensions.CustomResource(
+            resource_name, api_version=api_version, kind=kind, metadata=obj.get("metadata"),
+            opts=opts, **extra,
+        )
+    kwargs = {}
+    for key, value in obj.items():
+        if key in ("apiVersion", "kind"):
+            continue
+        if key not in _TOP_LEVEL:
+            raise ValueError(f"{kind} field {key!r} has no mapping in components.kube")
+        kwargs[_TOP_LEVEL[key]] = value
+    resource: pulumi.CustomResource = cls(resource_name, opts=opts, **kwargs)
+    return resource
+
+
+def kube_objects(prefix: str, objects: list[Mapping[str, Any]], parent: pulumi.Resource) -> dict[str, pulumi.CustomResource]:
+    """Register many objects; resource names are ``<prefix>-<object_key>`` and must be unique."""
+    out: dict[str, pulumi.CustomResource] = {}
+    for obj in objects:
+        key = object_key(obj)
+        if key in out:
+            raise ValueError(f"two rendered objects share the key {key!r}")
+        out[key] = kube_object(f"{prefix}-{key}", obj, parent)
+    return out

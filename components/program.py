@@ -1,0 +1,49 @@
+"""The Pulumi program: stack config + manifests -> validated Platform -> AgentPassport.
+
+Every user error is found before the first resource is registered and reported as a
+``pulumi.RunError`` (file, field, reason; no traceback), so nothing is half-deployed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+
+from components.config import NAMESPACE, StackConfig, build_stack_config, config_from_runtime
+from components.errors import PassportError
+from components.manifest.loader import load_manifests
+from components.platform import AgentPassport, AgentPassportArgs
+from components.platform_model import Platform, build_platform, identity_bom
+from components.providers import stack_providers
+
+
+def config_keys() -> list[str]:
+    """The ``agent-passport:*`` keys StackConfig reads (camelCase, as written in stack files)."""
+    return [f.alias or n for n, f in StackConfig.model_fields.items()]
+
+
+def load_platform(stack: str, root: Path) -> Platform:
+    """Read config through ``pulumi.Config`` (what the engine passes) and the manifests."""
+    cfg = pulumi.Config(NAMESPACE)
+    raw = {key: cfg.get(key) for key in config_keys()}
+    config_file = f"stacks/Pulumi.{stack}.yaml"
+    stack_config = build_stack_config(config_from_runtime(raw, stack), config_file)
+    manifests = load_manifests([root / stack_config.agents_dir])
+    return build_platform(stack_config, manifests, stack, config_file)
+
+
+def main(root: Path | None = None) -> None:
+    stack = pulumi.get_stack()
+    try:
+        platform = load_platform(stack, root or Path.cwd())
+    except PassportError as exc:
+        raise pulumi.RunError("\n" + exc.report()) from None
+    passport = AgentPassport(
+        "agent-passport",
+        AgentPassportArgs(platform=platform),
+        pulumi.ResourceOptions(providers=stack_providers(platform.config)),
+    )
+    pulumi.export("identityBom", identity_bom(platform))
+    pulumi.export("trustDomain", platform.config.trust_domain)
+    pulumi.export("outputs", passport.summary)
