@@ -27,6 +27,17 @@ class AgentPassport(pulumi.ComponentResource):
     def __init__(self, name: str, args: AgentPassportArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:index:AgentPassport", name, None, opts)
         platform = args.platform
+        on = platform.config.subsystems
+        # Composition, in dependency order. Each subsystem adds its construction at its marker.
+        # [trust]   TrustDomain (always) -> `trust`
+        # [spire]   SpireServer, SpireAgents, Registrations (if on.spire)
+        # [mesh]    LinkerdIdentity + MeshNamespace per namespace (if on.mesh)
+        # [authz]   AuthzGateway per gateway service (if on.authz)
+        # [vault]   VaultIdentity (if on.vault)
+        # [windows] GmsaAgents (if on.windows)
+        # [aws]     AwsFederation, AuditTrail (if on.aws)
+        # [observe] IdentityHealth (if on.observe)
+        del on
         summary: dict[str, Any] = {
             "agents": len(platform.active_agents),
             "suspended": [a.name for a in platform.suspended_agents],
