@@ -106,3 +106,34 @@ def derive_identity(manifest: AgentManifest, trust_domain: str, cluster_domain: 
         service_account=service_account,
         cluster_domain=cluster_domain,
     )
+
+
+@dataclass(frozen=True)
+class GatewayIdentity:
+    """The Envoy + OPA gateway in front of one service (its pods, mesh and SPIFFE identity)."""
+
+    service: str
+    namespace: str
+    trust_domain: str
+    cluster_domain: str
+
+    @property
+    def name(self) -> str:
+        """Deployment, ServiceAccount and Service name of the gateway."""
+        return f"gw-{self.service}"[:63]
+
+    @property
+    def spiffe_id(self) -> str:
+        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.name}"
+
+    @property
+    def linkerd_identity(self) -> str:
+        return f"{self.name}.{self.namespace}.serviceaccount.identity.linkerd.{self.cluster_domain}"
+
+    @property
+    def pod_labels(self) -> dict[str, str]:
+        return {"app.kubernetes.io/name": "agentpassport-gateway", "agentpassport.dev/gateway": self.service}
+
+
+def gateway_identity(service: str, namespace: str, trust_domain: str, cluster_domain: str) -> GatewayIdentity:
+    return GatewayIdentity(service, namespace, trust_domain, cluster_domain)
