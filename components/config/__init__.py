@@ -12,9 +12,9 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator
 
 from components.config.authz import AuthzConfig
 from components.config.aws import AwsConfig
@@ -88,15 +88,15 @@ class StackConfig(Section):
     def jwt_issuer(self) -> str:
         return self.spire.jwt_issuer or f"https://oidc-discovery.{self.trust_domain}"
 
-    @model_validator(mode="after")
-    def _checks(self) -> Self:
-        td = self.trust_domain
+    @field_validator("trust_domain")
+    @classmethod
+    def _trust_domain(cls, td: str) -> str:
         if not TRUST_DOMAIN_RE.match(td) or ".." in td:
             raise ValueError(
-                f"trustDomain {td!r} is not a SPIFFE trust domain: use lowercase letters, "
+                f"{td!r} is not a SPIFFE trust domain: use lowercase letters, "
                 "digits, '.', '-' and '_' only, without scheme, port or path"
             )
-        return self
+        return td
 
 
 def strict_problems(cfg: StackConfig, file: str, lines: Mapping[tuple[str | int, ...], int]) -> list[Problem]:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from components import API_VERSION
 from components.errors import ManifestError, Problem
-from components.manifest.models import AgentManifest, ServiceManifest
+from components.manifest.models import PATTERN_HINTS, AgentManifest, ServiceManifest
 
 try:  # libyaml's composer is ~10x faster; the pure-Python one gives the same nodes.
     from yaml import CSafeLoader as _Loader
@@ -97,7 +97,7 @@ class _YamlProblem(Exception):
 
 def _scalar(node: yaml.ScalarNode) -> Any:
     value: str = node.value
-    if node.style is not None:  # quoted or block scalar: always a string
+    if node.style:  # quoted or block scalar: always a string (plain style is None or "")
         return value
     if node.tag not in ("tag:yaml.org,2002:null", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int",
                         "tag:yaml.org,2002:float", "tag:yaml.org,2002:str", "tag:yaml.org,2002:timestamp"):
@@ -157,6 +157,8 @@ def parse_yaml_documents(text: str, file: str) -> Iterator[tuple[Any, int, dict[
             value = _to_python(node, (), lines)
         except _YamlProblem as exc:
             raise ManifestError([Problem(file, exc.line, "", exc.message)]) from None
+        if value is None:  # an empty document between two '---'
+            continue
         yield value, node.start_mark.line + 1, lines
 
 
@@ -171,23 +173,41 @@ def format_loc(loc: Sequence[str | int]) -> str:
     return out
 
 
-def _allowed_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    """The aliases a model accepts at ``loc`` (for 'did you mean' hints)."""
+def _walk(model: type[BaseModel], loc: Sequence[str | int]) -> tuple[Any, Any]:
+    """(model class at ``loc`` or None, FieldInfo of the last named part or None)."""
     current: Any = model
+    info: Any = None
     for part in loc:
         if isinstance(part, int):
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        match = next(
-            (f for n, f in current.model_fields.items() if (f.alias or n) == part), None
-        )
-        if match is None:
-            return []
-        current = _model_in(match.annotation)
+            return None, info
+        info = next((f for n, f in current.model_fields.items() if (f.alias or n) == part), None)
+        if info is None:
+            return None, None
+        current = _model_in(info.annotation)
+    return current, info
+
+
+def _allowed_keys(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """The aliases a model accepts at ``loc`` (for 'did you mean' hints)."""
+    current, _ = _walk(model, loc)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return [f.alias or n for n, f in current.model_fields.items()]
     return []
+
+
+def _rule(model: type[BaseModel], loc: Sequence[str | int]) -> str | None:
+    """The documented rule of the field at ``loc`` (its own or its type's description)."""
+    _, info = _walk(model, loc)
+    if info is None:
+        return None
+    if isinstance(loc[-1], int):  # a list item: the item type's description, if any
+        for meta in getattr(info.annotation, "__args__", ()) or ():
+            for extra in getattr(meta, "__metadata__", ()) or ():
+                if getattr(extra, "description", None):
+                    return str(extra.description)
+    return str(info.description) if info.description else None
 
 
 def _model_in(annotation: Any) -> Any:
@@ -215,7 +235,8 @@ def _humanize(err: Any, model: type[BaseModel]) -> str:
     for prefix in ("Value error, ", "Assertion failed, "):
         msg = msg.removeprefix(prefix)
     if kind == "string_pattern_mismatch":
-        msg = f"{err['input']!r} is not valid here ({msg})"
+        rule = PATTERN_HINTS.get(str((err.get("ctx") or {}).get("pattern"))) or _rule(model, loc)
+        msg = f"{err['input']!r} is not valid here: {rule}" if rule else f"{err['input']!r} is not valid here ({msg})"
     elif kind == "literal_error":
         msg = f"{err['input']!r} is not allowed: {msg[0].lower()}{msg[1:]}"
     return msg

@@ -31,9 +31,16 @@ class Model(BaseModel):
     )
 
 
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+PATTERN_HINTS = {
+    DNS_LABEL_PATTERN: "use a DNS label: lowercase letters, digits and '-', starting and ending "
+    "with a letter or digit, at most 63 characters",
+}
+"""Plain-language rules for patterns used in many places (error messages quote these)."""
+
 DnsLabel = Annotated[
     str,
-    StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", max_length=63),
+    StringConstraints(pattern=DNS_LABEL_PATTERN, max_length=63),
     Field(description="A DNS label: lowercase letters, digits and '-', at most 63 characters."),
 ]
 LabelKey = Annotated[

@@ -1,0 +1,82 @@
+"""The passport CLI as a user runs it: exit codes, one line per problem, deterministic render."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.cli import main
+
+
+def test_validate_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "agents"]) == 0
+    assert capsys.readouterr().out.strip() == (
+        "ok: 4 agents, 3 services valid for stacks dev, prod, staging")
+
+
+def test_validate_reports_every_problem_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["validate", "tests/fixtures/bad/04-bad-duration.yaml", "tests/fixtures/bad/13-bad-method.yaml"])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2
+    assert err[0].startswith("tests/fixtures/bad/04-bad-duration.yaml:11: spec.identity.x509SvidTtl: '15x'")
+    assert err[1].startswith("tests/fixtures/bad/13-bad-method.yaml:13: spec.grants[0].http.methods[0]: 'FETCH'")
+    assert err[-1] == "2 problems found in agent manifests"
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_console_script_never_prints_a_traceback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "components.cli", "validate", "tests/fixtures/bad/01-invalid-yaml.yaml"],
+        capture_output=True, text=True, check=False, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("tests/fixtures/bad/01-invalid-yaml.yaml:7: invalid YAML: mapping values")
+    assert "Traceback" not in proc.stderr
+
+
+def test_explain(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "agent-cortex", "--stack", "prod"]) == 0
+    out = capsys.readouterr().out
+    assert "spiffe id    spiffe://prod.agents.acme-corp.net/ns/agents/sa/agent-cortex" in out
+    assert "x509-svid    ttl 15m" in out
+    assert "  - http: service=slack-gateway, methods=[POST], paths=[exact:/api/slack/message]" in out
+    assert "  - database: cluster=main, engine=postgres, database=incidents" in out
+
+
+def test_explain_json_and_unknown_agent(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "report-summarizer", "--stack", "dev", "--format", "json"]) == 0
+    bom = json.loads(capsys.readouterr().out)
+    assert bom["spiffeId"] == "spiffe://dev.agentpassport.internal/vm/report-summarizer"
+    assert "aws" not in bom["subsystems"]  # dev deploys no AWS
+    assert main(["explain", "nobody", "--stack", "dev"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_render_is_deterministic_and_keeps_user_files(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["render", "--stack", "dev", "--out", str(a)]) == 0
+    assert main(["render", "--stack", "dev", "--out", str(b)]) == 0
+    assert _tree(a) == _tree(b)
+    assert "identity/bom.json" in _tree(a)
+    (a / "my-notes.txt").write_text("mine")
+    (a / "identity" / "old.json").write_text("{}")
+    index = json.loads((a / ".passport-render.json").read_text())
+    index["files"].append("identity/old.json")
+    (a / ".passport-render.json").write_text(json.dumps(index))
+    assert main(["render", "--stack", "dev", "--out", str(a)]) == 0
+    assert (a / "my-notes.txt").read_text() == "mine"  # never ours: untouched
+    assert not (a / "identity" / "old.json").exists()  # ours and stale: removed
+
+
+def test_schema_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schema", "--check"]) == 0
+    assert main(["schema", "--check", "--out", str(tmp_path)]) == 1
+    assert "out of date" in capsys.readouterr().err
