@@ -8,6 +8,7 @@ from typing import Any
 import pulumi
 
 from components.platform_model import Platform
+from components.trust import TrustDomain, TrustDomainArgs
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,19 @@ class AgentPassport(pulumi.ComponentResource):
     summary: pulumi.Output[dict[str, Any]]
     """Non-secret facts other stacks and tools read (trust bundle, issuer, endpoints)."""
 
+    trust: TrustDomain
+    """The CA hierarchy (always present)."""
+
     def __init__(self, name: str, args: AgentPassportArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:index:AgentPassport", name, None, opts)
         platform = args.platform
         on = platform.config.subsystems
         # Composition, in dependency order. Each subsystem adds its construction at its marker.
         # [trust]   TrustDomain (always) -> `trust`
+        trust = TrustDomain(
+            f"{name}-trust", TrustDomainArgs(platform=platform), pulumi.ResourceOptions(parent=self)
+        )
+        self.trust = trust
         # [spire]   SpireServer, SpireAgents, Registrations (if on.spire)
         # [mesh]    LinkerdIdentity + MeshNamespace per namespace (if on.mesh)
         # [authz]   AuthzGateway per gateway service (if on.authz)
@@ -41,6 +49,7 @@ class AgentPassport(pulumi.ComponentResource):
         summary: dict[str, Any] = {
             "agents": len(platform.active_agents),
             "suspended": [a.name for a in platform.suspended_agents],
+            "trustBundlePem": trust.trust_bundle_pem,
         }
         self.summary = pulumi.Output.from_input(summary)
         self.register_outputs({"summary": self.summary})
