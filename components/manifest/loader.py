@@ -22,10 +22,13 @@ from components import API_VERSION
 from components.errors import ManifestError, Problem
 from components.manifest.models import PATTERN_HINTS, AgentManifest, ServiceManifest
 
-try:  # libyaml's composer is ~10x faster; the pure-Python one gives the same nodes.
-    from yaml import CSafeLoader as _Loader
+# The base loaders resolve no implicit tags (every plain scalar arrives as a string node):
+# scalars are resolved below by YAML 1.2 core rules, so PyYAML's 1.1 resolver would be wasted
+# work. libyaml's composer is much faster; the pure-Python one gives the same nodes.
+try:
+    from yaml import CBaseLoader as _Loader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import BaseLoader as _Loader  # type: ignore[assignment]
 
 YAML_SUFFIXES = (".yaml", ".yml")
 KINDS: dict[str, type[BaseModel]] = {"Agent": AgentManifest, "Service": ServiceManifest}
@@ -122,7 +125,7 @@ def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
+            if key_node.tag == "tag:yaml.org,2002:merge" or (key_node.value == "<<" and not key_node.style):
                 raise _YamlProblem(key_node.start_mark.line + 1, "YAML merge keys (<<) are not supported; write the fields out")
             if not isinstance(key_node, yaml.ScalarNode):
                 raise _YamlProblem(key_node.start_mark.line + 1, "mapping keys must be plain strings")
