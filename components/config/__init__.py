@@ -22,6 +22,7 @@ from components.config.base import Section
 from components.config.kubernetes import KubernetesTarget
 from components.config.limits import Limits
 from components.config.mesh import MeshConfig
+from components.config.observe import ObserveConfig
 from components.config.spire import SpireConfig
 from components.config.subsystems import Subsystems
 from components.config.trust import TrustConfig
@@ -75,6 +76,7 @@ class StackConfig(Section):
     aws: AwsConfig = Field(default_factory=AwsConfig, description="AWS.")
     kubernetes: KubernetesTarget = Field(default_factory=KubernetesTarget, description="Kubernetes target.")
     limits: Limits = Field(default_factory=Limits, description="Lifetime ceilings.")
+    observe: ObserveConfig = Field(default_factory=ObserveConfig, description="Monitoring, alerts, log pipeline.")
 
     @property
     def is_strict(self) -> bool:
