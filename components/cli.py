@@ -53,6 +53,17 @@ def cmd_schema(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")
+    readme = Path(args.readme)
+    if readme.exists():
+        from components.manifest.reference import replace_reference
+
+        text = readme.read_text(encoding="utf-8")
+        updated = replace_reference(text)
+        if args.check and updated != text:
+            stale.append(f"{readme} (reference section)")
+        elif not args.check and updated != text:
+            readme.write_text(updated, encoding="utf-8")
+            print(f"updated the reference section of {readme}")
     if stale:
         print("schema out of date (run `passport schema`): " + ", ".join(stale), file=sys.stderr)
         return EXIT_FOUND
@@ -127,6 +138,7 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="write the JSON Schemas generated from the models")
     s.add_argument("--out", default="schema", help="directory (default: schema/)")
     s.add_argument("--check", action="store_true", help="fail if the committed schemas are out of date")
+    s.add_argument("--readme", default="README.md", help="README whose reference section is regenerated")
     s.set_defaults(func=cmd_schema)
 
     e = sub.add_parser("explain", help="print an agent's resolved identity and grants")
