@@ -7,8 +7,10 @@ from typing import Any
 
 import pulumi
 
+from components.aws import AuditTrail, AuditTrailArgs, AwsFederation, AwsFederationArgs
 from components.platform_model import Platform
 from components.trust import TrustDomain, TrustDomainArgs
+from components.windows import GmsaAgents, GmsaAgentsArgs
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,15 @@ class AgentPassport(pulumi.ComponentResource):
         # [authz]   AuthzGateway per gateway service (if on.authz)
         # [vault]   VaultIdentity (if on.vault)
         # [windows] GmsaAgents (if on.windows)
+        if on.windows:
+            GmsaAgents(f"{name}-windows", GmsaAgentsArgs(platform=platform, deliver_with_ssm=on.aws),
+                       pulumi.ResourceOptions(parent=self))
         # [aws]     AwsFederation, AuditTrail (if on.aws)
+        if on.aws:
+            AwsFederation(f"{name}-aws", AwsFederationArgs(
+                platform=platform, trust_bundle_pem=trust.trust_bundle_pem, aws_pca_arn=trust.aws_pca_arn,
+            ), pulumi.ResourceOptions(parent=self))
+            AuditTrail(f"{name}-audit", AuditTrailArgs(platform=platform), pulumi.ResourceOptions(parent=self))
         # [observe] IdentityHealth (if on.observe)
         del on
         summary: dict[str, Any] = {

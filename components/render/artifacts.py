@@ -45,7 +45,10 @@ def identity_artifacts(platform: Platform) -> Iterable[Artifact]:
 
 def _renderers() -> list[Renderer]:
     # Each subsystem registers its renderer here, in deployment order.
-    return [identity_artifacts]
+    from components.render.aws import aws_artifacts  # imports this module: import here
+    from components.render.windows import windows_artifacts  # imports this module: import here
+
+    return [identity_artifacts, windows_artifacts, aws_artifacts]
 
 
 def render_all(platform: Platform) -> list[Artifact]:

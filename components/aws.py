@@ -1,0 +1,304 @@
+"""AWS: federation without access keys (AwsFederation) and the WORM audit trail (AuditTrail).
+
+AwsFederation never creates an IAM user or an access key. Agents obtain short-lived
+sessions with their SVIDs: IAM Roles Anywhere (X.509-SVID; the trust anchor is the
+TrustDomain's bundle, or its AWS Private CA) or, per stack, an IAM OIDC provider for SPIRE's
+discovery URL (JWT-SVID). Every role trusts exactly one SPIFFE ID. The policy documents come
+from the pure renderer :mod:`components.render.aws`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import pulumi
+from pulumi_aws import iam, kms, rolesanywhere, s3
+
+from components.config import StackConfig
+from components.config.aws import AuditBucketConfig
+from components.errors import ConfigError, Problem
+from components.platform_model import Platform
+from components.render.aws import (
+    AwsRole,
+    audit_bucket_policy,
+    audit_lifecycle_rules,
+    audit_object_lock_rule,
+    aws_roles,
+    inline_policy,
+    policy_attachment_key,
+    profile_durations,
+    trust_policy,
+    validate_aws,
+)
+
+
+def _tags(platform: Platform, **extra: str) -> dict[str, str]:
+    return {"agentpassport:stack": platform.stack, **extra}
+
+
+@dataclass(frozen=True)
+class AwsFederationArgs:
+    """Inputs of :class:`AwsFederation`."""
+
+    platform: Platform
+    """The validated platform; only active agents' aws grants become roles."""
+
+    trust_bundle_pem: pulumi.Input[str] | None = None
+    """PEM bundle of the TrustDomain's CA (Roles Anywhere CERTIFICATE_BUNDLE source)."""
+
+    aws_pca_arn: pulumi.Input[str] | None = None
+    """ARN of the TrustDomain's AWS Private CA (AWS_ACM_PCA source); set when the stack's
+    trust.upstream is aws-pca."""
+
+
+class AwsFederation(pulumi.ComponentResource):
+    """IAM Roles Anywhere (or OIDC) federation: one role per active agent's aws grant."""
+
+    trust_anchor_arn: pulumi.Output[str] | None
+    """The Roles Anywhere trust anchor (None with federation oidc)."""
+
+    oidc_provider_arn: pulumi.Output[str] | None
+    """The IAM OIDC provider (None with federation roles-anywhere)."""
+
+    profile_arns: pulumi.Output[dict[str, str]]
+    """Session duration in seconds (as text) -> Roles Anywhere profile ARN."""
+
+    role_arns: pulumi.Output[dict[str, str]]
+    """IAM role name -> ARN."""
+
+    def __init__(self, name: str, args: AwsFederationArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("agentpassport:aws:AwsFederation", name, None, opts)
+        platform = args.platform
+        cfg = platform.config
+        validate_aws(platform)
+        self.trust_anchor_arn = None
+        self.oidc_provider_arn = None
+        principal: pulumi.Output[str]
+        if cfg.aws.federation == "oidc":
+            provider = iam.OpenIdConnectProvider(
+                f"{name}-oidc",
+                url=cfg.jwt_issuer,
+                client_id_lists=[cfg.aws.oidc_audience],
+                tags=_tags(platform),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.oidc_provider_arn = provider.arn
+            principal = provider.arn
+        else:
+            anchor = rolesanywhere.TrustAnchor(
+                f"{name}-anchor",
+                name=f"agentpassport-{platform.stack}",
+                enabled=True,
+                source=self._anchor_source(platform, args),
+                tags=_tags(platform),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.trust_anchor_arn = anchor.arn
+            principal = anchor.arn
+
+        roles = aws_roles(platform)
+        role_arns: dict[str, pulumi.Output[str]] = {}
+        for r in roles:
+            policy = principal.apply(_trust_policy_json(r, cfg))
+            role = iam.Role(
+                f"{name}-{r.name}-role",
+                name=r.name,
+                description=f"Agent Passport: agent {r.agent.name}, grant {r.grant.role} "
+                f"({r.spiffe_id})"[:1000],
+                assume_role_policy=policy,
+                max_session_duration=r.max_session_duration,
+                force_detach_policies=True,
+                tags=_tags(platform, **{"agentpassport:agent": r.agent.name,
+                                        "agentpassport:team": r.agent.identity.team}),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            statements = inline_policy(r.grant)
+            if statements is not None:
+                iam.RolePolicy(
+                    f"{name}-{r.name}-inline",
+                    name="agentpassport-grant",
+                    role=role.id,
+                    policy=json.dumps(statements, sort_keys=True),
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+            for arn in r.grant.managed_policy_arns:
+                iam.RolePolicyAttachment(
+                    f"{name}-{r.name}-{policy_attachment_key(arn)}",
+                    role=role.name,
+                    policy_arn=arn,
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+            role_arns[r.name] = role.arn
+
+        profile_arns: dict[str, pulumi.Output[str]] = {}
+        if cfg.aws.federation == "roles-anywhere":
+            for duration, members in profile_durations(roles).items():
+                profile = rolesanywhere.Profile(
+                    f"{name}-profile-{duration}s",
+                    name=f"agentpassport-{platform.stack}-{duration}s",
+                    enabled=True,
+                    duration_seconds=duration,
+                    accept_role_session_name=False,
+                    role_arns=[role_arns[m.name] for m in members],
+                    tags=_tags(platform),
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+                profile_arns[str(duration)] = profile.arn
+
+        self.role_arns = _output_map(role_arns)
+        self.profile_arns = _output_map(profile_arns)
+        self.register_outputs({
+            "trustAnchorArn": self.trust_anchor_arn,
+            "oidcProviderArn": self.oidc_provider_arn,
+            "profileArns": self.profile_arns,
+            "roleArns": self.role_arns,
+        })
+
+    @staticmethod
+    def _anchor_source(platform: Platform, args: AwsFederationArgs) -> rolesanywhere.TrustAnchorSourceArgs:
+        if platform.config.trust.upstream == "aws-pca" and args.aws_pca_arn is not None:
+            return rolesanywhere.TrustAnchorSourceArgs(
+                source_type="AWS_ACM_PCA",
+                source_data=rolesanywhere.TrustAnchorSourceSourceDataArgs(acm_pca_arn=args.aws_pca_arn),
+            )
+        if args.trust_bundle_pem is None:
+            raise ConfigError([Problem(platform.config_file, None, "agent-passport:aws.federation",
+                                       "roles-anywhere needs the trust domain's CA bundle or AWS Private CA; "
+                                       "deploy the trust subsystem or use federation oidc")])
+        return rolesanywhere.TrustAnchorSourceArgs(
+            source_type="CERTIFICATE_BUNDLE",
+            source_data=rolesanywhere.TrustAnchorSourceSourceDataArgs(x509_certificate_data=args.trust_bundle_pem),
+        )
+
+
+def _trust_policy_json(role: AwsRole, cfg: StackConfig) -> Callable[[str], str]:
+    def render(principal_arn: str) -> str:
+        return json.dumps(trust_policy(role, cfg, principal_arn), sort_keys=True)
+
+    return render
+
+
+def _output_map(values: dict[str, pulumi.Output[str]]) -> pulumi.Output[dict[str, str]]:
+    if not values:
+        return pulumi.Output.from_input({})
+    return pulumi.Output.all(**values).apply(lambda d: dict(sorted(d.items())))
+
+
+# --------------------------------------------------------------------------- audit trail
+
+
+@dataclass(frozen=True)
+class AuditTrailArgs:
+    """Inputs of :class:`AuditTrail`.
+
+    There is no way to ask for a bucket without Object Lock: the bucket is always created
+    with it, and a retention below one day is refused here.
+    """
+
+    platform: Platform
+    """The validated platform (stack name, aws.auditBucket settings)."""
+
+    def __post_init__(self) -> None:
+        audit_object_lock_rule(self.bucket, self.platform.config_file)  # raises ConfigError for a retention < 1 day
+
+    @property
+    def bucket(self) -> AuditBucketConfig:
+        return self.platform.config.aws.audit_bucket
+
+
+class AuditTrail(pulumi.ComponentResource):
+    """S3 bucket with Object Lock (COMPLIANCE), versioning, no public access, SSE-KMS,
+    lifecycle and a TLS-only policy: where SPIRE, Vault and OPA/Envoy audit logs land."""
+
+    bucket_name: pulumi.Output[str]
+    bucket_arn: pulumi.Output[str]
+    kms_key_arn: pulumi.Output[str]
+
+    def __init__(self, name: str, args: AuditTrailArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("agentpassport:aws:AuditTrail", name, None, opts)
+        platform = args.platform
+        settings = args.bucket
+        lock_rule = audit_object_lock_rule(settings, platform.config_file)
+        child = pulumi.ResourceOptions(parent=self)
+
+        if settings.kms_key_arn is None:
+            key = kms.Key(
+                f"{name}-key",
+                description=f"Agent Passport audit trail ({platform.stack})",
+                enable_key_rotation=True,
+                deletion_window_in_days=30,
+                tags=_tags(platform),
+                opts=child,
+            )
+            key_arn: pulumi.Output[str] = key.arn
+        else:
+            key_arn = pulumi.Output.from_input(settings.kms_key_arn)
+
+        bucket = s3.Bucket(
+            f"{name}-bucket",
+            bucket_prefix=settings.bucket_prefix,
+            object_lock_enabled=True,  # only possible at creation; never optional here
+            force_destroy=False,
+            tags=_tags(platform, **{"agentpassport:purpose": "audit-trail"}),
+            opts=child,
+        )
+        s3.BucketVersioning(
+            f"{name}-versioning",
+            bucket=bucket.id,
+            versioning_configuration={"status": "Enabled"},
+            opts=child,
+        )
+        s3.BucketObjectLockConfiguration(
+            f"{name}-object-lock",
+            bucket=bucket.id,
+            object_lock_enabled="Enabled",
+            rule=s3.BucketObjectLockConfigurationRuleArgs(
+                default_retention=s3.BucketObjectLockConfigurationRuleDefaultRetentionArgs(
+                    mode=lock_rule["default_retention"]["mode"], days=lock_rule["default_retention"]["days"],
+                ),
+            ),
+            opts=child,
+        )
+        s3.BucketPublicAccessBlock(
+            f"{name}-public-access",
+            bucket=bucket.id,
+            block_public_acls=True,
+            block_public_policy=True,
+            ignore_public_acls=True,
+            restrict_public_buckets=True,
+            opts=child,
+        )
+        s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption",
+            bucket=bucket.id,
+            rules=[{
+                "apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms", "kms_master_key_id": key_arn},
+                "bucket_key_enabled": True,
+            }],
+            opts=child,
+        )
+        s3.BucketLifecycleConfiguration(
+            f"{name}-lifecycle",
+            bucket=bucket.id,
+            rules=cast("list[Any]", audit_lifecycle_rules(settings)),
+            opts=child,
+        )
+        s3.BucketPolicy(
+            f"{name}-policy",
+            bucket=bucket.id,
+            policy=pulumi.Output.all(bucket.arn, key_arn).apply(
+                lambda v: json.dumps(audit_bucket_policy(v[0], v[1]), sort_keys=True)
+            ),
+            opts=child,
+        )
+        self.bucket_name = bucket.bucket
+        self.bucket_arn = bucket.arn
+        self.kms_key_arn = key_arn
+        self.register_outputs({
+            "bucketName": self.bucket_name,
+            "bucketArn": self.bucket_arn,
+            "kmsKeyArn": self.kms_key_arn,
+        })

@@ -1,0 +1,272 @@
+"""AWS federation and audit trail: IAM policy documents and settings, as plain dicts.
+
+Pure: a :class:`~components.platform_model.Platform` in, JSON-ready dicts out, no pulumi.
+No function here can produce an IAM user or an access key: agents reach AWS only through
+short-lived sessions bound to their one SPIFFE ID (X.509-SVID via IAM Roles Anywhere, or
+JWT-SVID via an IAM OIDC provider).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from components.config import StackConfig
+from components.config.aws import AuditBucketConfig
+from components.durations import seconds
+from components.errors import ConfigError, ManifestError, Problem
+from components.manifest.loader import format_loc
+from components.manifest.models import AwsGrant
+from components.platform_model import Platform, ResolvedAgent
+from components.render.artifacts import Artifact
+from components.render.yamlout import dump_json
+
+POLICY_VERSION = "2012-10-17"
+ROLES_ANYWHERE_PRINCIPAL = "rolesanywhere.amazonaws.com"
+ROLES_ANYWHERE_ACTIONS = ("sts:AssumeRole", "sts:SetSourceIdentity", "sts:TagSession")
+SPIFFE_URI_TAG = "aws:PrincipalTag/x509SAN/URI"
+AWS_MIN_ROLE_MAX_SESSION = 3600  # IAM: a role's MaxSessionDuration is 1h..12h
+TRUST_ANCHOR_PLACEHOLDER = "{{trustAnchorArn}}"
+OIDC_PROVIDER_PLACEHOLDER = "{{oidcProviderArn}}"
+
+
+@dataclass(frozen=True)
+class AwsRole:
+    """One IAM role: one aws grant of one active agent."""
+
+    agent: ResolvedAgent
+    index: int
+    grant: AwsGrant
+
+    @property
+    def name(self) -> str:
+        return self.agent.identity.aws_role_name(self.grant.role)
+
+    @property
+    def spiffe_id(self) -> str:
+        return self.agent.identity.spiffe_id
+
+    @property
+    def session_seconds(self) -> int:
+        return seconds(self.grant.session_duration)
+
+    @property
+    def max_session_duration(self) -> int:
+        """IAM's MaxSessionDuration (at least 1h, AWS's floor); Roles Anywhere profiles and
+        the requested duration bound the session to the grant's own duration."""
+        return max(AWS_MIN_ROLE_MAX_SESSION, self.session_seconds)
+
+    @property
+    def loc(self) -> tuple[str | int, ...]:
+        return ("spec", "grants", self.index, "aws")
+
+
+def aws_roles(platform: Platform) -> list[AwsRole]:
+    """Every aws grant of every active agent (suspended agents get no IAM role), by role name."""
+    roles = [AwsRole(a, i, g) for a in platform.active_agents for i, g in a.grants_of("aws")]
+    return sorted(roles, key=lambda r: r.name)
+
+
+def issuer_condition_prefix(issuer: str) -> str:
+    """IAM's condition-key prefix for an OIDC provider: the issuer URL without ``https://``."""
+    parsed = urlparse(issuer)
+    return (parsed.netloc + parsed.path).rstrip("/")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def aws_problems(platform: Platform) -> list[Problem]:
+    cfg = platform.config
+    out: list[Problem] = []
+    seen: dict[str, AwsRole] = {}
+    for r in aws_roles(platform):
+        src = r.agent.source
+        first = seen.setdefault(r.name, r)
+        if first is not r:
+            out.append(Problem(src.file, src.line_of((*r.loc, "role")), format_loc((*r.loc, "role")),
+                               f"IAM role name {r.name!r} is already used by agent {first.agent.name!r}; "
+                               "choose another role name"))
+        if cfg.aws.federation == "oidc" and cfg.aws.oidc_audience not in r.agent.identity.jwt_audiences:
+            loc = ("spec", "identity", "jwtAudiences")
+            out.append(Problem(src.file, src.line_of(loc), format_loc(loc),
+                               f"stack {cfg.environment} federates to AWS with JWT-SVIDs for audience "
+                               f"{cfg.aws.oidc_audience!r}; add it to jwtAudiences (the agent has aws grants)"))
+    if cfg.aws.federation == "oidc" and not cfg.jwt_issuer.startswith("https://"):
+        out.append(Problem(platform.config_file, None, "agent-passport:spire.jwtIssuer",
+                           f"{cfg.jwt_issuer!r}: AWS accepts only https:// OIDC issuers"))
+    return out
+
+
+def validate_aws(platform: Platform) -> None:
+    problems = aws_problems(platform)
+    manifest = [p for p in problems if p.file != platform.config_file]
+    if manifest:
+        raise ManifestError(manifest)
+    if problems:
+        raise ConfigError(problems)
+
+
+# --------------------------------------------------------------------------- IAM documents
+
+
+def roles_anywhere_trust_policy(spiffe_id: str, trust_anchor_arn: str) -> dict[str, Any]:
+    """Only IAM Roles Anywhere, only for certificates from our anchor, only for one SPIFFE ID."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [{
+            "Sid": "AgentPassportRolesAnywhere",
+            "Effect": "Allow",
+            "Principal": {"Service": ROLES_ANYWHERE_PRINCIPAL},
+            "Action": list(ROLES_ANYWHERE_ACTIONS),
+            "Condition": {
+                "StringEquals": {SPIFFE_URI_TAG: spiffe_id},
+                "ArnEquals": {"aws:SourceArn": trust_anchor_arn},
+            },
+        }],
+    }
+
+
+def web_identity_trust_policy(spiffe_id: str, provider_arn: str, issuer: str, audience: str) -> dict[str, Any]:
+    """Only JWT-SVIDs from our issuer, whose ``sub`` is the agent's SPIFFE ID, for ``audience``."""
+    prefix = issuer_condition_prefix(issuer)
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [{
+            "Sid": "AgentPassportWebIdentity",
+            "Effect": "Allow",
+            "Principal": {"Federated": provider_arn},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {"StringEquals": {f"{prefix}:sub": spiffe_id, f"{prefix}:aud": audience}},
+        }],
+    }
+
+
+def trust_policy(role: AwsRole, cfg: StackConfig, principal_arn: str) -> dict[str, Any]:
+    """The role's trust policy for the stack's federation; ``principal_arn`` is the trust
+    anchor (roles-anywhere) or the OIDC provider (oidc)."""
+    if cfg.aws.federation == "oidc":
+        return web_identity_trust_policy(role.spiffe_id, principal_arn, cfg.jwt_issuer, cfg.aws.oidc_audience)
+    return roles_anywhere_trust_policy(role.spiffe_id, principal_arn)
+
+
+def inline_policy(grant: AwsGrant) -> dict[str, Any] | None:
+    """The grant's statements as an identity policy (always Allow; actions never ``svc:*``)."""
+    if not grant.statements:
+        return None
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {"Sid": f"Grant{i}", "Effect": "Allow", "Action": list(s.actions), "Resource": list(s.resources)}
+            for i, s in enumerate(grant.statements)
+        ],
+    }
+
+
+def policy_attachment_key(arn: str) -> str:
+    """A stable, name-safe key for a managed policy ARN (its path and name)."""
+    tail = arn.split(":", 5)[-1]
+    tail = tail.removeprefix("policy/")
+    return re.sub(r"[^A-Za-z0-9-]+", "-", tail).strip("-").lower()
+
+
+def profile_durations(roles: Iterable[AwsRole]) -> dict[int, list[AwsRole]]:
+    """Roles grouped by session duration: one Roles Anywhere profile per duration, so each
+    role's sessions last at most its grant's sessionDuration (a profile's durationSeconds
+    caps the sessions it vends; IAM's own floor for a role is one hour)."""
+    groups: dict[int, list[AwsRole]] = {}
+    for r in roles:
+        groups.setdefault(r.session_seconds, []).append(r)
+    return dict(sorted(groups.items()))
+
+
+# --------------------------------------------------------------------------- audit trail
+
+
+def audit_bucket_policy(bucket_arn: str, kms_key_arn: str) -> dict[str, Any]:
+    """TLS only; uploads may not choose another encryption than our KMS key."""
+    objects = f"{bucket_arn}/*"
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [bucket_arn, objects],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+            {
+                "Sid": "DenyOtherEncryption",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": objects,
+                "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}},
+            },
+            {
+                "Sid": "DenyOtherKmsKey",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": objects,
+                "Condition": {
+                    "StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption-aws-kms-key-id": kms_key_arn}
+                },
+            },
+        ],
+    }
+
+
+def audit_object_lock_rule(bucket: AuditBucketConfig, config_file: str = "") -> dict[str, Any]:
+    """COMPLIANCE mode: no one, not even the account root, deletes a version before it expires."""
+    if not isinstance(bucket.retention_days, int) or bucket.retention_days < 1:
+        raise ConfigError([Problem(config_file, None, "agent-passport:aws.auditBucket.retentionDays",
+                                   "the audit trail needs an Object Lock retention of at least 1 day")])
+    return {"default_retention": {"mode": "COMPLIANCE", "days": bucket.retention_days}}
+
+
+def audit_lifecycle_rules(bucket: AuditBucketConfig) -> list[dict[str, Any]]:
+    """Cheaper storage with age; nothing expires here (Object Lock decides what may go)."""
+    return [
+        {
+            "id": "archive",
+            "status": "Enabled",
+            "filter": {"prefix": ""},
+            "transitions": [{"days": bucket.transition_to_glacier_days, "storage_class": "GLACIER"}],
+            "noncurrent_version_transitions": [
+                {"noncurrent_days": bucket.transition_to_glacier_days, "storage_class": "GLACIER"}
+            ],
+        },
+        {
+            "id": "abort-incomplete-uploads",
+            "status": "Enabled",
+            "filter": {"prefix": ""},
+            "abort_incomplete_multipart_upload": {"days_after_initiation": 7},
+        },
+    ]
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def aws_artifacts(platform: Platform) -> Iterable[Artifact]:
+    """``aws/<role>-trust-policy.json`` per role; the anchor/provider ARN is known only at
+    deploy time and appears as a placeholder."""
+    if not platform.config.subsystems.aws:
+        return []
+    validate_aws(platform)
+    placeholder = (OIDC_PROVIDER_PLACEHOLDER if platform.config.aws.federation == "oidc"
+                   else TRUST_ANCHOR_PLACEHOLDER)
+    out = []
+    for r in aws_roles(platform):
+        trust = trust_policy(r, platform.config, placeholder)
+        out.append(Artifact(f"aws/{r.name}-trust-policy.json", dump_json(trust)))
+        policy = inline_policy(r.grant)
+        if policy is not None:
+            out.append(Artifact(f"aws/{r.name}-policy.json", dump_json(policy)))
+    return out

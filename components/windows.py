@@ -1,0 +1,107 @@
+"""GmsaAgents: gMSA for every active Windows agent — DSC via AWS SSM, credential specs on Kubernetes.
+
+The DSC scripts, SSM document bodies and Kubernetes objects come from the pure renderer
+:mod:`components.render.windows`; this component only registers them. Without AWS
+(``subsystems.aws`` off, e.g. the dev stack) the scripts are still rendered (``passport
+render`` writes ``windows/<agent>.ps1``) but no AWS resource is created: apply them by hand
+or with your own tooling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import pulumi
+from pulumi_aws import ssm
+
+from components.kube import kube_objects
+from components.platform_model import Platform
+from components.render.windows import (
+    gmsa_agents,
+    render_dsc,
+    ssm_document_json,
+    ssm_document_name,
+    ssm_targets,
+    validate_windows,
+    windows_kubernetes_objects,
+)
+
+
+@dataclass(frozen=True)
+class GmsaAgentsArgs:
+    """Inputs of :class:`GmsaAgents`."""
+
+    platform: Platform
+    """The validated platform; only its active Windows agents are used."""
+
+    deliver_with_ssm: bool
+    """Create the SSM documents and associations (needs AWS; the stack's subsystems.aws)."""
+
+
+class GmsaAgents(pulumi.ComponentResource):
+    """Per active Windows agent: an SSM document + association applying its DSC script, and
+    for agents running as Windows pods a GMSACredentialSpec with ``use`` RBAC."""
+
+    scripts: pulumi.Output[dict[str, str]]
+    """Agent name -> rendered DSC script (also written by ``passport render``)."""
+
+    ssm_documents: pulumi.Output[dict[str, str]]
+    """Agent name -> SSM document name (empty when SSM delivery is off)."""
+
+    credential_specs: pulumi.Output[list[str]]
+    """Names of the GMSACredentialSpecs created."""
+
+    def __init__(self, name: str, args: GmsaAgentsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("agentpassport:windows:GmsaAgents", name, None, opts)
+        platform = args.platform
+        validate_windows(platform)
+        gmsa_path = platform.config.windows.gmsa_path
+        scripts: dict[str, str] = {}
+        documents: dict[str, pulumi.Output[str]] = {}
+        for g in gmsa_agents(platform):
+            script = render_dsc(g, gmsa_path)
+            scripts[g.name] = script
+            if not args.deliver_with_ssm:
+                continue
+            tags = {"agentpassport:agent": g.name, "agentpassport:team": g.agent.identity.team,
+                    "agentpassport:stack": platform.stack}
+            document = ssm.Document(
+                f"{name}-{g.name}-dsc-document",
+                name=ssm_document_name(platform.stack, g.name),
+                document_type="Command",
+                document_format="JSON",
+                target_type="/AWS::EC2::Instance",
+                content=ssm_document_json(script, g.name),
+                tags=tags,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            ssm.Association(
+                f"{name}-{g.name}-dsc-association",
+                name=document.name,
+                association_name=f"agentpassport-{platform.stack}-gmsa-{g.name}"[:128],
+                targets=cast("list[Any]", ssm_targets(g)),
+                schedule_expression=platform.config.windows.ssm_schedule,
+                compliance_severity="HIGH",
+                max_concurrency="25%",
+                max_errors="1",
+                tags=tags,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            documents[g.name] = document.name
+        objects: list[Mapping[str, Any]] = list(windows_kubernetes_objects(platform))
+        kube_objects(f"{name}-k8s", objects, self)
+        self.scripts = pulumi.Output.from_input(scripts)
+        self.ssm_documents = (
+            pulumi.Output.all(**documents).apply(lambda d: dict(sorted(d.items())))
+            if documents else pulumi.Output.from_input({})
+        )
+        self.credential_specs = pulumi.Output.from_input(
+            sorted(o["metadata"]["name"] for o in objects if o["kind"] == "GMSACredentialSpec")
+        )
+        self.register_outputs({
+            "scripts": self.scripts,
+            "ssmDocuments": self.ssm_documents,
+            "credentialSpecs": self.credential_specs,
+        })
