@@ -42,6 +42,13 @@ class AgentPassport(pulumi.ComponentResource):
         self.trust = trust
         # [spire]   SpireServer, SpireAgents, Registrations (if on.spire)
         # [mesh]    LinkerdIdentity + MeshNamespace per namespace (if on.mesh)
+        if on.mesh:
+            from components.mesh import LinkerdIdentity, LinkerdIdentityArgs, MeshNamespace, mesh_namespace_args
+
+            LinkerdIdentity(f"{name}-linkerd-identity", LinkerdIdentityArgs.from_platform(platform),
+                            pulumi.ResourceOptions(parent=self))
+            for ns_args in mesh_namespace_args(platform):
+                MeshNamespace(f"{name}-mesh-{ns_args.namespace}", ns_args, pulumi.ResourceOptions(parent=self))
         # [authz]   AuthzGateway per gateway service (if on.authz)
         # [vault]   VaultIdentity (if on.vault)
         # [windows] GmsaAgents (if on.windows)

@@ -1,30 +1,96 @@
-"""Mesh section: Linkerd namespaces and identity."""
+"""Mesh section: Linkerd namespaces, authorization policy and the identity trust anchor + issuer."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, StringConstraints, model_validator
 
 from components.config.base import Section
 from components.durations import Duration
+
+AnchorGeneration = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9]{0,14}[a-z0-9])?$"),
+    Field(description="Name of one generation of the Linkerd trust anchor (lowercase letters, digits, '-')."),
+]
+
+PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
+
+
+InboundPolicy = Literal["deny", "all-authenticated", "cluster-authenticated", "all-unauthenticated"]
 
 
 class MeshConfig(Section):
     """Linkerd strict mTLS settings."""
 
-    default_inbound_policy: Literal["deny", "all-authenticated", "cluster-authenticated", "all-unauthenticated"] = Field(
+    default_inbound_policy: InboundPolicy = Field(
         default="deny",
         description="Namespace default inbound policy. Strict stacks accept only deny or "
         "all-authenticated; unauthenticated values are refused there.",
     )
     cluster_domain: str = Field(default="cluster.local", description="Kubernetes cluster domain.")
+    control_plane_namespace: str = Field(
+        default="linkerd",
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="Namespace of Linkerd's control plane, where the trust roots ConfigMap "
+        "(linkerd-identity-trust-roots) and the issuer Secret (linkerd-identity-issuer) are "
+        "created. Install the linkerd-control-plane chart there with identity.externalCA=true "
+        "and identity.issuer.scheme=kubernetes.io/tls.",
+    )
+    cni_enabled: bool = Field(
+        default=False,
+        description="Linkerd runs with its CNI plugin. Off: the control-plane namespace is "
+        "labelled pod-security 'privileged' because linkerd-init needs NET_ADMIN; on: 'restricted'.",
+    )
     trust_anchor_lifetime: Duration = Field(default="3650d", description="Linkerd trust anchor validity.")
     issuer_lifetime: Duration = Field(
         default="2160h", description="Linkerd identity issuer validity (shorter than the anchor)."
+    )
+    issuer_early_renewal: Duration = Field(
+        default="720h",
+        description="Re-issue the identity issuer this long before it expires: a `pulumi up` "
+        "in that window rotates it (same anchor, so no restart is needed). Shorter than "
+        "issuerLifetime.",
+    )
+    trust_anchors: list[AnchorGeneration] = Field(
+        default_factory=lambda: ["g1"],
+        min_length=1,
+        max_length=2,
+        description="Generations of the trust anchor this stack creates (ECDSA P-256, key in "
+        "Pulumi state only), all of them in the trust bundle. One normally; two while rotating "
+        "(add the new generation, restart workloads, switch issuerAnchor, remove the old one). "
+        "Renaming an entry creates a new anchor.",
+    )
+    issuer_anchor: AnchorGeneration | None = Field(
+        default=None,
+        description="Which of trustAnchors signs the identity issuer. Default: the first. "
+        "Changing it re-issues the issuer under that anchor.",
     )
     extra_trust_anchors_pem: list[str] = Field(
         default_factory=list,
         description="Additional trust anchor certificates (PEM) kept in the bundle during an "
         "anchor rotation (see docs: add new anchor, wait, switch issuer, remove old).",
     )
+
+    @property
+    def signing_anchor(self) -> str:
+        """The trust anchor generation that signs the issuer."""
+        return self.issuer_anchor or self.trust_anchors[0]
+
+    @model_validator(mode="after")
+    def _checks(self) -> Self:
+        if len(set(self.trust_anchors)) != len(self.trust_anchors):
+            raise ValueError("trustAnchors lists a generation twice; list each once")
+        if self.issuer_anchor is not None and self.issuer_anchor not in self.trust_anchors:
+            raise ValueError(
+                f"issuerAnchor {self.issuer_anchor!r} is not one of trustAnchors "
+                f"({', '.join(self.trust_anchors)}); the issuer must chain to an anchor in the bundle"
+            )
+        for i, pem in enumerate(self.extra_trust_anchors_pem):
+            if pem.count(PEM_CERTIFICATE) != 1:
+                raise ValueError(
+                    f"extraTrustAnchorsPem[{i}] must hold exactly one PEM certificate "
+                    f"(found {pem.count(PEM_CERTIFICATE)} '{PEM_CERTIFICATE}' blocks)"
+                )
+        return self

@@ -46,9 +46,10 @@ def identity_artifacts(platform: Platform) -> Iterable[Artifact]:
 def _renderers() -> list[Renderer]:
     # Each subsystem registers its renderer here, in deployment order.
     from components.render.aws import aws_artifacts  # imports this module: import here
+    from components.render.mesh import mesh_artifacts
     from components.render.windows import windows_artifacts  # imports this module: import here
 
-    return [identity_artifacts, windows_artifacts, aws_artifacts]
+    return [identity_artifacts, mesh_artifacts, windows_artifacts, aws_artifacts]
 
 
 def render_all(platform: Platform) -> list[Artifact]:
