@@ -14,10 +14,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.synthetic import write_fleet  # noqa: E402
-from components.config import load_stack_config  # noqa: E402
-from components.manifest.loader import load_manifests  # noqa: E402
-from components.platform_model import build_platform  # noqa: E402
+from benchmarks.synthetic import write_fleet
+from components.config import load_stack_config
+from components.manifest.loader import load_manifests
+from components.platform_model import build_platform
 
 
 def run(n: int) -> tuple[float, float, float]:
@@ -37,7 +37,8 @@ def run(n: int) -> tuple[float, float, float]:
 
 def main(argv: list[str]) -> None:
     sizes = [int(a) for a in argv] or [1000, 10000]
-    print(f"{'agents':>8} {'load+models s':>14} {'cross-checks s':>15} {'total s':>8} {'us/manifest':>12} {'peak MiB':>9}")
+    print(f"{'agents':>8} {'load+models s':>14} {'cross-checks s':>15} {'total s':>8} "
+          f"{'us/manifest':>12} {'peak MiB':>9}")
     for n in sizes:
         load, check, peak = run(n)
         total = load + check

@@ -8,7 +8,7 @@ tokens such as ``kubernetes:apps/v1:Deployment``); custom resources use ``Custom
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pulumi
@@ -70,7 +70,9 @@ def kube_object(resource_name: str, obj: Mapping[str, Any], parent: pulumi.Resou
     return resource
 
 
-def kube_objects(prefix: str, objects: list[Mapping[str, Any]], parent: pulumi.Resource) -> dict[str, pulumi.CustomResource]:
+def kube_objects(
+    prefix: str, objects: Sequence[Mapping[str, Any]], parent: pulumi.Resource
+) -> dict[str, pulumi.CustomResource]:
     """Register many objects; resource names are ``<prefix>-<object_key>`` and must be unique."""
     out: dict[str, pulumi.CustomResource] = {}
     for obj in objects:

@@ -90,7 +90,7 @@ def computed_outputs(type_: str, name: str, inputs: Mapping[str, Any]) -> dict[s
     elif type_ == "tls:index/certRequest:CertRequest":
         out |= {"certRequestPem": _fake_pem("CERTIFICATE REQUEST", seed)}
     elif type_.startswith("aws:"):
-        resource = type_.split(":")[-1]
+        resource = type_.rsplit(":", maxsplit=1)[-1]
         res_name = inputs.get("name") or name
         out |= {"arn": f"arn:aws:mock:us-east-1:123456789012:{resource.lower()}/{res_name}", "name": res_name}
         if type_ == "aws:acmpca/certificateAuthority:CertificateAuthority":
@@ -131,8 +131,8 @@ class CapturingMonitor(pmocks.MockMonitor):
         super().__init__(mocks)
         self.captured: list[Captured] = []
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-        response = super().RegisterResource(request)
+    def RegisterResource(self, request: Any) -> Any:
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
             self.captured.append(Captured(
                 type=request.type,
@@ -177,7 +177,10 @@ def run_program(
     pmocks.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     main = root / "__main__.py"
     with contextlib.chdir(root):
-        _sync_await(run_pulumi_func(lambda: runpy.run_path(str(main), run_name="__main__")))
+        def program() -> None:
+            runpy.run_path(str(main), run_name="__main__")
+
+        _sync_await(run_pulumi_func(program))
         stack_resource = pulumi.runtime.settings.get_root_resource()
         outputs = _resolve(getattr(stack_resource, "outputs", {}))
     return Graph(resources=monitor.captured, outputs=outputs, stack=stack)

@@ -146,7 +146,8 @@ def _agent_problems(a: SourcedAgent, cfg: StackConfig, services: dict[str, Sourc
                                     f"{g.database.max_ttl} is above this stack's limit of {lim.max_db_credential_ttl}"))
         if g.aws is not None and seconds(g.aws.session_duration) > seconds(lim.max_aws_session_duration):
             out.append(_problem(a, (*base, "aws", "sessionDuration"),
-                                f"{g.aws.session_duration} is above this stack's limit of {lim.max_aws_session_duration}"))
+                                f"{g.aws.session_duration} is above this stack's limit of "
+                                f"{lim.max_aws_session_duration}"))
         if g.vault is not None:
             reserved = next((p for p in RESERVED_VAULT_PREFIXES if g.vault.path.startswith(p)), None)
             mounts = {f"db-{n}/" for n in cfg.vault.databases}

@@ -31,9 +31,12 @@ def test_there_are_at_least_twenty_broken_manifests() -> None:
 def test_broken_manifest_is_reported_with_file_and_field(path: Path) -> None:
     field, message = _expectation(path)
     shown = str(path.relative_to(Path.cwd()))
-    with pytest.raises(PassportError) as info:
+    def load() -> None:
         manifests = load_manifests([path, Path("agents/services.yaml")])
         build_platform(load_stack_config("dev"), manifests, "dev", "stacks/Pulumi.dev.yaml")
+
+    with pytest.raises(PassportError) as info:
+        load()
     problems = [p for p in info.value.problems if p.file == shown]
     assert problems, f"no problem names {shown}: {info.value.report()}"
     matching = [p for p in problems if p.field == field and message in p.message]

@@ -107,7 +107,7 @@ def test_durations(text: str, secs: int) -> None:
 
 @pytest.mark.parametrize("text", ["15", "m", "1.5h", "-5m", "0m", "15 m", "1w"])
 def test_bad_durations(text: str) -> None:
-    with pytest.raises(ValueError, match="duration|longer than zero"):
+    with pytest.raises(ValueError, match=r"duration|longer than zero"):
         parse_duration(text)
 
 

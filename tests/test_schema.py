@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 
 from components.manifest.loader import parse_yaml_documents
-from components.manifest.schema import MANIFEST_SCHEMA, STACK_SCHEMA, SCHEMA_DIR, schema_files
+from components.manifest.schema import MANIFEST_SCHEMA, SCHEMA_DIR, STACK_SCHEMA, schema_files
 
 
 def test_committed_schemas_are_up_to_date() -> None:

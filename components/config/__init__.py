@@ -114,16 +114,21 @@ def strict_problems(cfg: StackConfig, file: str, lines: Mapping[tuple[str | int,
 
     out = []
     if is_placeholder_domain(cfg.trust_domain):
-        out.append(p("trustDomain", (), f"{cfg.trust_domain!r} is a placeholder; strict stacks need the real trust domain"))
+        out.append(p("trustDomain", (),
+                     f"{cfg.trust_domain!r} is a placeholder; strict stacks need the real trust domain"))
     if cfg.trust.upstream == "tls":
-        out.append(p("trust", ("upstream",), "tls keeps the CA key in Pulumi state; strict stacks use aws-pca or vault-pki"))
+        out.append(p("trust", ("upstream",),
+                     "tls keeps the CA key in Pulumi state; strict stacks use aws-pca or vault-pki"))
     if cfg.mesh.default_inbound_policy not in ("deny", "all-authenticated"):
         out.append(p("mesh", ("defaultInboundPolicy",),
-                     f"{cfg.mesh.default_inbound_policy!r} lets unauthenticated or cluster-wide traffic in; use deny or all-authenticated"))
+                     f"{cfg.mesh.default_inbound_policy!r} lets unauthenticated or cluster-wide traffic in; "
+                     "use deny or all-authenticated"))
     if cfg.subsystems.spire and (cfg.spire.replicas < 2 or cfg.spire.datastore != "postgres"):
-        out.append(p("spire", ("replicas",), "strict stacks run SPIRE highly available: datastore postgres and replicas >= 2"))
+        out.append(p("spire", ("replicas",),
+                     "strict stacks run SPIRE highly available: datastore postgres and replicas >= 2"))
     if cfg.subsystems.spire and cfg.spire.datastore == "postgres" and cfg.spire.datastore_connection_secret is None:
-        out.append(p("spire", ("datastoreConnectionSecret",), "postgres needs a secret config key with the connection string"))
+        out.append(p("spire", ("datastoreConnectionSecret",),
+                     "postgres needs a secret config key with the connection string"))
     if cfg.subsystems.windows and is_placeholder_domain(cfg.windows.domain):
         out.append(p("windows", ("domain",), f"{cfg.windows.domain!r} is a placeholder AD domain"))
     return out
@@ -152,7 +157,8 @@ def lifetime_problems(cfg: StackConfig, file: str) -> list[Problem]:
     for name, db in cfg.vault.databases.items():
         if seconds(db.max_lease_ttl) > seconds(cfg.limits.max_db_credential_ttl):
             out.append(Problem(file, None, f"{NAMESPACE}:vault.databases.{name}.maxLeaseTtl",
-                               f"{db.max_lease_ttl} is above limits.maxDbCredentialTtl ({cfg.limits.max_db_credential_ttl})"))
+                               f"{db.max_lease_ttl} is above limits.maxDbCredentialTtl "
+                               f"({cfg.limits.max_db_credential_ttl})"))
     return out
 
 
@@ -177,7 +183,8 @@ def build_stack_config(
     for ref_field, ref in _secret_refs(cfg):
         if secret_keys and ref not in secret_keys:
             problems.append(Problem(file, None, f"{NAMESPACE}:{ref_field}",
-                                    f"names secret {ref!r}, which is not set; run `pulumi config set --secret {ref} ...`"))
+                                    f"names secret {ref!r}, which is not set; "
+                                    f"run `pulumi config set --secret {ref} ...`"))
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -228,8 +235,7 @@ def read_stack_file(path: Path) -> tuple[dict[str, Any], dict[tuple[str | int, .
         if isinstance(value, dict) and set(value) == {"secure"}:
             secrets.add(name)
         values[name] = value
-    remapped = {k: v for k, v in lines.items()}
-    return values, remapped, frozenset(secrets)
+    return values, dict(lines), frozenset(secrets)
 
 
 def load_stack_config(stack: str, root: Path | None = None) -> StackConfig:

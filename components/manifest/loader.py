@@ -126,7 +126,8 @@ def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Any:
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge" or (key_node.value == "<<" and not key_node.style):
-                raise _YamlProblem(key_node.start_mark.line + 1, "YAML merge keys (<<) are not supported; write the fields out")
+                raise _YamlProblem(key_node.start_mark.line + 1,
+                                   "YAML merge keys (<<) are not supported; write the fields out")
             if not isinstance(key_node, yaml.ScalarNode):
                 raise _YamlProblem(key_node.start_mark.line + 1, "mapping keys must be plain strings")
             key = key_node.value
@@ -338,6 +339,7 @@ def _duplicates(items: Sequence[SourcedAgent] | Sequence[SourcedService], kind: 
         if first is not item:
             problems.append(Problem(
                 item.file, item.line_of(("metadata", "name")), "metadata.name",
-                f"{kind} {item.name!r} is already defined in {first.file}:{first.line_of(('metadata', 'name'))}; names must be unique",
+                f"{kind} {item.name!r} is already defined in {first.file}:"
+                f"{first.line_of(('metadata', 'name'))}; names must be unique",
             ))
     return problems

@@ -511,7 +511,7 @@ class Grant(Model):
     def kind(self) -> Literal["http", "database", "aws", "vault"]:
         for k in ("http", "database", "aws", "vault"):
             if getattr(self, k) is not None:
-                return k  # type: ignore[return-value]
+                return k
         raise AssertionError("validated grant has a kind")
 
 

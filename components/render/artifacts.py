@@ -45,11 +45,12 @@ def identity_artifacts(platform: Platform) -> Iterable[Artifact]:
 
 def _renderers() -> list[Renderer]:
     # Each subsystem registers its renderer here, in deployment order.
+    from components.render.authz import authz_artifacts  # imports this module: import here
     from components.render.aws import aws_artifacts  # imports this module: import here
     from components.render.mesh import mesh_artifacts
     from components.render.windows import windows_artifacts  # imports this module: import here
 
-    return [identity_artifacts, mesh_artifacts, windows_artifacts, aws_artifacts]
+    return [identity_artifacts, mesh_artifacts, authz_artifacts, windows_artifacts, aws_artifacts]
 
 
 def render_all(platform: Platform) -> list[Artifact]:
