@@ -50,6 +50,15 @@ class AgentPassport(pulumi.ComponentResource):
             for ns_args in mesh_namespace_args(platform):
                 MeshNamespace(f"{name}-mesh-{ns_args.namespace}", ns_args, pulumi.ResourceOptions(parent=self))
         # [authz]   AuthzGateway per gateway service (if on.authz)
+        if on.authz:
+            from components.authz import AuthzGateway, AuthzGatewayArgs
+            from components.render.authz import validate_authz
+            from components.render.rego import gateway_services
+
+            validate_authz(platform)  # every gateway's problems, before any gateway registers
+            for svc in gateway_services(platform):
+                AuthzGateway(f"{name}-authz-{svc.name}", AuthzGatewayArgs(platform=platform, service=svc.name),
+                             pulumi.ResourceOptions(parent=self))
         # [vault]   VaultIdentity (if on.vault)
         # [windows] GmsaAgents (if on.windows)
         if on.windows:

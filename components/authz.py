@@ -1,0 +1,78 @@
+"""AuthzGateway: the Envoy + OPA gateway in front of one protected service.
+
+Linkerd's proxy has no ext_authz hook, so per-request policy (method, path, headers, time)
+runs in an Envoy gateway: Envoy terminates mTLS with the gateway's X.509-SVID from the SPIRE
+agent (SDS), requires a client SVID of the trust domain, and asks OPA (opa-envoy-plugin, same
+pod, loopback gRPC) about every request, failing closed. Everything registered here is
+rendered by :mod:`components.render.authz`, so ``passport render`` shows exactly what is
+deployed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from components.kube import kube_objects, object_key
+from components.platform_model import Platform
+from components.render import authz as render
+from components.render import envoy, rego
+
+
+@dataclass(frozen=True)
+class AuthzGatewayArgs:
+    """Inputs of :class:`AuthzGateway`."""
+
+    platform: Platform
+    """The validated platform; only its active agents get a data entry."""
+    service: str
+    """Name of the Service manifest (``spec.gateway: true``, called by an active agent)."""
+
+
+class AuthzGateway(pulumi.ComponentResource):
+    """Deployment (Envoy + OPA), Service, ConfigMaps and SPIRE registration of one gateway."""
+
+    gateway_name: pulumi.Output[str]
+    """Deployment, ServiceAccount and Service name (``gw-<service>``)."""
+    namespace: pulumi.Output[str]
+    spiffe_id: pulumi.Output[str]
+    """The gateway's own SPIFFE ID (its server certificate's URI SAN)."""
+    address: pulumi.Output[str]
+    """Where agents send requests: ``gw-<service>.<namespace>.svc:<port>`` (mTLS)."""
+    principals: pulumi.Output[list[str]]
+    """SPIFFE IDs with a data entry (active agents granted calls to the service)."""
+
+    def __init__(self, name: str, args: AuthzGatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("agentpassport:authz:AuthzGateway", name, None, opts)
+        platform = args.platform
+        render.validate_authz(platform)
+        service = next((s for s in rego.gateway_services(platform) if s.name == args.service), None)
+        if service is None:
+            raise ValueError(
+                f"{args.service!r} is not a gateway service (spec.gateway: true and called by an "
+                "active agent); construct gateways from components.render.rego.gateway_services"
+            )
+        gw = envoy.gateway_of(platform, service)
+        objects: list[Mapping[str, Any]] = list(render.gateway_objects(platform, service))
+        created = kube_objects(name, objects, self)
+        deployment = created[object_key(next(o for o in objects if o["kind"] == "Deployment"))]
+
+        self.gateway_name = pulumi.Output.from_input(gw.name)
+        self.namespace = pulumi.Output.from_input(gw.namespace)
+        self.spiffe_id = pulumi.Output.from_input(gw.spiffe_id)
+        self.address = deployment.id.apply(
+            lambda _: f"{gw.name}.{gw.namespace}.svc:{platform.config.authz.gateway_port}"
+        )
+        self.principals = pulumi.Output.from_input(
+            sorted(rego.service_principals(platform, service.name))
+        )
+        self.register_outputs({
+            "gatewayName": self.gateway_name,
+            "namespace": self.namespace,
+            "spiffeId": self.spiffe_id,
+            "address": self.address,
+            "principals": self.principals,
+        })

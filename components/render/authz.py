@@ -1,0 +1,290 @@
+"""Envoy + OPA authorization gateways, the pure half: Kubernetes objects and artifacts.
+
+One gateway per Service manifest with ``spec.gateway: true`` that at least one active agent
+calls. Its names, SPIFFE ID and pod labels come from
+:func:`components.identity.gateway_identity` only. Per gateway, in the service's namespace:
+a ServiceAccount (no token mounted), four ConfigMaps (Envoy bootstrap, OPA config, the fixed
+Rego policy, the service's data document), a Deployment running Envoy and OPA
+(opa-envoy-plugin), a Service, a PodDisruptionBudget when it runs two or more pods, and a
+cluster-scoped ClusterSPIFFEID so SPIRE issues the gateway its X.509-SVID.
+
+:func:`validate_authz` holds every check a user can fail; the component calls it before it
+registers anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from components.errors import ConfigError, ManifestError, Problem
+from components.identity import GatewayIdentity
+from components.manifest.loader import SourcedService
+from components.platform_model import Platform
+from components.render import envoy, rego
+from components.render.artifacts import Artifact, kubernetes_artifacts
+from components.render.yamlout import dump_json, dump_yaml
+
+SUBSYSTEM = "authz"
+OPA_ADDR_PORT = 8181
+"""OPA's REST API, bound to 127.0.0.1 (nothing outside the pod may change policy or data)."""
+OPA_DIAGNOSTIC_PORT = 8282
+"""OPA's /health endpoint for the kubelet's probes."""
+RESERVED_PORTS = {
+    envoy.OPA_GRPC_PORT: "OPA's ext_authz gRPC server",
+    OPA_ADDR_PORT: "OPA's REST API",
+    OPA_DIAGNOSTIC_PORT: "OPA's health endpoint",
+    envoy.ENVOY_ADMIN_PORT: "Envoy's admin interface",
+}
+SPIRE_API = "spire.spiffe.io/v1alpha1"
+CONFIG_HASH_ANNOTATION = "agentpassport.dev/config-sha256"
+LINKERD_OPAQUE_PORTS = "config.linkerd.io/opaque-ports"
+RUN_AS = 65532
+"""Unprivileged UID/GID of both containers (neither image needs root)."""
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+ENVOY_CONFIG_DIR = "/etc/envoy"
+OPA_CONFIG_DIR = "/config"
+POLICY_DIR = "/policy"
+DATA_DIR = "/data"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate_authz(platform: Platform) -> None:
+    """Raise ConfigError/ManifestError listing every problem that would break a gateway."""
+    cfg = platform.config
+    port = cfg.authz.gateway_port
+    if port in RESERVED_PORTS:
+        raise ConfigError([Problem(
+            platform.config_file, None, "agent-passport:authz.gatewayPort",
+            f"{port} is taken by {RESERVED_PORTS[port]} inside every gateway pod; choose "
+            f"another port (reserved: {', '.join(str(p) for p in sorted(RESERVED_PORTS))})",
+        )])
+    problems: list[Problem] = []
+    for svc in rego.gateway_services(platform):
+        gw = envoy.gateway_of(platform, svc)
+        if gw.name != f"gw-{svc.name}" or not _DNS1035.match(gw.name):
+            problems.append(Problem(
+                svc.file, svc.line_of(("metadata", "name")), "metadata.name",
+                f"{svc.name!r} is {len(svc.name)} characters; its gateway is named "
+                f"'gw-<name>', which must fit a 63-character DNS label: shorten the name to at "
+                "most 60 characters (or set spec.gateway: false)",
+            ))
+    if problems:
+        raise ManifestError(problems)
+
+
+# --------------------------------------------------------------------------- objects
+
+
+def _meta(gw: GatewayIdentity, name: str) -> dict[str, Any]:
+    return {"name": name, "namespace": gw.namespace, "labels": dict(gw.pod_labels)}
+
+
+def opa_config(platform: Platform, service: SourcedService) -> dict[str, Any]:
+    """opa-envoy-plugin configuration: ext_authz on loopback, the decision object, logs."""
+    gw = envoy.gateway_of(platform, service)
+    out: dict[str, Any] = {
+        "labels": {
+            "environment": platform.config.environment,
+            "gateway": gw.name,
+            "service": service.name,
+        },
+        "plugins": {
+            "envoy_ext_authz_grpc": {
+                "addr": f"127.0.0.1:{envoy.OPA_GRPC_PORT}",
+                "path": rego.DECISION_PATH,
+                "dry-run": False,
+                "enable-reflection": False,
+            }
+        },
+    }
+    if platform.config.authz.decision_logs:
+        out["decision_logs"] = {"console": True}
+    return out
+
+
+def config_maps(platform: Platform, service: SourcedService) -> list[dict[str, Any]]:
+    """Envoy bootstrap, OPA config, Rego policy (+ log mask), and this service's data."""
+    gw = envoy.gateway_of(platform, service)
+    return [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(gw, f"{gw.name}-envoy"),
+         "data": {"envoy.yaml": dump_yaml(envoy.envoy_bootstrap(platform, service))}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(gw, f"{gw.name}-opa"),
+         "data": {"config.yaml": dump_yaml(opa_config(platform, service))}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(gw, f"{gw.name}-policy"),
+         "data": {"mask.rego": rego.MASK_POLICY, "policy.rego": rego.POLICY}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(gw, f"{gw.name}-data"),
+         "data": {"data.json": dump_json(rego.authz_data(platform, [service.name]))}},
+    ]
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def deployment(platform: Platform, service: SourcedService, maps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Envoy + OPA in one pod; a changed ConfigMap rolls the pods (the hash annotation)."""
+    gw = envoy.gateway_of(platform, service)
+    cfg = platform.config.authz
+    digest = hashlib.sha256(
+        json.dumps([m["data"] for m in maps], sort_keys=True).encode()
+    ).hexdigest()
+    port = cfg.gateway_port
+    envoy_container = {
+        "name": "envoy",
+        "image": cfg.envoy_image,
+        "command": ["envoy"],
+        "args": ["--config-path", f"{ENVOY_CONFIG_DIR}/envoy.yaml", "--disable-hot-restart",
+                 "--log-level", "warn"],
+        "ports": [{"name": "mtls", "containerPort": port, "protocol": "TCP"}],
+        # The listener only opens once SDS delivered the SVID and the bundle.
+        "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 5},
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": _container_security(),
+        "volumeMounts": [
+            {"name": "envoy-config", "mountPath": ENVOY_CONFIG_DIR, "readOnly": True},
+            {"name": "spiffe-workload-api", "mountPath": envoy.SPIFFE_SOCKET_DIR, "readOnly": True},
+        ],
+    }
+    health = {"port": OPA_DIAGNOSTIC_PORT, "scheme": "HTTP"}
+    opa_container = {
+        "name": "opa",
+        "image": cfg.opa_image,
+        "args": [
+            "run", "--server",
+            f"--addr=127.0.0.1:{OPA_ADDR_PORT}",
+            f"--diagnostic-addr=0.0.0.0:{OPA_DIAGNOSTIC_PORT}",
+            f"--config-file={OPA_CONFIG_DIR}/config.yaml",
+            "--disable-telemetry",
+            f"{POLICY_DIR}/policy.rego", f"{POLICY_DIR}/mask.rego", f"{DATA_DIR}/data.json",
+        ],
+        "livenessProbe": {"httpGet": {"path": "/health", **health}, "periodSeconds": 10},
+        "readinessProbe": {"httpGet": {"path": "/health?plugins", **health}, "periodSeconds": 5},
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": _container_security(),
+        "volumeMounts": [
+            {"name": "opa-config", "mountPath": OPA_CONFIG_DIR, "readOnly": True},
+            {"name": "policy", "mountPath": POLICY_DIR, "readOnly": True},
+            {"name": "data", "mountPath": DATA_DIR, "readOnly": True},
+        ],
+    }
+    names = {m["metadata"]["name"].removeprefix(f"{gw.name}-"): m["metadata"]["name"] for m in maps}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(gw, gw.name),
+        "spec": {
+            "replicas": cfg.replicas,
+            "selector": {"matchLabels": dict(gw.pod_labels)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": dict(gw.pod_labels),
+                    "annotations": {CONFIG_HASH_ANNOTATION: digest, LINKERD_OPAQUE_PORTS: str(port)},
+                },
+                "spec": {
+                    "serviceAccountName": gw.name,
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [envoy_container, opa_container],
+                    "volumes": [
+                        {"name": "envoy-config", "configMap": {"name": names["envoy"]}},
+                        {"name": "opa-config", "configMap": {"name": names["opa"]}},
+                        {"name": "policy", "configMap": {"name": names["policy"]}},
+                        {"name": "data", "configMap": {"name": names["data"]}},
+                        {"name": "spiffe-workload-api",
+                         "csi": {"driver": "csi.spiffe.io", "readOnly": True}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def cluster_spiffe_id(platform: Platform, service: SourcedService) -> dict[str, Any]:
+    """SPIRE registration of the gateway pods: their SVID is ``gateway_identity(...).spiffe_id``.
+
+    The template takes namespace and ServiceAccount from the pod, so a pod that merely copies
+    the labels under another ServiceAccount gets a different ID, which no agent trusts.
+    """
+    gw = envoy.gateway_of(platform, service)
+    return {
+        "apiVersion": SPIRE_API,
+        "kind": "ClusterSPIFFEID",
+        "metadata": {"name": f"agentpassport.{gw.name}.{gw.namespace}", "labels": dict(gw.pod_labels)},
+        "spec": {
+            "className": platform.config.spire.class_name,
+            "spiffeIDTemplate": (
+                f"spiffe://{gw.trust_domain}/ns/{{{{ .PodMeta.Namespace }}}}"
+                "/sa/{{ .PodSpec.ServiceAccountName }}"
+            ),
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": gw.namespace}},
+            "podSelector": {"matchLabels": dict(gw.pod_labels)},
+        },
+    }
+
+
+def gateway_objects(platform: Platform, service: SourcedService) -> list[dict[str, Any]]:
+    """Every Kubernetes object of ``service``'s gateway, in apply order."""
+    gw = envoy.gateway_of(platform, service)
+    cfg = platform.config.authz
+    maps = config_maps(platform, service)
+    objects: list[dict[str, Any]] = [
+        cluster_spiffe_id(platform, service),
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(gw, gw.name),
+         "automountServiceAccountToken": False},
+        *maps,
+        deployment(platform, service, maps),
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {**_meta(gw, gw.name), "annotations": {LINKERD_OPAQUE_PORTS: str(cfg.gateway_port)}},
+            "spec": {
+                "selector": dict(gw.pod_labels),
+                "ports": [{"name": "mtls", "port": cfg.gateway_port, "targetPort": "mtls",
+                           "protocol": "TCP"}],
+            },
+        },
+    ]
+    if cfg.replicas >= 2:
+        objects.append({
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": _meta(gw, gw.name),
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": dict(gw.pod_labels)}},
+        })
+    return objects
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def authz_artifacts(platform: Platform) -> Iterable[Artifact]:
+    """``envoy/<service>.yaml``, ``rego/*`` and ``kubernetes/authz/*`` (when authz is on)."""
+    if not platform.config.subsystems.authz:
+        return []
+    validate_authz(platform)
+    services = rego.gateway_services(platform)
+    out = [
+        Artifact("rego/policy.rego", rego.POLICY),
+        Artifact("rego/mask.rego", rego.MASK_POLICY),
+        Artifact("rego/data.json", dump_json(rego.authz_data(platform))),
+        Artifact("rego/policy_test.rego", rego.render_tests(rego.rego_cases(platform))),
+    ]
+    for svc in services:
+        out.append(Artifact(f"envoy/{svc.name}.yaml", dump_yaml(envoy.envoy_bootstrap(platform, svc))))
+        out.extend(kubernetes_artifacts(SUBSYSTEM, gateway_objects(platform, svc)))
+    return out
