@@ -126,6 +126,37 @@ def cmd_render(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_shards(args: argparse.Namespace) -> int:
+    from components.shard import coverage
+
+    stacks = [(name, load_stack_config(name)) for name in list_stacks()]
+    environments = args.environment or sorted({c.environment for _, c in stacks})
+    agents = [a.manifest for a in load_manifests(args.paths or ["agents"]).agents]
+    found = False
+    for env in environments:
+        cov = coverage(env, stacks, agents)
+        if not cov.shards:
+            print(f"{env}: not sharded (standalone stacks deploy every agent)")
+            continue
+        print(f"{env}: {len(cov.shards)} shards ({', '.join(cov.shards)})")
+        for name in cov.unselected:
+            print(f"  selected by no shard:  {name}")
+        for name, chosen in cov.overlapping:
+            print(f"  selected by {len(chosen)} shards: {name} ({', '.join(chosen)})")
+        found = found or not cov.ok
+    return EXIT_FOUND if found else EXIT_OK
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    from components.capacity import capacity_text, estimate
+    from components.durations import parse_duration
+
+    platform = load_platform(args.stack, args.paths)
+    est = estimate(platform, args.instances_per_agent, parse_duration(args.startup_window))
+    print(capacity_text(est))
+    return EXIT_FOUND if est.warnings() else EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="passport", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
@@ -153,6 +184,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True)
     r.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: the stack's agentsDir)")
     r.set_defaults(func=cmd_render)
+    sh = sub.add_parser("shards", help="report agents selected by no shard stack or by several")
+    sh.add_argument("--environment", action="append", help="environment to check (default: all)")
+    sh.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: agents/)")
+    sh.set_defaults(func=cmd_shards)
+
+    c = sub.add_parser("capacity", help="estimate SPIRE signing load (steady state and cold-start storm)")
+    c.add_argument("--stack", required=True)
+    c.add_argument("--instances-per-agent", type=int, default=1, help="workload instances per agent")
+    c.add_argument("--startup-window", default="60s", help="window a cold start spreads over (default 60s)")
+    c.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: the stack's agentsDir)")
+    c.set_defaults(func=cmd_capacity)
     return p
 
 

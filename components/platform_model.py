@@ -20,6 +20,7 @@ from components.errors import ManifestError, Problem
 from components.identity import AgentIdentity, derive_identity
 from components.manifest.loader import ManifestSet, SourcedAgent, SourcedService
 from components.manifest.models import AgentManifest, Grant
+from components.shard import in_stack
 
 RESERVED_VAULT_PREFIXES = ("sys/", "auth/", "identity/", "cubbyhole/", "pki", "database/")
 
@@ -170,8 +171,7 @@ def build_platform(cfg: StackConfig, manifests: ManifestSet, stack: str, config_
     excluded: list[str] = []
     problems: list[Problem] = []
     for a in manifests.agents:
-        envs = a.manifest.spec.environments
-        if envs is not None and cfg.environment not in envs:
+        if not in_stack(cfg, a.manifest):
             excluded.append(a.name)
             continue
         ident = derive_identity(a.manifest, cfg.trust_domain, cfg.mesh.cluster_domain)

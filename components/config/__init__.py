@@ -23,6 +23,7 @@ from components.config.kubernetes import KubernetesTarget
 from components.config.limits import Limits
 from components.config.mesh import MeshConfig
 from components.config.observe import ObserveConfig
+from components.config.shard import ShardConfig
 from components.config.spire import SpireConfig
 from components.config.subsystems import Subsystems
 from components.config.trust import TrustConfig
@@ -77,6 +78,7 @@ class StackConfig(Section):
     kubernetes: KubernetesTarget = Field(default_factory=KubernetesTarget, description="Kubernetes target.")
     limits: Limits = Field(default_factory=Limits, description="Lifetime ceilings.")
     observe: ObserveConfig = Field(default_factory=ObserveConfig, description="Monitoring, alerts, log pipeline.")
+    shard: ShardConfig = Field(default_factory=ShardConfig, description="Splitting an environment across stacks.")
 
     @property
     def is_strict(self) -> bool:
