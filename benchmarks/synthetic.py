@@ -18,7 +18,7 @@ spec:
     x509SvidTtl: 15m
   platform:
     kubernetes:
-      namespace: agents-{team:03d}
+      namespace: agents-{ns:02d}
       serviceAccount: agent-{i:05d}
   grants:
     - http:
@@ -59,7 +59,7 @@ def write_fleet(out: Path, agents: int, per_file: int = 100, services: int = 20)
     out.mkdir(parents=True, exist_ok=True)
     (out / "services.yaml").write_text("---\n".join(SERVICE.format(s=s) for s in range(services)))
     for start in range(0, agents, per_file):
-        docs = [AGENT.format(i=i, team=i % 250, shard=i % 8, svc=i % services)
+        docs = [AGENT.format(i=i, team=i % 250, ns=i % 25, shard=i % 8, svc=i % services)
                 for i in range(start, min(start + per_file, agents))]
         (out / f"agents-{start // per_file:05d}.yaml").write_text("---\n".join(docs))
     return out
