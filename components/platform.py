@@ -9,6 +9,8 @@ import pulumi
 
 from components.aws import AuditTrail, AuditTrailArgs, AwsFederation, AwsFederationArgs
 from components.platform_model import Platform
+from components.render.aws import validate_aws
+from components.render.windows import validate_windows
 from components.trust import TrustDomain, TrustDomainArgs
 from components.windows import GmsaAgents, GmsaAgentsArgs
 
@@ -34,6 +36,10 @@ class AgentPassport(pulumi.ComponentResource):
         super().__init__("agentpassport:index:AgentPassport", name, None, opts)
         platform = args.platform
         on = platform.config.subsystems
+        if on.windows:
+            validate_windows(platform)  # [windows] every problem before the first resource registers
+        if on.aws:
+            validate_aws(platform)  # [aws] every problem before the first resource registers
         # Composition, in dependency order. Each subsystem adds its construction at its marker.
         # [trust]   TrustDomain (always) -> `trust`
         trust = TrustDomain(
@@ -41,6 +47,19 @@ class AgentPassport(pulumi.ComponentResource):
         )
         self.trust = trust
         # [spire]   SpireServer, SpireAgents, Registrations (if on.spire)
+        if on.spire:
+            from components.spire import (
+                Registrations, RegistrationsArgs, SpireAgents, SpireAgentsArgs, SpireServer, SpireServerArgs,
+            )
+
+            self.spire_server = SpireServer(f"{name}-spire-server", SpireServerArgs(platform=platform, trust=trust),
+                                            pulumi.ResourceOptions(parent=self))
+            self.spire_agents = SpireAgents(f"{name}-spire-agents",
+                                            SpireAgentsArgs(platform=platform, server=self.spire_server),
+                                            pulumi.ResourceOptions(parent=self))
+            self.spire_registrations = Registrations(
+                f"{name}-spire-registrations", RegistrationsArgs(platform=platform, server=self.spire_server),
+                pulumi.ResourceOptions(parent=self))
         # [mesh]    LinkerdIdentity + MeshNamespace per namespace (if on.mesh)
         if on.mesh:
             from components.mesh import LinkerdIdentity, LinkerdIdentityArgs, MeshNamespace, mesh_namespace_args
@@ -71,11 +90,21 @@ class AgentPassport(pulumi.ComponentResource):
             ), pulumi.ResourceOptions(parent=self))
             AuditTrail(f"{name}-audit", AuditTrailArgs(platform=platform), pulumi.ResourceOptions(parent=self))
         # [observe] IdentityHealth (if on.observe)
+        if on.observe:
+            from components.observe import IdentityHealth, IdentityHealthArgs
+
+            self.observe = IdentityHealth(f"{name}-observe", IdentityHealthArgs(
+                platform=platform,
+                certificate_pems={"upstream-chain": trust.upstream_chain_pem, "trust-bundle": trust.trust_bundle_pem},
+            ), pulumi.ResourceOptions(parent=self))
         del on
         summary: dict[str, Any] = {
             "agents": len(platform.active_agents),
             "suspended": [a.name for a in platform.suspended_agents],
             "trustBundlePem": trust.trust_bundle_pem,
         }
+        if platform.config.subsystems.spire:
+            summary["spire"] = {"jwtIssuer": self.spire_server.jwt_issuer, "jwksUrl": self.spire_server.jwks_url,
+                                "serverAddress": self.spire_server.server_address}
         self.summary = pulumi.Output.from_input(summary)
         self.register_outputs({"summary": self.summary})

@@ -49,12 +49,8 @@ class KeySpec:
 
 
 KEY_SPECS: dict[str, KeySpec] = {
-    "ecdsa-p256": KeySpec(
-        "ecdsa-p256", "ECDSA", "P256", None, "EC_prime256v1", "SHA256WITHECDSA", "ec", 256
-    ),
-    "ecdsa-p384": KeySpec(
-        "ecdsa-p384", "ECDSA", "P384", None, "EC_secp384r1", "SHA384WITHECDSA", "ec", 384
-    ),
+    "ecdsa-p256": KeySpec("ecdsa-p256", "ECDSA", "P256", None, "EC_prime256v1", "SHA256WITHECDSA", "ec", 256),
+    "ecdsa-p384": KeySpec("ecdsa-p384", "ECDSA", "P384", None, "EC_secp384r1", "SHA384WITHECDSA", "ec", 384),
     "rsa-3072": KeySpec("rsa-3072", "RSA", None, 3072, "RSA_3072", "SHA256WITHRSA", "rsa", 3072),
 }
 
@@ -205,9 +201,7 @@ class TrustDomain(pulumi.ComponentResource):
     profile: TrustProfile
     """The certificate profile this hierarchy was built with."""
 
-    def __init__(
-        self, name: str, args: TrustDomainArgs, opts: pulumi.ResourceOptions | None = None
-    ) -> None:
+    def __init__(self, name: str, args: TrustDomainArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:trust:TrustDomain", name, None, opts)
         platform = args.platform
         self.profile = trust_profile(platform.config, platform.config_file)
@@ -258,9 +252,7 @@ class TrustDomain(pulumi.ComponentResource):
             is_ca_certificate=True,
             max_path_length=prof.root_path_length,
             allowed_uses=list(CA_USES),
-            subject=tls.SelfSignedCertSubjectArgs(
-                common_name=prof.root_common_name, organization=prof.organization
-            ),
+            subject=tls.SelfSignedCertSubjectArgs(common_name=prof.root_common_name, organization=prof.organization),
             uris=[f"spiffe://{prof.trust_domain}"],
             validity_period_hours=prof.root_validity_hours,
             early_renewal_hours=prof.early_renewal_hours,
@@ -311,12 +303,12 @@ class TrustDomain(pulumi.ComponentResource):
                 arn=pca.existing_arn, region=region, opts=pulumi.InvokeOutputOptions(parent=self)
             )
             self.aws_pca_arn = pulumi.Output.from_input(pca.existing_arn)
-            self.trust_bundle_pem = pulumi.Output.all(
-                found.certificate_chain, found.certificate
-            ).apply(lambda c: last_pem_block(c[0] or "") or join_pems(c[1]))
-            self.upstream_chain_pem = pulumi.Output.all(
-                found.certificate, found.certificate_chain
-            ).apply(lambda c: join_pems(*c))
+            self.trust_bundle_pem = pulumi.Output.all(found.certificate_chain, found.certificate).apply(
+                lambda c: last_pem_block(c[0] or "") or join_pems(c[1])
+            )
+            self.upstream_chain_pem = pulumi.Output.all(found.certificate, found.certificate_chain).apply(
+                lambda c: join_pems(*c)
+            )
             return
         ca = acmpca.CertificateAuthority(
             f"{name}-pca",
@@ -327,11 +319,7 @@ class TrustDomain(pulumi.ComponentResource):
                 key_algorithm=prof.key.pca_key_algorithm,
                 signing_algorithm=prof.key.pca_signing_algorithm,
                 subject=acmpca.CertificateAuthorityCertificateAuthorityConfigurationSubjectArgs(
-                    common_name=(
-                        prof.root_common_name
-                        if pca.mode == "root"
-                        else prof.intermediate_common_name
-                    )[:64],
+                    common_name=(prof.root_common_name if pca.mode == "root" else prof.intermediate_common_name)[:64],
                     organization=prof.organization,
                 ),
             ),
@@ -349,9 +337,7 @@ class TrustDomain(pulumi.ComponentResource):
                 certificate_signing_request=ca.certificate_signing_request,
                 signing_algorithm=prof.key.pca_signing_algorithm,
                 template_arn="arn:aws:acm-pca:::template/RootCACertificate/V1",
-                validity=acmpca.CertificateValidityArgs(
-                    type="DAYS", value=str(prof.root_validity_days)
-                ),
+                validity=acmpca.CertificateValidityArgs(type="DAYS", value=str(prof.root_validity_days)),
                 region=region,
                 opts=child,
             )
@@ -371,9 +357,7 @@ class TrustDomain(pulumi.ComponentResource):
         self.trust_bundle_pem = pulumi.Output.all(ca.certificate_chain, ca.certificate).apply(
             lambda c: last_pem_block(c[0] or "") or join_pems(c[1])
         )
-        self.upstream_chain_pem = pulumi.Output.all(ca.certificate, ca.certificate_chain).apply(
-            lambda c: join_pems(*c)
-        )
+        self.upstream_chain_pem = pulumi.Output.all(ca.certificate, ca.certificate_chain).apply(lambda c: join_pems(*c))
 
     # ----------------------------------------------------------------------- vault-pki
 
@@ -439,9 +423,7 @@ class TrustDomain(pulumi.ComponentResource):
             issuer_ref="root",
             opts=pulumi.ResourceOptions(parent=self, depends_on=[root]),
         )
-        chain = pulumi.Output.all(signed.certificate, root.certificate).apply(
-            lambda c: join_pems(*c)
-        )
+        chain = pulumi.Output.all(signed.certificate, root.certificate).apply(lambda c: join_pems(*c))
         pki.SecretBackendIntermediateSetSigned(
             f"{name}-pki-intermediate-install",
             backend=int_mount.path,

@@ -37,5 +37,21 @@ class SpireConfig(Section):
     )
     class_name: str = Field(
         default="agent-passport",
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$",
         description="spire-controller-manager className: it only manages entries of this class.",
+    )
+    csi_driver_version: str = Field(
+        default="0.2.7", description="SPIFFE CSI driver release (csi.spiffe.io, mounts the Workload API)."
+    )
+    node_driver_registrar_version: str = Field(
+        default="v2.12.0", description="Kubernetes CSI node-driver-registrar release for the SPIFFE CSI driver."
+    )
+    skip_kubelet_verification: bool = Field(
+        default=False,
+        description="Let the k8s workload attestor skip verifying the kubelet's serving certificate. "
+        "Hazard: only for clusters whose kubelets serve self-signed certificates (kind, minikube); "
+        "a spoofed kubelet could then feed the agent false pod data.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARN", "ERROR"] = Field(
+        default="INFO", description="Log level of the SPIRE server, agents and OIDC discovery provider."
     )

@@ -34,7 +34,17 @@ class VaultPkiSettings(Section):
     intermediate_mount: str = Field(
         default="pki-spire", description="Mount path of the intermediate SPIRE signs with."
     )
-    role: str = Field(default="spire-upstream", description="PKI role SPIRE's UpstreamAuthority uses.")
+    role: str = Field(
+        default="spire-upstream",
+        description="Name of the Vault policy allowing SPIRE to sign its CA under the intermediate "
+        "(<intermediateMount>/root/sign-intermediate), and of the Kubernetes auth role SPIRE's "
+        "UpstreamAuthority logs in with.",
+    )
+    k8s_auth_mount: str = Field(
+        default="kubernetes",
+        description="Vault Kubernetes auth mount SPIRE's server logs in at. Its role (named like "
+        "`role`) must bind the SPIRE server's ServiceAccount to the `role` policy (docs/trust.md).",
+    )
 
 
 class TrustConfig(Section):
