@@ -157,6 +157,27 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     return EXIT_FOUND if est.warnings() else EXIT_OK
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from components.check import FORMATTERS, effective_config, policies, read_policy_config, run_check
+
+    overrides = read_policy_config(Path(args.policy_config), policies()) if args.policy_config else {}
+    result = run_check(args.stack, Path(args.root), overrides)
+    if args.write_policy_config:
+        cfg = load_stack_config(args.stack, Path(args.root).resolve())
+        text = json.dumps(effective_config(cfg, overrides), indent=2, sort_keys=True) + "\n"
+        Path(args.write_policy_config).write_text(text, encoding="utf-8")
+    print(FORMATTERS[args.format](result))
+    return EXIT_FOUND if result.mandatory else EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from components.diff import as_json, format_markdown, run_diff
+
+    diff = run_diff(args.base, args.stack, Path(args.root), resources=not args.no_resources)
+    print(json.dumps(as_json(diff), indent=2) if args.format == "json" else format_markdown(diff), end="")
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="passport", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
@@ -195,6 +216,23 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--startup-window", default="60s", help="window a cold start spreads over (default 60s)")
     c.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: the stack's agentsDir)")
     c.set_defaults(func=cmd_capacity)
+
+    ck = sub.add_parser("check", help="run the policy pack offline on the stack's resource graph (mocks)")
+    ck.add_argument("--stack", required=True)
+    ck.add_argument("--format", choices=["text", "json", "sarif"], default="text")
+    ck.add_argument("--policy-config", help="pack config JSON (the format of pulumi's --policy-pack-config)")
+    ck.add_argument("--write-policy-config", metavar="FILE",
+                    help="also write the effective pack config for `pulumi preview --policy-pack-config`")
+    ck.add_argument("--root", default=".", help="project directory (default: .)")
+    ck.set_defaults(func=cmd_check)
+
+    d = sub.add_parser("diff", help="Markdown report of what the change since --base does to a stack")
+    d.add_argument("--base", required=True, help="git revision to compare against (e.g. origin/main)")
+    d.add_argument("--stack", required=True)
+    d.add_argument("--format", choices=["markdown", "json"], default="markdown")
+    d.add_argument("--no-resources", action="store_true", help="skip running the program under mocks")
+    d.add_argument("--root", default=".", help="project directory (default: .)")
+    d.set_defaults(func=cmd_diff)
     return p
 
 

@@ -295,6 +295,12 @@ def registration_spiffe_id(resource_type: str, props: Mapping[str, Any]) -> str 
     return value
 
 
+def is_node_entry(resource_type: str, props: Mapping[str, Any]) -> bool:
+    """A SPIRE node (alias) entry: parented to the server, it names hosts, not workloads."""
+    parent = dig(props, "spec", "parentID")
+    return resource_type == T.CLUSTER_STATIC_ENTRY and isinstance(parent, str) and parent.endswith("/spire/server")
+
+
 def find_bom(resources: Iterable[PolicyResource]) -> dict[str, Any] | None:
     """The identity bill of materials the program exports (stack output ``identityBom``).
 
@@ -973,8 +979,15 @@ def _one_identity(args: StackValidationArgs, report: ReportViolation) -> None:
     bom = find_bom(args.resources)
     agents = as_dict(bom.get("agents")) if bom else {}
     spiffe_ids = {a: str(v.get("spiffeId")) for a, v in agents.items() if isinstance(v, dict)}
+    everything = _resources(args, REGISTRATIONS)
+    agent_ids = {sid: a for a, sid in spiffe_ids.items()}
+    for r in everything:
+        sid = registration_spiffe_id(r.type, r.props)
+        if is_node_entry(r.type, r.props) and sid in agent_ids:
+            report(f"agent {agent_ids[sid]}: node entry {r.name!r} gives whole hosts the agent's "
+                   f"identity {sid}", r.urn)
     regs = [(r, _owner(r, agents, spiffe_ids), registration_spiffe_id(r.type, r.props))
-            for r in _resources(args, REGISTRATIONS)]
+            for r in everything if not is_node_entry(r.type, r.props)]
     owners_of: dict[str, set[str]] = {}
     ids_of: dict[str, set[str]] = {}
     for _, owner, sid in regs:
