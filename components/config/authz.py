@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from components.config.base import Section
+
+OPA_GRPC_PORT = 9191
+"""opa-envoy-plugin's ext_authz gRPC server inside the gateway pod (127.0.0.1 only)."""
+OPA_API_PORT = 8181
+"""OPA's REST API inside the gateway pod (127.0.0.1 only: nothing may push policy or data)."""
+OPA_DIAGNOSTIC_PORT = 8282
+"""OPA's /health endpoint, for the kubelet's probes."""
+ENVOY_ADMIN_PORT = 9901
+"""Envoy's admin interface inside the gateway pod (127.0.0.1 only)."""
+RESERVED_GATEWAY_PORTS = {
+    OPA_GRPC_PORT: "OPA's ext_authz gRPC server",
+    OPA_API_PORT: "OPA's REST API",
+    OPA_DIAGNOSTIC_PORT: "OPA's health endpoint",
+    ENVOY_ADMIN_PORT: "Envoy's admin interface",
+}
 
 
 class AuthzConfig(Section):
@@ -31,3 +46,14 @@ class AuthzConfig(Section):
         "while no gateway pod is ready, so keep at least 2 where the service matters; with 2 "
         "or more a PodDisruptionBudget keeps one running through node drains.",
     )
+
+    @field_validator("gateway_port")
+    @classmethod
+    def _free_port(cls, port: int) -> int:
+        if port in RESERVED_GATEWAY_PORTS:
+            taken = ", ".join(str(p) for p in sorted(RESERVED_GATEWAY_PORTS))
+            raise ValueError(
+                f"{port} is taken by {RESERVED_GATEWAY_PORTS[port]} inside every gateway pod; "
+                f"choose another port (reserved: {taken})"
+            )
+        return port

@@ -20,7 +20,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from components.errors import ConfigError, ManifestError, Problem
+from components.config import authz as authz_config
+from components.config.authz import OPA_API_PORT, OPA_GRPC_PORT
+from components.errors import ManifestError, Problem
 from components.identity import GatewayIdentity
 from components.manifest.loader import SourcedService
 from components.platform_model import Platform
@@ -29,16 +31,8 @@ from components.render.artifacts import Artifact, kubernetes_artifacts
 from components.render.yamlout import dump_json, dump_yaml
 
 SUBSYSTEM = "authz"
-OPA_ADDR_PORT = 8181
-"""OPA's REST API, bound to 127.0.0.1 (nothing outside the pod may change policy or data)."""
-OPA_DIAGNOSTIC_PORT = 8282
-"""OPA's /health endpoint for the kubelet's probes."""
-RESERVED_PORTS = {
-    envoy.OPA_GRPC_PORT: "OPA's ext_authz gRPC server",
-    OPA_ADDR_PORT: "OPA's REST API",
-    OPA_DIAGNOSTIC_PORT: "OPA's health endpoint",
-    envoy.ENVOY_ADMIN_PORT: "Envoy's admin interface",
-}
+OPA_DIAGNOSTIC_PORT = authz_config.OPA_DIAGNOSTIC_PORT
+"""OPA's /health and /metrics (the only OPA port reachable from outside the pod)."""
 SPIRE_API = "spire.spiffe.io/v1alpha1"
 CONFIG_HASH_ANNOTATION = "agentpassport.dev/config-sha256"
 LINKERD_OPAQUE_PORTS = "config.linkerd.io/opaque-ports"
@@ -56,15 +50,11 @@ DATA_DIR = "/data"
 
 
 def validate_authz(platform: Platform) -> None:
-    """Raise ConfigError/ManifestError listing every problem that would break a gateway."""
-    cfg = platform.config
-    port = cfg.authz.gateway_port
-    if port in RESERVED_PORTS:
-        raise ConfigError([Problem(
-            platform.config_file, None, "agent-passport:authz.gatewayPort",
-            f"{port} is taken by {RESERVED_PORTS[port]} inside every gateway pod; choose "
-            f"another port (reserved: {', '.join(str(p) for p in sorted(RESERVED_PORTS))})",
-        )])
+    """Raise ManifestError listing every manifest problem that would break a gateway.
+
+    (The stack config's own rule, a gateway port clear of the pod's internal ports, is
+    checked when the config loads: :class:`components.config.authz.AuthzConfig`.)
+    """
     problems: list[Problem] = []
     for svc in rego.gateway_services(platform):
         gw = envoy.gateway_of(platform, svc)
@@ -97,7 +87,7 @@ def opa_config(platform: Platform, service: SourcedService) -> dict[str, Any]:
         },
         "plugins": {
             "envoy_ext_authz_grpc": {
-                "addr": f"127.0.0.1:{envoy.OPA_GRPC_PORT}",
+                "addr": f"127.0.0.1:{OPA_GRPC_PORT}",
                 "path": rego.DECISION_PATH,
                 "dry-run": False,
                 "enable-reflection": False,
@@ -162,7 +152,7 @@ def deployment(platform: Platform, service: SourcedService, maps: list[dict[str,
         "image": cfg.opa_image,
         "args": [
             "run", "--server",
-            f"--addr=127.0.0.1:{OPA_ADDR_PORT}",
+            f"--addr=127.0.0.1:{OPA_API_PORT}",
             f"--diagnostic-addr=0.0.0.0:{OPA_DIAGNOSTIC_PORT}",
             f"--config-file={OPA_CONFIG_DIR}/config.yaml",
             "--disable-telemetry",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from components.config.authz import ENVOY_ADMIN_PORT, OPA_GRPC_PORT
 from components.identity import GatewayIdentity, gateway_identity
 from components.manifest.loader import SourcedService
 from components.platform_model import Platform
@@ -24,10 +25,6 @@ SDS_SVID = "default"
 """SPIRE agent's default SDS name for the workload's own X.509-SVID (sds.default_svid_name)."""
 SDS_BUNDLE = "ROOTCA"
 """SPIRE agent's default SDS name for its trust domain bundle (sds.default_bundle_name)."""
-OPA_GRPC_PORT = 9191
-"""opa-envoy-plugin's ext_authz gRPC server, bound to 127.0.0.1 only."""
-ENVOY_ADMIN_PORT = 9901
-"""Envoy admin interface, bound to 127.0.0.1 only."""
 EXT_AUTHZ_TIMEOUT = "0.5s"
 SPIRE_CLUSTER = "spire_agent"
 OPA_CLUSTER = "opa_ext_authz"
