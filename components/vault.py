@@ -51,14 +51,18 @@ class VaultIdentityArgs:
 def _secret_problems(plan: VaultPlan, platform: Platform) -> list[Problem]:
     """Every admin password secret the plan needs must be set in the stack."""
     config = pulumi.Config(NAMESPACE)
-    problems = []
+    missing: dict[tuple[str, str], list[str]] = {}
     for conn in plan.connections:
         if config.get_secret(conn.password_secret) is None:
-            problems.append(Problem(
-                platform.config_file, None, conn.password_field,
-                f"names secret {conn.password_secret!r}, which is not set; run `pulumi config set "
-                f"--secret {conn.password_secret} <initial password of {conn.username}>`"))
-    return problems
+            users = missing.setdefault((conn.password_field, conn.password_secret), [])
+            if conn.username not in users:
+                users.append(conn.username)
+    return [
+        Problem(platform.config_file, None, field,
+                f"names secret {secret!r}, which is not set; run `pulumi config set --secret {secret} "
+                f"<initial password of {' and '.join(users)}>`")
+        for (field, secret), users in sorted(missing.items())
+    ]
 
 
 class VaultIdentity(pulumi.ComponentResource):
