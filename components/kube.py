@@ -48,6 +48,17 @@ def object_key(obj: Mapping[str, Any]) -> str:
     return "-".join(str(p) for p in parts if p)
 
 
+class _CustomResourceBody(k8s.apiextensions.CustomResource):
+    """A custom resource whose body has top-level fields besides ``spec`` (GMSACredentialSpec's
+    ``credspec``): ``CustomResource``'s constructor accepts only ``spec``, so the whole object is
+    registered as is, with the same type token (``kubernetes:<apiVersion>:<kind>``)."""
+
+    def __init__(self, resource_name: str, obj: dict[str, Any], opts: pulumi.ResourceOptions) -> None:
+        version = k8s._utilities.get_version()  # type: ignore[no-untyped-call]
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(version=version))
+        pulumi.CustomResource.__init__(self, f"kubernetes:{obj['apiVersion']}:{obj['kind']}", resource_name, obj, opts)
+
+
 def kube_object(resource_name: str, obj: Mapping[str, Any], parent: pulumi.Resource) -> pulumi.CustomResource:
     """Register one object with ``parent`` as its parent (and provider source)."""
     api_version, kind = str(obj["apiVersion"]), str(obj["kind"])
@@ -55,6 +66,8 @@ def kube_object(resource_name: str, obj: Mapping[str, Any], parent: pulumi.Resou
     cls = _TYPED.get((api_version, kind))
     if cls is None:
         extra = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        if set(extra) - {"spec"}:
+            return _CustomResourceBody(resource_name, dict(obj), opts)
         return k8s.apiextensions.CustomResource(
             resource_name, api_version=api_version, kind=kind, metadata=obj.get("metadata"),
             opts=opts, **extra,

@@ -193,7 +193,7 @@ def windows_problems(platform: Platform) -> tuple[list[Problem], list[Problem]]:
         values: dict[tuple[str, ...], str] = {
             ("gmsaAccount",): g.gmsa, ("hostGroup",): g.windows.host_group,
             ("domain",): g.domain, ("iisAppPool",): g.windows.iis_app_pool or "",
-            **{("ssmTargetTags", k): f"{k}={v}" for k, v in g.target_tags.items()},
+            **{("ssmTargetTags", k): f"{k}={v}" for k, v in (g.windows.ssm_target_tags or {}).items()},
         }
         for loc, value in values.items():
             try:
