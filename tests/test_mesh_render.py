@@ -1,0 +1,391 @@
+"""Pure Linkerd renderer: namespaces, route grouping, gateway policy, problems, identity profile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.config import build_stack_config, load_stack_config, read_stack_file
+from components.errors import ConfigError, ManifestError
+from components.identity import gateway_identity
+from components.manifest.loader import load_manifests
+from components.platform_model import Platform, build_platform
+from components.render.artifacts import render_all
+from components.render.mesh import (
+    RouteMatch,
+    check_inbound_policy,
+    linkerd_identity_profile,
+    mesh_artifacts,
+    mesh_objects,
+    mesh_plan,
+    namespace_object,
+    trust_bundle,
+)
+from tests.conftest import ROOT
+
+HEADER = "apiVersion: passport.agentpassport.dev/v1alpha1\n"
+
+SERVICES = HEADER + """kind: Service
+metadata: {name: catalog, team: shop}
+spec: {namespace: apps, port: 8080, gateway: false, podSelector: {app: catalog}}
+---
+""" + HEADER + """kind: Service
+metadata: {name: ledger, team: fin}
+spec: {namespace: apps, port: 9000, protocol: grpc, podSelector: {app: ledger}}
+---
+""" + HEADER + """kind: Service
+metadata: {name: unused, team: fin}
+spec: {namespace: quiet, port: 80, podSelector: {app: unused}}
+"""
+
+
+def agent(name: str, namespace: str, grants: str, *, suspended: bool = False, platform: str | None = None) -> str:
+    plat = platform or f"kubernetes: {{namespace: {namespace}, serviceAccount: {name}}}"
+    susp = "suspended: true\n  suspendedReason: INC-1\n  " if suspended else ""
+    return (HEADER + f"kind: Agent\nmetadata: {{name: {name}, team: t, owner: o@example.net}}\n"
+            f"spec:\n  {susp}platform:\n    {plat}\n  grants:\n{grants}")
+
+
+def http(service: str, methods: str, paths: str) -> str:
+    return f"    - http: {{service: {service}, methods: [{methods}], paths: [{paths}]}}\n"
+
+
+def make_platform(tmp_path: Path, *docs: str, stack: str = "dev", services: str = SERVICES) -> Platform:
+    (tmp_path / "services.yaml").write_text(services)
+    for i, doc in enumerate(docs):
+        (tmp_path / f"agent-{i}.yaml").write_text(doc)
+    return build_platform(load_stack_config(stack, ROOT), load_manifests([tmp_path]), stack,
+                          f"stacks/Pulumi.{stack}.yaml")
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
+
+
+def ident(name: str, ns: str) -> str:
+    return f"{name}.{ns}.serviceaccount.identity.linkerd.cluster.local"
+
+
+# --------------------------------------------------------------------------- namespaces
+
+
+def test_namespace_object_injects_and_sets_the_default_policy() -> None:
+    assert namespace_object("apps", "deny") == {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": "apps",
+            "annotations": {"config.linkerd.io/default-inbound-policy": "deny", "linkerd.io/inject": "enabled"},
+            "labels": {"app.kubernetes.io/managed-by": "agent-passport"},
+        },
+    }
+
+
+def test_namespaces_host_agents_and_called_services_only(tmp_path: Path) -> None:
+    p = make_platform(
+        tmp_path,
+        agent("alpha", "team-a", http("catalog", "GET", "{prefix: /api}")),
+        agent("sleeper", "team-s", http("ledger", "POST", "{exact: /pay}"), suspended=True),
+        agent("vmbox", "", "    - vault: {path: secret/data/x, capabilities: [read]}\n",
+              platform="vm: {attestation: join_token, workloadSelectors: ['unix:uid:1']}"),
+    )
+    plan = mesh_plan(p)
+    # 'quiet' hosts only an uncalled service; the VM agent has no namespace; a suspended agent's
+    # namespace stays meshed (suspension revokes authorization, it never deletes a Namespace).
+    assert [(n.namespace, n.agents, n.services) for n in plan.namespaces] == [
+        ("apps", (), ("catalog", "ledger")),
+        ("team-a", ("alpha",), ()),
+        ("team-s", ("sleeper",), ()),
+    ]
+    assert {n.default_inbound_policy for n in plan.namespaces} == {"deny"}
+    assert all(n.objects == () for n in plan.namespaces if n.namespace != "apps")
+
+
+def test_strict_stacks_refuse_unauthenticated_defaults() -> None:
+    for policy in ("cluster-authenticated", "all-unauthenticated"):
+        with pytest.raises(ConfigError, match=r"mesh.defaultInboundPolicy: .*strict stacks build mesh namespaces only"):
+            check_inbound_policy(policy, True, "stacks/Pulumi.prod.yaml")
+        check_inbound_policy(policy, False, "stacks/Pulumi.dev.yaml")  # dev may
+    for policy in ("deny", "all-authenticated"):
+        check_inbound_policy(policy, True, "stacks/Pulumi.prod.yaml")
+
+
+# --------------------------------------------------------------------------- matches
+
+
+@pytest.mark.parametrize(("outer", "inner", "covers"), [
+    (("GET", "prefix", "/api"), ("GET", "exact", "/api"), True),
+    (("GET", "prefix", "/api"), ("GET", "exact", "/api/x"), True),
+    (("GET", "prefix", "/api"), ("GET", "exact", "/api/"), True),
+    (("GET", "prefix", "/api"), ("GET", "prefix", "/api/v1"), True),
+    (("GET", "prefix", "/api"), ("GET", "exact", "/apix"), False),
+    (("GET", "prefix", "/api"), ("POST", "exact", "/api/x"), False),
+    (("GET", "prefix", "/"), ("GET", "prefix", "/anything"), True),
+    (("GET", "exact", "/api"), ("GET", "exact", "/api"), True),
+    (("GET", "exact", "/api"), ("GET", "prefix", "/api"), False),
+    (("GET", "prefix", "/api/v1"), ("GET", "prefix", "/api"), False),
+])
+def test_covers_follows_linkerd_segment_prefix_semantics(outer: tuple[Any, ...], inner: tuple[Any, ...],
+                                                           covers: bool) -> None:
+    assert RouteMatch.of(*outer).covers(RouteMatch.of(*inner)) is covers
+
+
+def test_trailing_slash_prefixes_are_one_match() -> None:
+    assert RouteMatch.of("GET", "prefix", "/api/") == RouteMatch.of("GET", "prefix", "/api")
+    assert RouteMatch.of("GET", "prefix", "/").path == "/"
+    assert RouteMatch.of("GET", "exact", "/api/").path == "/api/"
+
+
+# --------------------------------------------------------------------------- gateway-less services
+
+
+def test_every_match_is_rendered_once_and_authorizes_every_grant_covering_it(tmp_path: Path) -> None:
+    p = make_platform(
+        tmp_path,
+        agent("alpha", "team-a", http("catalog", "GET", "{prefix: /api}")),
+        agent("beta", "team-b", http("catalog", "GET, POST", "{exact: /api/items}")),
+    )
+    objs = [o for n in mesh_plan(p).namespaces for o in n.objects if o["metadata"]["labels"].get(
+        "agentpassport.dev/service") == "catalog"]
+    (server,) = by_kind(objs, "Server").values()
+    assert server["spec"] == {"accessPolicy": "deny", "podSelector": {"matchLabels": {"app": "catalog"}},
+                              "port": 8080, "proxyProtocol": "HTTP/1"}
+    routes, authn, authz = by_kind(objs, "HTTPRoute"), by_kind(objs, "MeshTLSAuthentication"), \
+        by_kind(objs, "AuthorizationPolicy")
+    shared = next(n for n in routes if n.startswith("catalog-shared-"))
+    assert set(routes) == {"catalog-alpha", "catalog-beta", shared}
+
+    def matches(name: str) -> list[tuple[str, str, str]]:
+        return [(m["method"], m["path"]["type"], m["path"]["value"])
+                for rule in routes[name]["spec"]["rules"] for m in rule["matches"]]
+
+    # A GET for exactly /api/items lands on the longer exact match: both agents' grants cover it.
+    assert matches(shared) == [("GET", "Exact", "/api/items")]
+    assert authn[shared]["spec"]["identities"] == [ident("alpha", "team-a"), ident("beta", "team-b")]
+    assert "agentpassport.dev/agent" not in routes[shared]["metadata"]["labels"]
+    assert matches("catalog-alpha") == [("GET", "PathPrefix", "/api")]
+    assert authn["catalog-alpha"]["spec"]["identities"] == [ident("alpha", "team-a")]
+    assert routes["catalog-alpha"]["metadata"]["labels"]["agentpassport.dev/agent"] == "alpha"
+    assert matches("catalog-beta") == [("POST", "Exact", "/api/items")]
+    assert authn["catalog-beta"]["spec"]["identities"] == [ident("beta", "team-b")]
+    for name, route in routes.items():
+        assert route["spec"]["parentRefs"] == [{"group": "policy.linkerd.io", "kind": "Server", "name": "catalog"}]
+        assert authz[name]["spec"] == {
+            "targetRef": {"group": "policy.linkerd.io", "kind": "HTTPRoute", "name": name},
+            "requiredAuthenticationRefs": [{"group": "policy.linkerd.io", "kind": "MeshTLSAuthentication",
+                                            "name": name}],
+        }
+    assert len(objs) == 1 + 3 * 3
+
+
+def test_agents_with_the_same_route_shape_share_one_route(tmp_path: Path) -> None:
+    docs = [agent(f"a{i:03d}", "team", http("catalog", "GET, POST", "{exact: /x}, {prefix: /y}")) for i in range(200)]
+    objs = [o for n in mesh_plan(make_platform(tmp_path, *docs)).namespaces for o in n.objects]
+    routes, authn = by_kind(objs, "HTTPRoute"), by_kind(objs, "MeshTLSAuthentication")
+    assert len(routes) == 1 and len(authn) == 1 and len(by_kind(objs, "AuthorizationPolicy")) == 1
+    (route,) = routes.values()
+    assert [len(r["matches"]) for r in route["spec"]["rules"]] == [4]
+    (m,) = authn.values()
+    assert len(m["spec"]["identities"]) == 200
+
+
+def test_a_group_too_large_for_one_route_is_split_and_shares_its_authentication(tmp_path: Path) -> None:
+    paths = ", ".join(f"{{exact: /p{i:02d}}}" for i in range(20))
+    p = make_platform(tmp_path, agent("bulk", "team", http("catalog", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+                                                                      paths)))
+    objs = [o for n in mesh_plan(p).namespaces for o in n.objects]
+    routes = by_kind(objs, "HTTPRoute")
+    assert sorted(routes) == ["catalog-bulk", "catalog-bulk-2"]
+    sizes = [[len(r["matches"]) for r in routes[n]["spec"]["rules"]] for n in sorted(routes)]
+    assert sizes == [[8] * 16, [8, 4]]  # 140 matches: 16 rules of 8 fill the first route
+    assert sorted(by_kind(objs, "MeshTLSAuthentication")) == ["catalog-bulk"]
+    policies = by_kind(objs, "AuthorizationPolicy")
+    assert {n: a["spec"]["requiredAuthenticationRefs"][0]["name"] for n, a in policies.items()} == {
+        "catalog-bulk": "catalog-bulk", "catalog-bulk-2": "catalog-bulk"}
+    assert {n: a["spec"]["targetRef"]["name"] for n, a in policies.items()} == {
+        "catalog-bulk": "catalog-bulk", "catalog-bulk-2": "catalog-bulk-2"}
+
+
+def test_exact_and_prefix_of_the_same_path_warn(tmp_path: Path) -> None:
+    p = make_platform(
+        tmp_path,
+        agent("alpha", "team-a", http("catalog", "GET", "{prefix: /api/}")),
+        agent("beta", "team-b", http("catalog", "GET", "{exact: /api}")),
+    )
+    (warning,) = mesh_plan(p).warnings
+    assert "exact and prefix '/api' for GET" in warning
+
+
+def test_suspended_agents_appear_in_no_authentication(tmp_path: Path) -> None:
+    p = make_platform(
+        tmp_path,
+        agent("alpha", "team-a", http("catalog", "GET", "{exact: /x}")),
+        agent("sleeper", "team-a", http("catalog", "GET", "{exact: /x}") + http("ledger", "POST", "{exact: /pay}"),
+              suspended=True),
+    )
+    objs = [o for n in mesh_plan(p).namespaces for o in n.objects]
+    identities = [i for o in objs if o["kind"] == "MeshTLSAuthentication" for i in o["spec"]["identities"]]
+    assert ident("sleeper", "team-a") not in identities
+    assert by_kind(objs, "HTTPRoute").keys() == {"catalog-alpha"}
+    # The ledger's only caller is suspended: its Servers stay (deny), nothing admits agents.
+    ledger = [o for o in objs if o["metadata"]["labels"]["agentpassport.dev/service"] == "ledger"]
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in ledger) == [
+        ("AuthorizationPolicy", "ledger-gateway"), ("MeshTLSAuthentication", "ledger-gateway"),
+        ("Server", "gw-ledger"), ("Server", "ledger")]
+
+
+# --------------------------------------------------------------------------- gateway services
+
+
+def test_gateway_service_admits_agents_at_the_gateway_and_only_the_gateway_at_the_backend(tmp_path: Path) -> None:
+    p = make_platform(
+        tmp_path,
+        agent("alpha", "team-a", http("ledger", "POST", "{exact: /pay}")),
+        agent("beta", "team-b", http("ledger", "GET", "{prefix: /pay}")),
+    )
+    gw = gateway_identity("ledger", "apps", "dev.agentpassport.internal", "cluster.local")
+    objs = [o for n in mesh_plan(p).namespaces for o in n.objects]
+    servers, authn, authz = by_kind(objs, "Server"), by_kind(objs, "MeshTLSAuthentication"), \
+        by_kind(objs, "AuthorizationPolicy")
+    assert by_kind(objs, "HTTPRoute") == {}
+    assert servers["gw-ledger"]["spec"] == {
+        "accessPolicy": "deny", "podSelector": {"matchLabels": gw.pod_labels},
+        "port": p.config.authz.gateway_port, "proxyProtocol": "opaque"}
+    assert servers["ledger"]["spec"] == {"accessPolicy": "deny", "podSelector": {"matchLabels": {"app": "ledger"}},
+                                         "port": 9000, "proxyProtocol": "gRPC"}
+    assert authn["gw-ledger"]["spec"]["identities"] == [ident("alpha", "team-a"), ident("beta", "team-b")]
+    assert authz["gw-ledger"]["spec"]["targetRef"] == {"group": "policy.linkerd.io", "kind": "Server",
+                                                        "name": "gw-ledger"}
+    assert authn["ledger-gateway"]["spec"]["identities"] == [gw.linkerd_identity]
+    assert authz["ledger-gateway"]["spec"] == {
+        "targetRef": {"group": "policy.linkerd.io", "kind": "Server", "name": "ledger"},
+        "requiredAuthenticationRefs": [{"group": "policy.linkerd.io", "kind": "MeshTLSAuthentication",
+                                        "name": "ledger-gateway"}]}
+
+
+def test_mesh_identities_come_from_the_identity_module(tmp_path: Path) -> None:
+    values, lines, secrets = read_stack_file(ROOT / "stacks/Pulumi.dev.yaml")
+    values["mesh"] = {**values["mesh"], "clusterDomain": "c1.example.internal"}
+    cfg = build_stack_config(values | {"environment": "dev"}, "stacks/Pulumi.dev.yaml", lines, secrets)
+    (tmp_path / "services.yaml").write_text(SERVICES)
+    (tmp_path / "a.yaml").write_text(agent("alpha", "team-a", http("ledger", "GET", "{exact: /x}")))
+    p = build_platform(cfg, load_manifests([tmp_path]), "dev", "stacks/Pulumi.dev.yaml")
+    objs = by_kind([o for n in mesh_plan(p).namespaces for o in n.objects], "MeshTLSAuthentication")
+    assert objs["gw-ledger"]["spec"]["identities"] == [p.agents[0].identity.linkerd_identity]
+    assert objs["gw-ledger"]["spec"]["identities"] == [
+        "alpha.team-a.serviceaccount.identity.linkerd.c1.example.internal"]
+    assert objs["ledger-gateway"]["spec"]["identities"] == [
+        "gw-ledger.apps.serviceaccount.identity.linkerd.c1.example.internal"]
+
+
+# --------------------------------------------------------------------------- problems
+
+
+def test_an_agent_outside_the_mesh_cannot_hold_http_grants(tmp_path: Path) -> None:
+    doc = agent("vmbox", "", http("ledger", "GET", "{exact: /x}"),
+                platform="vm: {attestation: join_token, workloadSelectors: ['unix:uid:1']}")
+    p = make_platform(tmp_path, doc)
+    with pytest.raises(ManifestError) as info:
+        mesh_plan(p)
+    (problem,) = info.value.problems
+    grant_line = doc.splitlines().index(http("ledger", "GET", "{exact: /x}").rstrip("\n")) + 1
+    assert problem.file.endswith("agent-0.yaml") and problem.line == grant_line == 8
+    assert problem.field == "spec.grants[0].http"
+    assert "runs on vm, outside the Linkerd mesh" in problem.message
+
+
+def test_nothing_is_meshed_in_linkerds_own_namespace(tmp_path: Path) -> None:
+    services = SERVICES.replace("namespace: quiet", "namespace: linkerd")
+    p = make_platform(tmp_path, agent("alpha", "linkerd", "    - vault: {path: secret/data/x, capabilities: [read]}\n"),
+                      services=services)
+    with pytest.raises(ManifestError) as info:
+        mesh_plan(p)
+    assert sorted(p.field for p in info.value.problems) == ["spec.namespace", "spec.platform.kubernetes.namespace"]
+
+
+def test_colliding_object_names_are_a_manifest_error(tmp_path: Path) -> None:
+    services = SERVICES + "---\n" + HEADER + """kind: Service
+metadata: {name: gw-ledger, team: fin}
+spec: {namespace: apps, port: 81, gateway: false, podSelector: {app: other}}
+"""
+    p = make_platform(tmp_path, agent("alpha", "team-a", http("ledger", "GET", "{exact: /x}")
+                                      + http("gw-ledger", "GET", "{exact: /y}")), services=services)
+    with pytest.raises(ManifestError, match=r"services 'gw-ledger' and 'ledger' in namespace 'apps' both need a "
+                                            r"Server named 'gw-ledger'"):
+        mesh_plan(p)
+
+
+# --------------------------------------------------------------------------- identity profile
+
+
+def test_identity_profile_of_the_dev_stack() -> None:
+    prof = linkerd_identity_profile(load_stack_config("dev", ROOT))
+    assert (prof.anchor_common_name, prof.issuer_common_name) == ("root.linkerd.cluster.local",
+                                                                  "identity.linkerd.cluster.local")
+    assert (prof.anchor_validity_hours, prof.issuer_validity_hours, prof.issuer_early_renewal_hours) == (
+        87600, 2160, 720)
+    assert (prof.anchor_generations, prof.signing_anchor, prof.ecdsa_curve) == (("g1",), "g1", "P256")
+    assert (prof.anchor_path_length, prof.issuer_path_length) == (1, 0)
+
+
+def _mesh_cfg(**mesh: Any) -> Any:
+    values, lines, secrets = read_stack_file(ROOT / "stacks/Pulumi.dev.yaml")
+    values["mesh"] = {**values["mesh"], **mesh}
+    return build_stack_config(values | {"environment": "dev"}, "stacks/Pulumi.dev.yaml", lines, secrets)
+
+
+def test_identity_profile_problems() -> None:
+    cfg = _mesh_cfg(issuerLifetime="90d", issuerEarlyRenewal="91d", trustAnchorLifetime="3650d1m")
+    with pytest.raises(ConfigError) as info:
+        linkerd_identity_profile(cfg, "stacks/Pulumi.dev.yaml")
+    assert sorted(p.field for p in info.value.problems) == [
+        "agent-passport:mesh.issuerEarlyRenewal", "agent-passport:mesh.trustAnchorLifetime"]
+
+
+def test_rotation_settings_are_validated() -> None:
+    with pytest.raises(ConfigError, match="issuerAnchor 'g3' is not one of trustAnchors"):
+        _mesh_cfg(trustAnchors=["g1", "g2"], issuerAnchor="g3")
+    with pytest.raises(ConfigError, match="trustAnchors"):
+        _mesh_cfg(trustAnchors=["g1", "g2", "g3"])
+    with pytest.raises(ConfigError, match="exactly one PEM certificate"):
+        _mesh_cfg(extraTrustAnchorsPem=["not a certificate"])
+    cfg = _mesh_cfg(trustAnchors=["g1", "g2"], issuerAnchor="g2")
+    assert linkerd_identity_profile(cfg).signing_anchor == "g2"
+    assert linkerd_identity_profile(_mesh_cfg(trustAnchors=["g1", "g2"])).signing_anchor == "g1"
+
+
+def test_trust_bundle_keeps_order_and_drops_duplicates() -> None:
+    a = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----"
+    b = "-----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n\n"
+    assert trust_bundle([a + "\n", b, a, ""]) == f"{a}\n{b.strip()}\n"
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def test_render_is_deterministic_and_lands_under_kubernetes_mesh(tmp_path: Path) -> None:
+    cfg = load_stack_config("dev", ROOT)
+    manifests = load_manifests([ROOT / "agents"])
+    p = build_platform(cfg, manifests, "dev", "stacks/Pulumi.dev.yaml")
+    assert mesh_objects(p) == mesh_objects(build_platform(cfg, manifests, "dev", "stacks/Pulumi.dev.yaml"))
+    paths = sorted(a.path for a in mesh_artifacts(p))
+    assert paths == sorted([
+        "kubernetes/mesh/namespace-linkerd.yaml",
+        "kubernetes/mesh/namespace-agents.yaml", "kubernetes/mesh/namespace-finance-agents.yaml",
+        "kubernetes/mesh/namespace-integrations.yaml", "kubernetes/mesh/namespace-ml.yaml",
+        "kubernetes/mesh/namespace-payments.yaml",
+        "kubernetes/mesh/server-ml-inference.yaml", "kubernetes/mesh/httproute-ml-inference-agent-cortex.yaml",
+        "kubernetes/mesh/meshtlsauthentication-ml-inference-agent-cortex.yaml",
+        "kubernetes/mesh/authorizationpolicy-ml-inference-agent-cortex.yaml",
+        *(f"kubernetes/mesh/{k}-{ns}-{n}.yaml" for ns, svc in (("integrations", "slack-gateway"),
+                                                              ("payments", "payments-api"))
+          for k, n in (("server", svc), ("server", f"gw-{svc}"), ("meshtlsauthentication", f"gw-{svc}"),
+                       ("authorizationpolicy", f"gw-{svc}"), ("meshtlsauthentication", f"{svc}-gateway"),
+                       ("authorizationpolicy", f"{svc}-gateway"))),
+    ])
+    assert set(paths) <= {a.path for a in render_all(p)}
+    off = build_platform(cfg.model_copy(update={"subsystems": cfg.subsystems.model_copy(update={"mesh": False})}),
+                         manifests, "dev", "stacks/Pulumi.dev.yaml")
+    assert mesh_artifacts(off) == []
