@@ -365,7 +365,7 @@ _KNOWN_TOKENS = re.compile(
     r"|glpat-[A-Za-z0-9_-]{20})"
 )
 _SCRIPT_ASSIGNMENT = re.compile(
-    r"(?i)(\$?[A-Za-z_][A-Za-z0-9_-]*(?:password|passwd|secret|token|api_?key|access_?key)"
+    r"(?i)(\$?[A-Za-z0-9_-]*(?:password|passwd|secret|token|api_?key|access_?key)"
     r"[A-Za-z0-9_-]*)\s*[:=]\s*([\"'])(?!\$|\{\{|\$\{)([^\"'\r\n]{4,})\2"
 )
 _SECURE_STRING = re.compile(
@@ -867,6 +867,8 @@ def _rsa_key_size(args: ResourceValidationArgs, report: ReportViolation) -> None
         bits = props.get("rsaBits") or 2048  # the provider's default
     elif t in (T.VAULT_PKI_ROLE, T.VAULT_PKI_ROOT_CERT, T.VAULT_PKI_INTERMEDIATE_CSR) and props.get("keyType") == "rsa":
         bits = props.get("keyBits") or 2048  # 0 / unset means Vault's default, 2048
+    if isinstance(bits, float) and bits.is_integer():  # numbers travel as JSON numbers
+        bits = int(bits)
     elif t == T.PCA:
         algo = dig(props, "certificateAuthorityConfiguration", "keyAlgorithm")
         match = re.fullmatch(r"RSA_(\d+)", algo) if isinstance(algo, str) else None
