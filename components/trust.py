@@ -135,6 +135,14 @@ def trust_problems(cfg: StackConfig, file: str) -> list[Problem]:
         and seconds(t.root_lifetime) > 10 * 365 * 86400
     ):
         p("rootLifetime", "AWS Private CA roots are limited to 10 years here; shorten rootLifetime")
+    if t.upstream == "vault-pki" and not cfg.subsystems.vault:
+        p(
+            "upstream",
+            "vault-pki needs subsystems.vault (the Vault provider and address come from the vault "
+            "section); enable it or choose another upstream",
+        )
+    if t.upstream == "aws-pca" and not cfg.subsystems.aws:
+        p("upstream", "aws-pca needs subsystems.aws (AWS credentials and region); enable it or choose another upstream")
     return out
 
 
