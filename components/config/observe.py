@@ -82,14 +82,6 @@ class ObserveThresholds(Section):
         description="Log rule: more credential requests for one Vault database role within "
         "5m than this is a lease spike for that agent (a healthy agent asks once per TTL).",
     )
-    deny_ratio: Ratio = Field(
-        default=0.2,
-        description="Alert when more than this share of a gateway's authorization checks are "
-        "denied by OPA (Envoy ext_authz), and per agent in the decision-log rule.",
-    )
-    deny_min_rate: float = Field(
-        default=0.1, ge=0, description="...and above this many denies per second."
-    )
     deny_burst_per_agent: int = Field(
         default=20,
         ge=1,
@@ -143,21 +135,15 @@ class ObserveConfig(Section):
         "selects `release: <release name>`).",
     )
     scrape_interval: Duration = Field(default="30s", description="Scrape interval of the monitors.")
-    spire_server_metrics_port: int = Field(
-        default=9988, ge=1, le=65535, description="SPIRE server telemetry Prometheus port."
-    )
-    spire_agent_metrics_port: int = Field(
-        default=9988, ge=1, le=65535, description="SPIRE agent telemetry Prometheus port."
-    )
-    envoy_admin_port: int = Field(
-        default=9901, ge=1, le=65535, description="Envoy admin port serving /stats/prometheus."
-    )
-    opa_metrics_port: int = Field(
-        default=8282, ge=1, le=65535, description="OPA diagnostic port serving /metrics."
-    )
     linkerd_namespace: str = Field(
         default="linkerd",
         description="Namespace of the Linkerd control plane (identity issuer metric).",
+    )
+    runbook_base_url: str = Field(
+        default="docs/runbook.md",
+        min_length=1,
+        description="Where the incident runbook lives; every alert's runbook_url annotation is "
+        "<this>#<section>. Set it to the runbook's URL in your repository browser.",
     )
     dashboard: bool = Field(default=True, description="Ship the Grafana fleet dashboard ConfigMap.")
     grafana_folder: str = Field(

@@ -48,11 +48,12 @@ def _renderers() -> list[Renderer]:
     from components.render.authz import authz_artifacts  # imports this module: import here
     from components.render.aws import aws_artifacts  # imports this module: import here
     from components.render.mesh import mesh_artifacts
+    from components.render.observe import observe_artifacts
     from components.render.spire import spire_artifacts
     from components.render.windows import windows_artifacts  # imports this module: import here
 
-    return [identity_artifacts, spire_artifacts, mesh_artifacts, authz_artifacts, windows_artifacts,
-            aws_artifacts]
+    return [identity_artifacts, spire_artifacts, mesh_artifacts, authz_artifacts, windows_artifacts, aws_artifacts,
+            observe_artifacts]
 
 
 def render_all(platform: Platform) -> list[Artifact]:
