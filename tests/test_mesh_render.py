@@ -296,13 +296,15 @@ def test_an_agent_outside_the_mesh_cannot_hold_http_grants(tmp_path: Path) -> No
     assert "runs on vm, outside the Linkerd mesh" in problem.message
 
 
-def test_nothing_is_meshed_in_linkerds_own_namespace(tmp_path: Path) -> None:
-    services = SERVICES.replace("namespace: quiet", "namespace: linkerd")
-    p = make_platform(tmp_path, agent("alpha", "linkerd", "    - vault: {path: secret/data/x, capabilities: [read]}\n"),
+@pytest.mark.parametrize("reserved", ["linkerd", "spire-system"])
+def test_nothing_is_meshed_in_linkerds_or_spires_namespace(tmp_path: Path, reserved: str) -> None:
+    services = SERVICES.replace("namespace: quiet", f"namespace: {reserved}")
+    p = make_platform(tmp_path, agent("alpha", reserved, "    - vault: {path: secret/data/x, capabilities: [read]}\n"),
                       services=services)
     with pytest.raises(ManifestError) as info:
         mesh_plan(p)
     assert sorted(p.field for p in info.value.problems) == ["spec.namespace", "spec.platform.kubernetes.namespace"]
+    assert all(f"{reserved!r} is " in p.message for p in info.value.problems)
 
 
 def test_colliding_object_names_are_a_manifest_error(tmp_path: Path) -> None:

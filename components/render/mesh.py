@@ -546,15 +546,19 @@ def mesh_problems(platform: Platform) -> list[Problem]:
                     f"mesh identity and Linkerd (default {platform.config.mesh.default_inbound_policy}) "
                     f"cannot admit its calls to {grant.service!r}; run the agent as a Kubernetes pod or "
                     "turn subsystems.mesh off for this stack"))
+    reserved = {cp: "Linkerd's control-plane namespace"}
+    if platform.config.subsystems.spire:
+        reserved.setdefault(platform.config.spire.namespace, "SPIRE's namespace (spire.namespace)")
     for a in platform.agents:
-        if a.identity.linkerd_identity is not None and a.identity.namespace == cp:
+        ns = a.identity.namespace
+        if a.identity.linkerd_identity is not None and ns in reserved:
             out.append(_agent_problem(a, ("spec", "platform", "kubernetes", "namespace"),
-                                      f"{cp!r} is Linkerd's control-plane namespace; run agents elsewhere"))
+                                      f"{ns!r} is {reserved[ns]}; run agents in a namespace of their own"))
     for svc in platform.services:
-        if svc.manifest.spec.namespace == cp:
+        ns = svc.manifest.spec.namespace
+        if ns in reserved:
             out.append(_service_problem(svc, ("spec", "namespace"),
-                                        f"{cp!r} is Linkerd's control-plane namespace; services cannot be "
-                                        "meshed there"))
+                                        f"{ns!r} is {reserved[ns]}; services cannot be meshed there"))
     return out
 
 
