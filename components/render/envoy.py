@@ -26,6 +26,7 @@ SDS_SVID = "default"
 SDS_BUNDLE = "ROOTCA"
 """SPIRE agent's default SDS name for its trust domain bundle (sds.default_bundle_name)."""
 EXT_AUTHZ_TIMEOUT = "0.5s"
+MAX_DOWNSTREAM_CONNECTIONS = 10000
 SPIRE_CLUSTER = "spire_agent"
 OPA_CLUSTER = "opa_ext_authz"
 BACKEND_CLUSTER = "backend"
@@ -209,6 +210,17 @@ def envoy_bootstrap(platform: Platform, service: SourcedService) -> dict[str, An
         "node": {"id": f"{gw.name}.{gw.namespace}", "cluster": gw.name},
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": ENVOY_ADMIN_PORT}}
+        },
+        # A ceiling on open downstream connections, so a flood cannot exhaust the pod.
+        "overload_manager": {
+            "resource_monitors": [{
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3"
+                             ".DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
+                },
+            }]
         },
         "static_resources": {
             "listeners": [{
