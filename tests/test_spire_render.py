@@ -27,17 +27,41 @@ CRDS = ROOT.parent / "shared" / "crds" / "spire"
 STACKS = ("dev", "staging", "prod")
 
 
+def _strict(node: Any) -> Any:
+    """The API server prunes unknown fields silently; make them errors so a typo fails here."""
+    if isinstance(node, list):
+        return [_strict(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _strict(v) for k, v in node.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
 def _schema(kind_plural: str) -> dict[str, Any]:
     crd = yaml.safe_load((CRDS / f"spire.spiffe.io_{kind_plural}.yaml").read_text())
     (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
     assert version["served"] is True
-    return dict(version["schema"]["openAPIV3Schema"])
+    schema = _strict(version["schema"]["openAPIV3Schema"])
+    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta is the API server's business
+    return dict(schema)
+
+
+def test_strict_schema_rejects_a_misspelt_field() -> None:
+    obj = r.registration_objects(load_platform("dev"))[0]
+    bad = {**obj, "spec": {**obj["spec"], "jwtTTL": "5m"}}
+    with pytest.raises(jsonschema.ValidationError, match="jwtTTL"):
+        jsonschema.validate(bad, SCHEMAS["ClusterSPIFFEID"])
 
 
 SCHEMAS = {
     "ClusterSPIFFEID": _schema("clusterspiffeids"),
     "ClusterStaticEntry": _schema("clusterstaticentries"),
-    "ControllerManagerConfig": _schema("controllermanagerconfigs"),
 }
 
 
@@ -304,7 +328,43 @@ def test_controller_manager_config_owns_only_its_class() -> None:
     assert conf["clusterName"] == "staging"
     assert conf["spireServerSocketPath"] == "/tmp/spire-server/private/api.sock"  # noqa: S108
     assert conf["validatingWebhookConfigurationName"] == r.webhook_configuration(p)["metadata"]["name"]
-    jsonschema.validate(conf, SCHEMAS["ControllerManagerConfig"])
+    # The config file is the inline Go struct, not the CRD: its keys are the json tags of
+    # ControllerManagerConfig + ControllerManagerConfigurationSpec (api/v1alpha1, v0.6.3).
+    known = {
+        "apiVersion",
+        "kind",
+        "clusterName",
+        "clusterDomain",
+        "trustDomain",
+        "ignoreNamespaces",
+        "validatingWebhookConfigurationName",
+        "gcInterval",
+        "spireServerSocketPath",
+        "logLevel",
+        "logEncoding",
+        "grpc",
+        "syncPeriod",
+        "leaderElection",
+        "cacheNamespace",
+        "cacheNamespaces",
+        "gracefulShutDown",
+        "controller",
+        "metrics",
+        "health",
+        "webhook",
+        "className",
+        "watchClassless",
+        "parentIDTemplate",
+        "reconcile",
+        "entryIDPrefix",
+        "entryIDPrefixCleanup",
+        "staticManifestPath",
+        "expandEnvStaticManifests",
+    }
+    assert set(conf) <= known
+    assert set(conf["metrics"]) == {"bindAddress"}
+    assert set(conf["health"]) == {"healthProbeBindAddress"}
+    assert set(conf["leaderElection"]) == {"leaderElect", "resourceName", "resourceNamespace"}
 
 
 def test_oidc_discovery_provider_serves_the_issuer_and_keys() -> None:

@@ -55,7 +55,13 @@ class Issued:
 
 
 def _ca(
-    subject: x509.Name, key: PrivateKey, issuer: Issued | None, hours: float, path_len: int | None, uri: str
+    subject: x509.Name,
+    key: PrivateKey,
+    issuer: Issued | None,
+    hours: float,
+    path_len: int | None,
+    uri: str,
+    now: dt.datetime = NOW,
 ) -> Issued:
     signer_key = issuer.key if issuer else key
     builder = (
@@ -64,8 +70,8 @@ def _ca(
         .issuer_name(issuer.cert.subject if issuer else subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - dt.timedelta(minutes=1))
-        .not_valid_after(NOW + dt.timedelta(hours=hours))
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=hours))
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_len), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -135,7 +141,7 @@ class Chain:
     spire_ca: Issued
 
 
-def _chain(profile: TrustProfile, ca_ttl_hours: float) -> Chain:
+def _chain(profile: TrustProfile, ca_ttl_hours: float, now: dt.datetime = NOW) -> Chain:
     td = f"spiffe://{profile.trust_domain}"
     root = _ca(
         _name(profile.root_common_name, profile.organization),
@@ -144,6 +150,7 @@ def _chain(profile: TrustProfile, ca_ttl_hours: float) -> Chain:
         profile.root_validity_hours,
         profile.root_path_length,
         td,
+        now,
     )
     inter = _ca(
         _name(profile.intermediate_common_name, profile.organization),
@@ -152,10 +159,11 @@ def _chain(profile: TrustProfile, ca_ttl_hours: float) -> Chain:
         profile.intermediate_validity_hours,
         profile.intermediate_path_length,
         td,
+        now,
     )
     # SPIRE's own signing CA (ca_key_type ec-p256, ca_ttl), minted by the UpstreamAuthority
     spire = _ca(
-        _name("SPIRE Server CA", "SPIFFE"), ec.generate_private_key(ec.SECP256R1()), inter, ca_ttl_hours, None, td
+        _name("SPIRE Server CA", "SPIFFE"), ec.generate_private_key(ec.SECP256R1()), inter, ca_ttl_hours, None, td, now
     )
     return Chain(root, inter, spire)
 
