@@ -72,7 +72,6 @@ class GmsaAgents(pulumi.ComponentResource):
                 name=ssm_document_name(platform.stack, g.name),
                 document_type="Command",
                 document_format="JSON",
-                target_type="/AWS::EC2::Instance",
                 content=ssm_document_json(script, g.name),
                 tags=tags,
                 opts=pulumi.ResourceOptions(parent=self),

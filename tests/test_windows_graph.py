@@ -50,6 +50,7 @@ def test_prod_delivers_the_dsc_script_through_ssm(stack_graph: Callable[[str], G
     assert doc.inputs["name"] == "AgentPassport-prod-gmsa-ledger-sync"
     assert doc.inputs["documentType"] == "Command"
     assert doc.inputs["documentFormat"] == "JSON"
+    assert "targetType" not in doc.inputs  # EC2 and on-premises (hybrid) managed nodes alike
     content = json.loads(doc.inputs["content"])
     assert content["schemaVersion"] == "2.2"
     (step,) = content["mainSteps"]
