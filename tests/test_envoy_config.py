@@ -153,7 +153,7 @@ def test_routes_to_the_backend_service_with_its_protocol(tmp_path: Path) -> None
     for name, port, http2 in (("orders", 8080, False), ("catalog", 9090, True)):
         cfg = yaml.safe_load(files[f"envoy/{name}.yaml"])
         (vhost,) = _hcm(cfg)["route_config"]["virtual_hosts"]
-        assert vhost["routes"] == [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]
+        assert vhost["routes"] == [{"match": {"prefix": "/"}, "route": {"cluster": "backend", "timeout": "60s"}}]
         backend = _cluster(cfg, "backend")
         (endpoint,) = backend["load_assignment"]["endpoints"][0]["lb_endpoints"]
         assert endpoint["endpoint"]["address"]["socket_address"] == {

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from components.config.base import Section
+from components.durations import Duration
 
 OPA_GRPC_PORT = 9191
 """opa-envoy-plugin's ext_authz gRPC server inside the gateway pod (127.0.0.1 only)."""
@@ -38,6 +39,12 @@ class AuthzConfig(Section):
         "9901, which OPA and Envoy's admin interface use inside the gateway pod.",
     )
     decision_logs: bool = Field(default=True, description="Emit OPA decision logs (console) for audit.")
+    request_timeout: Duration = Field(
+        default="60s",
+        description="Longest a request may take through the gateway, backend response "
+        "included (Envoy route timeout; Envoy's own default is 15s). Streaming gRPC calls "
+        "longer than this are cut.",
+    )
     replicas: int = Field(
         default=2,
         ge=1,

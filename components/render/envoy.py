@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.config.authz import ENVOY_ADMIN_PORT, OPA_GRPC_PORT
+from components.durations import seconds
 from components.identity import GatewayIdentity, gateway_identity
 from components.manifest.loader import SourcedService
 from components.platform_model import Platform
@@ -144,7 +145,10 @@ def _http_connection_manager(platform: Platform, service: SourcedService) -> dic
                     "name": service.name,
                     "domains": ["*"],
                     "typed_per_filter_config": {"envoy.filters.http.ext_authz": ext_authz_per_route},
-                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": BACKEND_CLUSTER}}],
+                    "routes": [{"match": {"prefix": "/"}, "route": {
+                        "cluster": BACKEND_CLUSTER,
+                        "timeout": f"{seconds(platform.config.authz.request_timeout)}s",
+                    }}],
                 }],
             },
             "http_filters": [
