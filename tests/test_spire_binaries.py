@@ -70,6 +70,20 @@ def test_spire_agent_validates_the_rendered_agent_conf(stack: str, tmp_path: Pat
 
 
 @needs_agent
+@pytest.mark.parametrize("kind", ["vm-aws_iid", "vm-join_token", "windows"])
+def test_spire_agent_validates_the_host_agent_confs(kind: str, tmp_path: Path) -> None:
+    data = r.host_agent_config(load_platform("dev"), kind)
+    if "join_token_file" in data["agent"]:  # validate reads it: the one path adapted
+        token = tmp_path / "join-token"
+        token.write_text("00000000-0000-0000-0000-000000000000\n")
+        data["agent"]["join_token_file"] = str(token)
+    conf = tmp_path / "agent.conf"
+    conf.write_text(dump_json(data))
+    run = _run([str(SPIRE_AGENT), "validate", "-config", str(conf)])
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@needs_agent
 def test_spire_agent_validate_can_fail(tmp_path: Path) -> None:
     """Positive control: the binary does reject a broken file (so the test above can fail)."""
     conf = r.agent_config(load_platform("dev"))

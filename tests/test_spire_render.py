@@ -665,3 +665,36 @@ def test_render_registers_spire_artifacts() -> None:
     assert not any("upstream-key" in path or "datastore" in path for path in arts)
     # deterministic
     assert render_all(load_platform("dev")) == render_all(load_platform("dev"))
+
+
+def test_host_agent_configs_for_vms_and_windows_hosts(tmp_path: Path) -> None:
+    p = load_platform("dev")
+    assert r.host_agent_kinds(p) == ["vm-aws_iid", "windows"]
+    vm = r.host_agent_config(p, "vm-aws_iid")
+    assert vm["agent"]["server_address"] == "spire-server.spire-system.svc"
+    assert vm["agent"]["server_port"] == "8081"
+    assert vm["agent"]["socket_path"] == "/run/spire/agent-sockets/spire-agent.sock"
+    assert vm["plugins"]["NodeAttestor"] == [{"aws_iid": {"plugin_data": {}}}]
+    assert vm["plugins"]["WorkloadAttestor"] == [{"unix": {"plugin_data": {}}}]
+    win = r.host_agent_config(p, "windows")
+    assert "socket_path" not in win["agent"]  # Windows agents serve the Workload API on a named pipe
+    assert win["plugins"]["WorkloadAttestor"] == [{"windows": {"plugin_data": {}}}]
+    exposed = _with(p, spire={"vmServerAddress": "spire.internal.acme-corp.net:443"})
+    assert r.host_agent_config(exposed, "vm-aws_iid")["agent"]["server_address"] == "spire.internal.acme-corp.net"
+    assert r.host_agent_config(exposed, "vm-aws_iid")["agent"]["server_port"] == "443"
+    text = EXTRA_K8S.format(
+        name="batch-vm",
+        spec="""\
+  platform:
+    vm:
+      attestation: join_token
+      workloadSelectors: ["systemd:id:batch.service"]
+""",
+    )
+    joined = _platform_with_manifest(tmp_path, "dev", text)
+    assert r.host_agent_kinds(joined) == ["vm-aws_iid", "vm-join_token", "windows"]
+    jt = r.host_agent_config(joined, "vm-join_token")
+    assert jt["agent"]["join_token_file"] == "/etc/spire/agent/join-token"
+    assert jt["plugins"]["NodeAttestor"] == [{"join_token": {"plugin_data": {}}}]
+    arts = {a.path for a in render_all(joined)}
+    assert {"spire/agent-vm-aws_iid.conf", "spire/agent-vm-join_token.conf", "spire/agent-windows.conf"} <= arts

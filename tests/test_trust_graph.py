@@ -21,9 +21,7 @@ def _children(graph: Graph, parent: Captured) -> dict[str, Captured]:
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
-def test_trust_domain_is_a_child_of_the_root_component(
-    stack_graph: Callable[[str], Graph], stack: str
-) -> None:
+def test_trust_domain_is_a_child_of_the_root_component(stack_graph: Callable[[str], Graph], stack: str) -> None:
     graph = stack_graph(stack)
     trust = _trust(graph)
     assert trust.name == "agent-passport-trust"
@@ -98,9 +96,7 @@ def test_staging_vault_pki_hierarchy(stack_graph: Callable[[str], Graph]) -> Non
 def test_prod_aws_pca_subordinate(stack_graph: Callable[[str], Graph]) -> None:
     graph = stack_graph("prod")
     kids = _children(graph, _trust(graph))
-    assert [r.type for r in kids.values()] == [
-        "aws:acmpca/certificateAuthority:CertificateAuthority"
-    ]
+    assert [r.type for r in kids.values()] == ["aws:acmpca/certificateAuthority:CertificateAuthority"]
     ca = kids["agent-passport-trust-pca"].inputs
     assert ca["type"] == "SUBORDINATE"
     assert ca["usageMode"] == "SHORT_LIVED_CERTIFICATE"

@@ -52,6 +52,13 @@ class SpireConfig(Section):
         "Hazard: only for clusters whose kubelets serve self-signed certificates (kind, minikube); "
         "a spoofed kubelet could then feed the agent false pod data.",
     )
+    vm_server_address: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9.-]+:[0-9]{1,5}$",
+        description="host:port that SPIRE agents on VMs and Windows hosts dial (an internal load "
+        "balancer or DNS name in front of the spire-server Service). Default: the in-cluster Service "
+        "name, which only resolves inside the cluster.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARN", "ERROR"] = Field(
         default="INFO", description="Log level of the SPIRE server, agents and OIDC discovery provider."
     )

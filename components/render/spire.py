@@ -424,6 +424,62 @@ def agent_config(platform: Platform) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- VM / Windows host agents
+
+VM_DATA_DIR = "/var/lib/spire/agent"
+VM_BUNDLE = "/etc/spire/agent/bundle.crt"
+VM_JOIN_TOKEN = "/etc/spire/agent/join-token"
+WINDOWS_DATA_DIR = "C:\\ProgramData\\spire\\agent"
+WINDOWS_BUNDLE = "C:\\ProgramData\\spire\\agent\\bundle.crt"
+
+
+def host_agent_kinds(platform: Platform) -> list[str]:
+    """Host agent configurations the active agents need: vm-aws_iid, vm-join_token, windows."""
+    kinds: set[str] = set()
+    for agent in platform.active_agents:
+        p = agent.manifest.spec.platform
+        if p.vm is not None:
+            kinds.add(f"vm-{p.vm.attestation}")
+        elif p.windows is not None and p.windows.pod is None:
+            kinds.add("windows")
+    return sorted(kinds)
+
+
+def host_agent_config(platform: Platform, kind: str) -> dict[str, Any]:
+    """agent.conf for SPIRE agents outside Kubernetes (VMs, Windows hosts).
+
+    The bootstrap bundle is the TrustDomain's trust bundle (SPIRE's bundle is the upstream
+    root), copied to the host by its provisioning; join tokens come from
+    ``spire-server token generate -spiffeID <node alias>`` (docs/spire.md).
+    """
+    cfg = platform.config
+    address = cfg.spire.vm_server_address or f"{server_address(cfg)}:{SERVER_PORT}"
+    host, _, port = address.rpartition(":")
+    windows = kind == "windows"
+    agent: dict[str, Any] = {
+        "data_dir": WINDOWS_DATA_DIR if windows else VM_DATA_DIR,
+        "log_level": cfg.spire.log_level,
+        "log_format": "json",
+        "server_address": host,
+        "server_port": port,
+        "trust_bundle_path": WINDOWS_BUNDLE if windows else VM_BUNDLE,
+        "trust_domain": cfg.trust_domain,
+    }
+    if not windows:
+        agent["socket_path"] = SOCKET_PATH
+    if kind == "vm-join_token":
+        agent["join_token_file"] = VM_JOIN_TOKEN
+    attestor = "join_token" if kind == "vm-join_token" else "aws_iid"
+    return {
+        "agent": agent,
+        "plugins": {
+            "NodeAttestor": _plugin(attestor, {}),
+            "KeyManager": _plugin("disk", {"directory": agent["data_dir"]}),
+            "WorkloadAttestor": _plugin("windows" if windows else "unix", {}),
+        },
+    }
+
+
 # --------------------------------------------------------------------------- controller manager & OIDC
 
 
@@ -1217,5 +1273,9 @@ def spire_artifacts(platform: Platform) -> list[Any]:
         Artifact("spire/agent.conf", dump_json(agent_config(platform))),
         Artifact("spire/oidc-discovery-provider.conf", dump_json(oidc_config(platform))),
         Artifact("spire/controller-manager-config.yaml", dump_yaml(controller_manager_config(platform))),
+        *(
+            Artifact(f"spire/agent-{kind}.conf", dump_json(host_agent_config(platform, kind)))
+            for kind in host_agent_kinds(platform)
+        ),
         *kubernetes_artifacts("spire", objects),
     ]
