@@ -5,9 +5,8 @@ policies themselves are in :mod:`policies` (importable without side effects), wh
 what ``passport check`` evaluates offline.
 """
 
-from pulumi_policy import EnforcementLevel, PolicyPack
-
 from policies import PACK_NAME, POLICIES
+from pulumi_policy import EnforcementLevel, PolicyPack
 
 PolicyPack(
     name=PACK_NAME,
