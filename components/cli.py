@@ -178,6 +178,27 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_revoke(args: argparse.Namespace) -> int:
+    import os
+
+    from components.revoke import RevokeRefused, find_spire_server, revoke, spire_cli_runner
+
+    platform = load_platform(args.stack, args.paths)
+    runner = None
+    if args.spire_server_socket:
+        binary = find_spire_server(args.spire_server_bin)
+        if binary is None:
+            print("spire-server not found: pass --spire-server-bin or put it on PATH", file=sys.stderr)
+            return EXIT_INPUT
+        runner = spire_cli_runner(binary, args.spire_server_socket)
+    try:
+        return revoke(platform, args.agent, yes=args.yes, env=os.environ, out=sys.stdout,
+                      vault_addr=args.vault_addr, spire_runner=runner)
+    except RevokeRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="passport", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
@@ -233,6 +254,17 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--no-resources", action="store_true", help="skip running the program under mocks")
     d.add_argument("--root", default=".", help="project directory (default: .)")
     d.set_defaults(func=cmd_diff)
+
+    rv = sub.add_parser("revoke", help="incident kill switch: revoke an agent's Vault leases/tokens and SPIRE "
+                        "entries now (dry run without --yes)")
+    rv.add_argument("agent")
+    rv.add_argument("--stack", required=True)
+    rv.add_argument("--vault-addr", default=None, help="Vault address (default: the stack's vault.address)")
+    rv.add_argument("--spire-server-socket", default=None, help="SPIRE server admin API socket")
+    rv.add_argument("--spire-server-bin", default=None, help="spire-server binary (default: PATH, tools cache)")
+    rv.add_argument("--yes", action="store_true", help="really revoke (default: dry run)")
+    rv.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: the stack's agentsDir)")
+    rv.set_defaults(func=cmd_revoke)
     return p
 
 

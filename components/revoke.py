@@ -1,0 +1,347 @@
+"""``passport revoke``: the incident kill switch, before any ``pulumi up``.
+
+For one agent of one stack it revokes the agent's Vault database leases by prefix and its Vault
+tokens, disables its Vault identity entity (a token it still holds, batch tokens included, is
+then refused), deletes its SPIRE registration entries through the SPIRE server API, and prints
+what it did and what stays valid until when: SVIDs and AWS sessions already issued cannot be
+recalled, their TTL is the kill switch.
+
+It uses only the operator's own short-lived credentials (``VAULT_TOKEN`` from the environment;
+the SPIRE server's admin socket) and refuses to run against a target it cannot confirm: the
+Vault's agent auth mount must trust this stack's SPIRE issuer (or, for cert auth, hold roles of
+this trust domain), and the SPIRE server's bundle must be this stack's trust domain. Without
+``--yes`` it only reads and prints the plan (a dry run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TextIO
+
+from components.durations import format_duration, seconds
+from components.platform_model import Platform
+from components.render.vault import database_mount
+
+HTTP_TIMEOUT = 10.0
+SPIRE_TIMEOUT = 30.0
+
+
+class RevokeRefused(Exception):
+    """The target could not be confirmed, or the operator's credentials are not acceptable."""
+
+
+@dataclass(frozen=True)
+class RevokePlan:
+    """Everything the agent's manifest says about what to revoke (works for suspended agents too)."""
+
+    agent: str
+    spiffe_id: str
+    trust_domain: str
+    auth: str
+    auth_mount: str
+    vault_role: str
+    jwt_issuer: str
+    lease_prefixes: tuple[str, ...]
+    still_valid: tuple[tuple[str, int], ...]
+    """(what, seconds) that remain valid after revocation: already minted SVIDs, AWS sessions."""
+    registrations: tuple[tuple[str, str], ...]
+    """(kind, name) of the Kubernetes objects that would re-create the SPIRE entries."""
+    vault: bool = True
+    spire: bool = True
+
+    @property
+    def longest(self) -> tuple[str, int]:
+        return max(self.still_valid, key=lambda x: x[1])
+
+
+def plan_revocation(platform: Platform, name: str) -> RevokePlan:
+    """The revocation plan for ``name`` in ``platform`` (pure)."""
+    agent = platform.agent(name)
+    if agent is None:
+        where = "is not in this environment" if name in platform.excluded else "has no manifest"
+        raise RevokeRefused(f"agent {name!r} {where} (stack {platform.stack})")
+    cfg = platform.config
+    ident = agent.identity
+    leases = tuple(sorted({f"{database_mount(g.cluster)}/creds/{ident.database_role(g)}"
+                           for _, g in agent.grants_of("database")}))
+    valid = [("X.509-SVIDs already issued", ident.x509_svid_ttl_seconds),
+             ("JWT-SVIDs already issued", ident.jwt_svid_ttl_seconds)]
+    for _, g in agent.grants_of("aws"):
+        if cfg.subsystems.aws:
+            valid.append((f"AWS sessions of role {ident.aws_role_name(g.role)}", seconds(g.session_duration)))
+    kind = "ClusterStaticEntry" if ident.platform == "vm" or (
+        ident.platform == "windows" and ident.namespace is None) else "ClusterSPIFFEID"
+    regs = [(kind, f"agent.{name}")]
+    if ident.platform == "vm" and agent.manifest.spec.platform.vm is not None \
+            and agent.manifest.spec.platform.vm.attestation == "aws_iid":
+        regs.append(("ClusterStaticEntry", f"node.{name}"))
+    return RevokePlan(
+        agent=name,
+        spiffe_id=ident.spiffe_id,
+        trust_domain=cfg.trust_domain,
+        auth=cfg.vault.auth,
+        auth_mount=cfg.vault.jwt_mount if cfg.vault.auth == "jwt" else cfg.vault.cert_mount,
+        vault_role=ident.vault_role,
+        jwt_issuer=cfg.jwt_issuer,
+        lease_prefixes=leases,
+        still_valid=tuple(valid),
+        registrations=tuple(regs),
+        vault=cfg.subsystems.vault,
+        spire=cfg.subsystems.spire,
+    )
+
+
+# --------------------------------------------------------------------------- Vault
+
+
+@dataclass
+class VaultClient:
+    """A minimal Vault/OpenBao HTTP API client (stdlib only, bounded timeouts)."""
+
+    address: str
+    token: str
+    timeout: float = HTTP_TIMEOUT
+    ca_file: str | None = None
+
+    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None,
+                token: bool = True, ok_missing: bool = False) -> dict[str, Any] | None:
+        url = f"{self.address.rstrip('/')}/v1/{path.lstrip('/')}"
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - https/http only, checked
+        if token:
+            req.add_header("X-Vault-Token", self.token)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        context = ssl.create_default_context(cafile=self.ca_file) if url.startswith("https://") else None
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=context) as resp:  # noqa: S310
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            if exc.code == 404 and ok_missing:
+                return None
+            if path == "sys/health" and exc.code in (429, 472, 473, 501, 503):
+                return dict(json.loads(raw or b"{}"))
+            detail = raw.decode(errors="replace").strip()
+            raise RevokeRefused(f"Vault {method} {path}: HTTP {exc.code} {detail}") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise RevokeRefused(f"cannot reach Vault at {self.address}: {exc}") from None
+        return dict(json.loads(raw)) if raw.strip() else {}
+
+    def list(self, path: str) -> list[str]:
+        resp = self.request("LIST", path, ok_missing=True)
+        if resp is None:
+            return []
+        return [str(k) for k in (resp.get("data") or {}).get("keys") or []]
+
+
+def _check_operator_token(vault: VaultClient) -> str:
+    self_ = (vault.request("GET", "auth/token/lookup-self") or {}).get("data") or {}
+    ttl = int(self_.get("ttl") or 0)
+    if ttl <= 0 or "root" in (self_.get("policies") or []):
+        raise RevokeRefused(
+            "VAULT_TOKEN never expires (a root or non-expiring token); log in as yourself for a "
+            "short-lived token (e.g. `vault login -method=oidc`) and run again")
+    return f"{self_.get('display_name') or 'operator'} (token expires in {format_duration(ttl)})"
+
+
+def confirm_vault(vault: VaultClient, plan: RevokePlan) -> tuple[str, str]:
+    """Refuse unless this Vault's agent auth mount belongs to this stack. Returns (cluster, accessor)."""
+    health = vault.request("GET", "sys/health", token=False) or {}
+    if health.get("sealed"):
+        raise RevokeRefused(f"Vault at {vault.address} is sealed")
+    mounts = vault.request("GET", "sys/auth") or {}
+    table = mounts.get("data") or mounts
+    mount = table.get(f"{plan.auth_mount}/")
+    if not isinstance(mount, dict) or mount.get("type") != plan.auth:
+        raise RevokeRefused(
+            f"Vault at {vault.address} has no {plan.auth} auth mount {plan.auth_mount!r}: not this stack's Vault")
+    if plan.auth == "jwt":
+        conf = (vault.request("GET", f"auth/{plan.auth_mount}/config") or {}).get("data") or {}
+        if conf.get("bound_issuer") != plan.jwt_issuer:
+            raise RevokeRefused(
+                f"Vault's {plan.auth_mount} mount trusts issuer {conf.get('bound_issuer')!r}, not this stack's "
+                f"{plan.jwt_issuer!r}: refusing to revoke on a Vault of another trust domain")
+    else:
+        roles = vault.list(f"auth/{plan.auth_mount}/certs")
+        sans: list[str] = []
+        for role in roles[:20]:
+            data = (vault.request("GET", f"auth/{plan.auth_mount}/certs/{role}") or {}).get("data") or {}
+            sans.extend(data.get("allowed_uri_sans") or [])
+        if not any(s.startswith(f"spiffe://{plan.trust_domain}/") for s in sans):
+            raise RevokeRefused(
+                f"no cert role on Vault's {plan.auth_mount} mount admits SPIFFE IDs of {plan.trust_domain}")
+    return str(health.get("cluster_name") or "?"), str(mount.get("accessor") or "")
+
+
+def _agent_accessors(vault: VaultClient, plan: RevokePlan) -> list[str]:
+    found = []
+    login_path = f"auth/{plan.auth_mount}/login"
+    for accessor in vault.list("auth/token/accessors"):
+        data = (vault.request("POST", "auth/token/lookup-accessor", {"accessor": accessor},
+                              ok_missing=True) or {}).get("data") or {}
+        meta = data.get("meta") or {}
+        if str(data.get("path") or "").startswith(login_path) and plan.vault_role in (
+                meta.get("role"), meta.get("cert_name")):
+            found.append(accessor)
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------- SPIRE
+
+
+SpireRunner = Callable[[list[str]], dict[str, Any]]
+
+
+def spire_cli_runner(binary: str, socket: str, timeout: float = SPIRE_TIMEOUT) -> SpireRunner:
+    """Run ``spire-server <args> -socketPath <socket> -output json`` and parse its JSON."""
+
+    def run(args: list[str]) -> dict[str, Any]:
+        cmd = [binary, *args, "-socketPath", socket, "-output", "json"]
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RevokeRefused(f"spire-server {' '.join(args[:2])} failed: {exc}") from None
+        if out.returncode != 0:
+            raise RevokeRefused(f"spire-server {' '.join(args[:2])}: {out.stderr.strip() or out.stdout.strip()}")
+        return dict(json.loads(out.stdout or "{}"))
+
+    return run
+
+
+def confirm_spire(run: SpireRunner, plan: RevokePlan) -> None:
+    bundle = run(["bundle", "show"])
+    td = bundle.get("trust_domain", bundle.get("trustDomain"))
+    if td != plan.trust_domain:
+        raise RevokeRefused(
+            f"the SPIRE server's trust domain is {td!r}, not this stack's {plan.trust_domain!r}")
+
+
+def spire_entries(run: SpireRunner, plan: RevokePlan) -> list[str]:
+    resp = run(["entry", "show", "-spiffeID", plan.spiffe_id])
+    return sorted(str(e["id"]) for e in resp.get("entries") or [])
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def revoke(
+    platform: Platform,
+    name: str,
+    *,
+    yes: bool,
+    env: Mapping[str, str],
+    out: TextIO,
+    vault_addr: str | None = None,
+    spire_runner: SpireRunner | None = None,
+    now: datetime | None = None,
+    http_timeout: float = HTTP_TIMEOUT,
+) -> int:
+    """Revoke (or, without ``yes``, plan to revoke) one agent's credentials. Returns an exit code."""
+    plan = plan_revocation(platform, name)
+    now = now or datetime.now(UTC)
+    verb = "revoked" if yes else "would revoke"
+
+    def say(text: str) -> None:
+        print(text, file=out)
+
+    say(f"{'REVOKE' if yes else 'DRY RUN'}: agent {name} ({plan.spiffe_id}), stack {platform.stack}")
+
+    # ---- confirm every target before touching any
+    vault: VaultClient | None = None
+    accessor = ""
+    if plan.vault:
+        token = env.get("VAULT_TOKEN", "")
+        if not token:
+            raise RevokeRefused("VAULT_TOKEN is not set: export your own short-lived Vault token")
+        vault = VaultClient(vault_addr or platform.config.vault.address, token, http_timeout,
+                            env.get("VAULT_CACERT") or None)
+        cluster, accessor = confirm_vault(vault, plan)
+        who = _check_operator_token(vault)
+        say(f"vault        {vault.address} (cluster {cluster}) confirmed: {plan.auth_mount} trusts "
+            f"{plan.jwt_issuer if plan.auth == 'jwt' else plan.trust_domain}; operator {who}")
+    if plan.spire and spire_runner is not None:
+        confirm_spire(spire_runner, plan)
+        say(f"spire        server confirmed: trust domain {plan.trust_domain}")
+
+    # ---- Vault: leases, tokens, entity
+    if vault is not None:
+        for prefix in plan.lease_prefixes:
+            leases = vault.list(f"sys/leases/lookup/{prefix}/")
+            if yes:
+                vault.request("PUT", f"sys/leases/revoke-prefix/{prefix}", {"sync": True})
+            say(f"vault        {verb} {len(leases)} lease(s) under {prefix} (database users dropped)")
+        accessors = _agent_accessors(vault, plan)
+        for acc in accessors:
+            if yes:
+                vault.request("POST", "auth/token/revoke-accessor", {"accessor": acc})
+        say(f"vault        {verb} {len(accessors)} token(s) of role {plan.vault_role}")
+        entity = None
+        if plan.auth == "jwt" and accessor:
+            found = vault.request("POST", "identity/lookup/entity",
+                                  {"alias_name": plan.spiffe_id, "alias_mount_accessor": accessor}) or {}
+            entity = (found.get("data") or {}).get("id")
+        if entity:
+            if yes:
+                vault.request("POST", f"identity/entity/id/{entity}", {"disabled": True})
+            say(f"vault        {'disabled' if yes else 'would disable'} identity entity {entity} (any token "
+                f"it still holds is refused; re-enable with `vault write identity/entity/id/{entity} disabled=false`)")
+        else:
+            say("vault        no identity entity for this SPIFFE ID (never logged in)")
+    else:
+        say("vault        not deployed in this stack")
+
+    # ---- SPIRE entries
+    if plan.spire and spire_runner is not None:
+        entries = spire_entries(spire_runner, plan)
+        deleted = []
+        for entry in entries:
+            if yes:
+                resp = spire_runner(["entry", "delete", "-entryID", entry])
+                for result in resp.get("results") or []:
+                    code = (result.get("status") or {}).get("code", 0)
+                    if code not in (0, None):
+                        raise RevokeRefused(f"SPIRE refused to delete entry {entry}: {result.get('status')}")
+            deleted.append(entry)
+        say(f"spire        {'deleted' if yes else 'would delete'} {len(deleted)} registration entr"
+            f"{'y' if len(deleted) == 1 else 'ies'}: {', '.join(deleted) or '-'}")
+        for kind, obj in plan.registrations:
+            say(f"spire        spire-controller-manager re-creates entries from {kind} {obj} until `pulumi up` "
+                f"removes it: `kubectl delete {kind.lower()} {obj}` to stop it now")
+    elif plan.spire:
+        say("spire        skipped (no --spire-server-socket); in the server pod run: "
+            f"spire-server entry show -spiffeID {plan.spiffe_id}, then entry delete -entryID <id>")
+
+    # ---- what stays valid
+    what, ttl = plan.longest
+    for item, secs in plan.still_valid:
+        until = (now + timedelta(seconds=secs)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        say(f"still valid  {item}: up to {format_duration(secs)}, until {until} at the latest")
+    until = (now + timedelta(seconds=ttl)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    say(f"remains valid until {until} ({what}, {format_duration(ttl)}); the alert "
+        f"agentpassport-{platform.stack}-suspended-identity-used must stay silent after that")
+    if not yes:
+        say("dry run: nothing was changed; run again with --yes to revoke")
+    else:
+        say("next: suspend the agent in a PR (spec.suspended: true) and `pulumi up` (docs/runbook.md)")
+    return 0
+
+
+def find_spire_server(explicit: str | None) -> str | None:
+    """The spire-server binary: --spire-server-bin, PATH, or the bootstrap-tools cache."""
+    if explicit:
+        return explicit
+    found = shutil.which("spire-server")
+    if found:
+        return found
+    cached = os.path.expanduser("~/.cache/agent-passport/tools/bin/spire-server")
+    return cached if os.path.exists(cached) else None
