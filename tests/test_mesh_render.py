@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -14,8 +16,11 @@ from components.manifest.loader import load_manifests
 from components.platform_model import Platform, build_platform
 from components.render.artifacts import render_all
 from components.render.mesh import (
+    Caller,
     RouteMatch,
+    authorized_agents,
     check_inbound_policy,
+    grant_matches,
     linkerd_identity_profile,
     mesh_artifacts,
     mesh_objects,
@@ -130,6 +135,28 @@ def test_strict_stacks_refuse_unauthenticated_defaults() -> None:
 def test_covers_follows_linkerd_segment_prefix_semantics(outer: tuple[Any, ...], inner: tuple[Any, ...],
                                                            covers: bool) -> None:
     assert RouteMatch.of(*outer).covers(RouteMatch.of(*inner)) is covers
+
+
+def test_indexed_coverage_equals_the_definition() -> None:
+    """authorized_agents (indexed, fast) == brute force over RouteMatch.covers, on random grants."""
+    rng = random.Random(7)  # noqa: S311 - a fixed, reproducible sample, not cryptography
+    segs = ["a", "b", "ab", "a.b"]
+
+    def path() -> str:
+        return "/" + "/".join(rng.choice(segs) for _ in range(rng.randint(0, 3))) + rng.choice(["", "/"])
+
+    callers = []
+    for i in range(60):
+        matches = grant_matches(rng.sample(["GET", "POST"], rng.randint(1, 2)),
+                                [(rng.choice(["exact", "prefix"]), path()) for _ in range(rng.randint(1, 3))])
+        ident = SimpleNamespace(linkerd_identity=f"a{i}.ns.serviceaccount.identity.linkerd.cluster.local")
+        callers.append(Caller(SimpleNamespace(name=f"a{i:02d}", identity=ident), 0,  # type: ignore[arg-type]
+                              tuple(matches)))
+    atoms = sorted({m for c in callers for m in c.matches})
+    brute = {atom: tuple(sorted({c.agent.name for c in callers if any(m.covers(atom) for m in c.matches)}))
+             for atom in atoms}
+    assert authorized_agents(callers) == brute
+    assert sum(len(v) > 1 for v in brute.values()) > 10  # the sample does exercise coverage
 
 
 def test_trailing_slash_prefixes_are_one_match() -> None:

@@ -446,9 +446,33 @@ def _callers(agents: Iterable[ResolvedAgent]) -> dict[str, list[Caller]]:
     return out
 
 
+def _covering(atom: RouteMatch) -> list[RouteMatch]:
+    """Every match that covers ``atom`` (``m.covers(atom)``), listed directly: itself and the
+    prefixes of the same method on each of its segment boundaries, up to '/'."""
+    target = atom.path.rstrip("/") if atom.kind == "exact" else atom.path
+    out = [atom, RouteMatch(atom.method, "prefix", "/")]
+    if target not in ("", "/"):
+        out.append(RouteMatch(atom.method, "prefix", target))
+        out.extend(RouteMatch(atom.method, "prefix", target[:i]) for i, ch in enumerate(target) if ch == "/" and i)
+    return out
+
+
+def authorized_agents(callers: Sequence[Caller]) -> dict[RouteMatch, tuple[str, ...]]:
+    """Each distinct match of the callers -> the agents whose grants cover it.
+
+    Indexed by match, so the cost is (matches x path depth), not (matches x callers): a stack
+    with thousands of agents on one service stays fast.
+    """
+    holders: dict[RouteMatch, set[str]] = defaultdict(set)
+    for c in callers:
+        for m in c.matches:
+            holders[m].add(c.agent.name)
+    return {atom: tuple(sorted(set().union(*(holders.get(m, set()) for m in _covering(atom)))))
+            for atom in sorted(holders)}
+
+
 def route_groups(service: str, callers: Sequence[Caller]) -> list[RouteGroup]:
     """Distinct matches grouped by the set of agents each authorizes (see module docstring)."""
-    atoms = sorted({m for c in callers for m in c.matches})
     identity_of: dict[str, str] = {}
     for c in callers:
         ident = c.agent.identity.linkerd_identity
@@ -456,8 +480,7 @@ def route_groups(service: str, callers: Sequence[Caller]) -> list[RouteGroup]:
             raise ValueError(f"agent {c.agent.name} has no Linkerd identity")
         identity_of[c.agent.name] = ident
     by_agents: dict[tuple[str, ...], list[RouteMatch]] = defaultdict(list)
-    for atom in atoms:
-        agents = tuple(sorted({c.agent.name for c in callers if any(m.covers(atom) for m in c.matches)}))
+    for atom, agents in authorized_agents(callers).items():
         by_agents[agents].append(atom)
     groups: list[RouteGroup] = []
     limit = MAX_MATCHES_PER_RULE * MAX_RULES_PER_ROUTE
