@@ -143,7 +143,7 @@ def incidents(postgres: Postgres) -> Postgres:
 def _priv(allow: list[str], tables: list[str], schema: str = "public") -> DatabasePrivilege:
     """Unvalidated on purpose: the manifest model already refuses these names; the renderer's
     quoting must hold on its own."""
-    return DatabasePrivilege.model_construct(allow=allow, schema_=schema, tables=tables)
+    return DatabasePrivilege.model_construct(allow=allow, schema_=schema, tables=tables)  # type: ignore[arg-type]
 
 
 def _login(pg: Postgres, user: str, password: str, sql: str) -> subprocess.CompletedProcess[str]:
