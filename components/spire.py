@@ -70,7 +70,6 @@ class SpireServer(pulumi.ComponentResource):
         platform = args.platform
         cfg = platform.config
         render.check(platform)
-        ns_name = cfg.spire.namespace
         objects = render.server_objects(platform)
         ns_obj = objects[0]
         assert ns_obj["kind"] == "Namespace"
@@ -100,7 +99,6 @@ class SpireServer(pulumi.ComponentResource):
         self.jwt_issuer = cfg.jwt_issuer
         self.jwks_url = f"{cfg.jwt_issuer}/keys"
         self.bundle_configmap = render.BUNDLE_CONFIGMAP
-        del ns_name
         self.register_outputs(
             {
                 "namespace": self.namespace,

@@ -382,6 +382,10 @@ def test_oidc_discovery_provider_serves_the_issuer_and_keys() -> None:
     assert r.oidc_config(with_path)["server_path_prefix"] == "/spire"
     assert r.oidc_config(with_path)["jwks_uri"] == "https://id.acme-corp.net/spire/keys"
     dep = next(o for o in r.oidc_objects(p) if o["kind"] == "Deployment")
+    # it needs no Kubernetes API token: its keys come from the Workload API
+    assert dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    sa = next(o for o in r.oidc_objects(p) if o["kind"] == "ServiceAccount")
+    assert sa["automountServiceAccountToken"] is False
     volumes = dep["spec"]["template"]["spec"]["volumes"]
     assert {"name": "workload-api", "csi": {"driver": "csi.spiffe.io", "readOnly": True}} in volumes
 

@@ -846,7 +846,12 @@ def oidc_objects(platform: Platform) -> list[dict[str, Any]]:
     sel = {"app.kubernetes.io/name": OIDC}
     replicas = 2 if sp.replicas > 1 else 1
     return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(OIDC, ns, OIDC)},
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _meta(OIDC, ns, OIDC),
+            "automountServiceAccountToken": False,
+        },
         _configmap(OIDC, ns, OIDC, {"oidc-discovery-provider.conf": dump_json(oidc_config(platform))}),
         {
             "apiVersion": "apps/v1",
@@ -859,6 +864,7 @@ def oidc_objects(platform: Platform) -> list[dict[str, Any]]:
                     "metadata": {"labels": _labels(OIDC)},
                     "spec": {
                         "serviceAccountName": OIDC,
+                        "automountServiceAccountToken": False,  # keys come from the Workload API only
                         "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "runAsNonRoot": True},
                         "containers": [
                             {
