@@ -21,12 +21,13 @@ import contextlib
 import datetime as dt
 import http.client
 import json
+import os
 import socket
 import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -52,7 +53,7 @@ from components.render import envoy as envoy_render
 from components.render import rego
 from components.render.yamlout import dump_json, dump_yaml
 from tests.test_envoy_config import envoy_binary
-from tests.test_rego_policy import opa, synthetic_platform
+from tests.test_rego_policy import OPA_BIN, opa, synthetic_platform
 
 pytestmark = pytest.mark.e2e
 
@@ -198,6 +199,8 @@ class Pki:
         self.ca_key = ec.generate_private_key(ec.SECP256R1())
         self.ca = _cert(self.ca_key, self.ca_key, "agentpassport-test-ca", "agentpassport-test-ca", None, ca=True)
         (where / "ca.pem").write_bytes(self.ca.public_bytes(serialization.Encoding.PEM))
+        (where / "ca-key.pem").write_bytes(self.ca_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
     def leaf(self, name: str, spiffe_id: str | None) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -235,8 +238,13 @@ class Backend(BaseHTTPRequestHandler):
         return
 
 
-def local_bootstrap(platform: Platform, service: str, pki: Pki, ports: dict[str, int]) -> dict[str, Any]:
-    """The rendered bootstrap with SDS swapped for files and every address on loopback."""
+def local_bootstrap(platform: Platform, service: str, pki: Pki, ports: dict[str, int],
+                    spire_socket: Path | None = None) -> dict[str, Any]:
+    """The rendered bootstrap with every address on loopback.
+
+    With ``spire_socket`` the SDS references stay as rendered and only the SPIRE agent's
+    socket path moves; without it they are swapped for the same certificates as files.
+    """
     svc = platform.service(service)
     assert svc is not None
     cfg: dict[str, Any] = yaml.safe_load(dump_yaml(envoy_render.envoy_bootstrap(platform, svc)))
@@ -245,14 +253,15 @@ def local_bootstrap(platform: Platform, service: str, pki: Pki, ports: dict[str,
     listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": ports["gateway"]}
     (chain,) = listener["filter_chains"]
     common = chain["transport_socket"]["typed_config"]["common_tls_context"]
-    assert [s["name"] for s in common.pop("tls_certificate_sds_secret_configs")] == ["default"]
-    gw_cert, gw_key = pki.leaf("gateway", envoy_render.gateway_of(platform, svc).spiffe_id)
-    common["tls_certificates"] = [{"certificate_chain": {"filename": str(gw_cert)},
-                                   "private_key": {"filename": str(gw_key)}}]
-    combined = common.pop("combined_validation_context")
-    assert combined["validation_context_sds_secret_config"]["name"] == "ROOTCA"
-    common["validation_context"] = {**combined["default_validation_context"],
-                                    "trusted_ca": {"filename": str(pki.where / "ca.pem")}}
+    if spire_socket is None:
+        assert [s["name"] for s in common.pop("tls_certificate_sds_secret_configs")] == ["default"]
+        gw_cert, gw_key = pki.leaf("gateway", envoy_render.gateway_of(platform, svc).spiffe_id)
+        common["tls_certificates"] = [{"certificate_chain": {"filename": str(gw_cert)},
+                                       "private_key": {"filename": str(gw_key)}}]
+        combined = common.pop("combined_validation_context")
+        assert combined["validation_context_sds_secret_config"]["name"] == "ROOTCA"
+        common["validation_context"] = {**combined["default_validation_context"],
+                                        "trusted_ca": {"filename": str(pki.where / "ca.pem")}}
     for cluster in cfg["static_resources"]["clusters"]:
         endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         if cluster["name"] == "opa_ext_authz":
@@ -260,6 +269,9 @@ def local_bootstrap(platform: Platform, service: str, pki: Pki, ports: dict[str,
         elif cluster["name"] == "backend":
             cluster["type"] = "STATIC"
             endpoint["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": ports["backend"]}
+        elif cluster["name"] == "spire_agent" and spire_socket is not None:
+            assert endpoint["address"] == {"pipe": {"path": "/spiffe-workload-api/spire-agent.sock"}}
+            endpoint["address"] = {"pipe": {"path": str(spire_socket)}}
     return cfg
 
 
@@ -308,95 +320,236 @@ def call(port: int, pki: Pki, client: tuple[Path, Path] | None, path: str,
         conn.close()
 
 
-# --------------------------------------------------------------------------- the test
+class Gateway:
+    """Envoy running a gateway bootstrap, with the OPA stand-in and a backend, all on loopback."""
+
+    def __init__(self, tmp_path: Path, platform: Platform, service: str, pki: Pki) -> None:
+        self.tmp_path, self.platform, self.service, self.pki = tmp_path, platform, service, pki
+        self.ports = {k: _free_port() for k in ("gateway", "admin", "opa", "backend")}
+        self.bundle = tmp_path / "bundle"
+        self.bundle.mkdir(exist_ok=True)
+        (self.bundle / "policy.rego").write_text(rego.POLICY, encoding="utf-8")
+        (self.bundle / "data.json").write_text(dump_json(rego.authz_data(platform, [service])), encoding="utf-8")
+        self.authz = OpaExtAuthz(self.bundle)
+        self.log = tmp_path / "envoy.log"
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "envoy.service.auth.v3.Authorization",
+            {"Check": grpc.unary_unary_rpc_method_handler(self.authz.check)},
+        )])
+        self.server.add_insecure_port(f"127.0.0.1:{self.ports['opa']}")
+
+    @contextlib.contextmanager
+    def run(self, spire_socket: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+        config = self.tmp_path / "envoy.yaml"
+        bootstrap = local_bootstrap(self.platform, self.service, self.pki, self.ports, spire_socket)
+        config.write_text(dump_yaml(bootstrap), encoding="utf-8")
+        backend = ThreadingHTTPServer(("127.0.0.1", self.ports["backend"]), Backend)
+        threading.Thread(target=backend.serve_forever, daemon=True).start()
+        Backend.seen = []
+        self.server.start()
+        try:
+            argv = [envoy_binary(), "-c", str(config), "--disable-hot-restart", "--log-level", "warn"]
+            with running(argv, self.log) as proc:
+                wait_for_tls(self.ports["gateway"], proc, deadline_s=60)
+                yield proc
+        finally:
+            self.server.stop(grace=None)
+            backend.shutdown()
+            backend.server_close()
+
+    def call(self, client: tuple[Path, Path] | None, path: str,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes, list[str]]:
+        return call(self.ports["gateway"], self.pki, client, path, headers)
+
+    def access_log(self) -> list[dict[str, Any]]:
+        """Envoy's JSON access log lines (complete once Envoy has exited and flushed)."""
+        text = self.log.read_text(encoding="utf-8")
+        return [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+
+
+# --------------------------------------------------------------------------- the tests
 
 
 def test_gateway_end_to_end_with_real_envoy_mtls_and_opa(tmp_path: Path) -> None:
-    envoy_bin, _ = envoy_binary(), opa()
+    envoy_binary(), opa()
     platform = synthetic_platform(tmp_path / "manifests")
     td = platform.config.trust_domain
-    bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    (bundle / "policy.rego").write_text(rego.POLICY, encoding="utf-8")
-    (bundle / "data.json").write_text(dump_json(rego.authz_data(platform, ["orders"])), encoding="utf-8")
-    pki_dir = tmp_path / "pki"
-    pki_dir.mkdir()
-    pki = Pki(pki_dir)
+    (tmp_path / "pki").mkdir()
+    pki = Pki(tmp_path / "pki")
     buyer = pki.leaf("buyer", f"spiffe://{td}/ns/agents/sa/buyer")
     stranger = pki.leaf("stranger", f"spiffe://{td}/ns/agents/sa/stranger")
     foreign = pki.leaf("foreign", "spiffe://other.example/ns/agents/sa/buyer")
-    ports = {k: _free_port() for k in ("gateway", "admin", "opa", "backend")}
-    config = tmp_path / "envoy.yaml"
-    config.write_text(dump_yaml(local_bootstrap(platform, "orders", pki, ports)), encoding="utf-8")
-
-    authz = OpaExtAuthz(bundle)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
-        "envoy.service.auth.v3.Authorization",
-        {"Check": grpc.unary_unary_rpc_method_handler(authz.check)},
-    )])
-    server.add_insecure_port(f"127.0.0.1:{ports['opa']}")
-    backend = ThreadingHTTPServer(("127.0.0.1", ports["backend"]), Backend)
-    threading.Thread(target=backend.serve_forever, daemon=True).start()
-    Backend.seen = []
-    server.start()
-    log = tmp_path / "envoy.log"
+    gw = Gateway(tmp_path, platform, "orders", pki)
     reasons: list[str] = []
-    try:
-        with running([envoy_bin, "-c", str(config), "--disable-hot-restart", "--log-level", "warn"], log) as proc:
-            wait_for_tls(ports["gateway"], proc)
+    with gw.run():
+        # Allowed: the agent's grant (GET prefix /orders, header x-tenant: acme).
+        status, _, body, uris = gw.call(buyer, "/orders/17?page=2", {"x-tenant": "acme"})
+        assert uris == [f"spiffe://{td}/ns/shop/sa/gw-orders"]  # the agent sees the gateway's SPIFFE ID
+        assert status == 200, body
+        assert json.loads(body) == {"path": "/orders/17?page=2"}
+        upstream = Backend.seen[-1]
+        assert upstream["x-agentpassport-agent"] == "buyer"
+        assert f"URI=spiffe://{td}/ns/agents/sa/buyer" in upstream["x-forwarded-client-cert"]
+        # What Envoy sent to OPA: the SPIFFE ID as source principal, the service from our route.
+        sent = gw.authz.inputs[-1]["attributes"]
+        assert sent["source"]["principal"] == f"spiffe://{td}/ns/agents/sa/buyer"
+        assert sent["contextExtensions"] == {"service": "orders"}
+        assert sent["request"]["http"]["method"] == "GET"
+        assert sent["source"]["certificate"].startswith("-----BEGIN%20CERTIFICATE-----")
 
-            # Allowed: the agent's grant (GET prefix /orders, header x-tenant: acme).
-            status, _, body, uris = call(ports["gateway"], pki, buyer, "/orders/17?page=2", {"x-tenant": "acme"})
-            assert uris == [f"spiffe://{td}/ns/shop/sa/gw-orders"]  # the agent sees the gateway's SPIFFE ID
-            assert status == 200, body
-            assert json.loads(body) == {"path": "/orders/17?page=2"}
-            upstream = Backend.seen[-1]
-            assert upstream["x-agentpassport-agent"] == "buyer"
-            assert f"URI=spiffe://{td}/ns/agents/sa/buyer" in upstream["x-forwarded-client-cert"]
-            # What Envoy sent to OPA: the SPIFFE ID as source principal, the service from our route.
-            sent = authz.inputs[-1]["attributes"]
-            assert sent["source"]["principal"] == f"spiffe://{td}/ns/agents/sa/buyer"
-            assert sent["contextExtensions"] == {"service": "orders"}
-            assert sent["request"]["http"]["method"] == "GET"
-            assert sent["source"]["certificate"].startswith("-----BEGIN%20CERTIFICATE-----")
-
-            # Denied by policy: missing header, segment-boundary miss, unknown SPIFFE ID.
-            for client, path, headers, reason in (
-                (buyer, "/orders/17", {}, "spec.grants[0]: header x-tenant missing or not the granted value"),
-                (buyer, "/ordersx", {"x-tenant": "acme"}, "spec.grants[0]: path /ordersx not granted"),
-                (stranger, "/orders/17", {"x-tenant": "acme"},
-                 f"denied: SPIFFE ID spiffe://{td}/ns/agents/sa/stranger has no grant on service orders"),
-            ):
-                count = len(Backend.seen)
-                status, resp_headers, body, _ = call(ports["gateway"], pki, client, path, headers)
-                assert (status, body) == (403, b"forbidden by Agent Passport policy\n")
-                assert resp_headers["content-type"] == "text/plain"
-                assert len(Backend.seen) == count, "a denied request reached the backend"
-                reasons.append(reason)
-
-            # Refused by mTLS before any HTTP: no client certificate, or one outside the trust domain.
-            refused: tuple[tuple[Path, Path] | None, ...] = (None, foreign)
-            for no_svid in refused:
-                with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
-                    call(ports["gateway"], pki, no_svid, "/orders/17", {"x-tenant": "acme"})
-
-            # OPA unreachable: Envoy fails closed.
-            server.stop(grace=None).wait()
+        # Denied by policy: missing header, segment-boundary miss, unknown SPIFFE ID.
+        for client, path, headers, reason in (
+            (buyer, "/orders/17", {}, "spec.grants[0]: header x-tenant missing or not the granted value"),
+            (buyer, "/ordersx", {"x-tenant": "acme"}, "spec.grants[0]: path /ordersx not granted"),
+            (stranger, "/orders/17", {"x-tenant": "acme"},
+             f"denied: SPIFFE ID spiffe://{td}/ns/agents/sa/stranger has no grant on service orders"),
+        ):
             count = len(Backend.seen)
-            status, _, _, _ = call(ports["gateway"], pki, buyer, "/orders/17", {"x-tenant": "acme"})
-            assert status == 403
-            assert len(Backend.seen) == count
-        # Envoy flushed its access log on exit: one JSON line per request, with OPA's reason.
-        lines = [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines() if x.startswith("{")]
-        logged = [x["authz_reason"] for x in lines]
-        assert logged[0] == "allowed: GET /orders/17 granted to agent buyer by spec.grants[0]"
-        assert lines[0]["spiffe_id"] == f"spiffe://{td}/ns/agents/sa/buyer" and lines[0]["agent"] == "buyer"
-        for reason in reasons:
-            assert any(reason in x for x in logged[1:4]), (reason, logged)
-        assert [x["status"] for x in lines] == [200, 403, 403, 403, 403]
-        assert lines[-1]["flags"] == "UAEX"  # unauthorized by the external authorization service
-    finally:
-        server.stop(grace=None)
-        backend.shutdown()
-        backend.server_close()
+            status, resp_headers, body, _ = gw.call(client, path, headers)
+            assert (status, body) == (403, b"forbidden by Agent Passport policy\n")
+            assert resp_headers["content-type"] == "text/plain"
+            assert len(Backend.seen) == count, "a denied request reached the backend"
+            reasons.append(reason)
+
+        # Refused by mTLS before any HTTP: no client certificate, or one outside the trust domain.
+        refused: tuple[tuple[Path, Path] | None, ...] = (None, foreign)
+        for no_svid in refused:
+            with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+                gw.call(no_svid, "/orders/17", {"x-tenant": "acme"})
+
+        # OPA unreachable: Envoy fails closed.
+        gw.server.stop(grace=None).wait()
+        count = len(Backend.seen)
+        status, _, _, _ = gw.call(buyer, "/orders/17", {"x-tenant": "acme"})
+        assert status == 403
+        assert len(Backend.seen) == count
+    # Envoy flushed its access log on exit: one JSON line per request, with OPA's reason.
+    lines = gw.access_log()
+    logged = [x["authz_reason"] for x in lines]
+    assert logged[0] == "allowed: GET /orders/17 granted to agent buyer by spec.grants[0]"
+    assert lines[0]["spiffe_id"] == f"spiffe://{td}/ns/agents/sa/buyer" and lines[0]["agent"] == "buyer"
+    for reason in reasons:
+        assert any(reason in x for x in logged[1:4]), (reason, logged)
+    assert [x["status"] for x in lines] == [200, 403, 403, 403, 403]
+    assert lines[-1]["flags"] == "UAEX"  # unauthorized by the external authorization service
+
+
+# --------------------------------------------------------------------------- with a real SPIRE agent
+
+SPIRE_BIN = OPA_BIN.parent
+
+
+def spire_binaries() -> tuple[str, str]:
+    server, agent = SPIRE_BIN / "spire-server", SPIRE_BIN / "spire-agent"
+    for b in (server, agent):
+        if not b.is_file():
+            pytest.skip(f"{b.name} not built ({b}); run scripts/bootstrap-tools --only spire")
+    return str(server), str(agent)
+
+
+def _spire(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def _until(what: str, check: Callable[[], bool], deadline_s: float = 90) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_gateway_takes_its_svid_and_bundle_from_a_real_spire_agent_over_sds(tmp_path: Path) -> None:
+    """Only the socket path of the rendered bootstrap changes: SDS names default/ROOTCA as rendered."""
+    envoy_binary(), opa()
+    server_bin, agent_bin = spire_binaries()
+    platform = synthetic_platform(tmp_path / "manifests")
+    td = platform.config.trust_domain
+    gateway_id = f"spiffe://{td}/ns/shop/sa/gw-orders"
+    (tmp_path / "pki").mkdir()
+    pki = Pki(tmp_path / "pki")  # SPIRE's upstream root: agents' test certificates chain to it too
+    buyer = pki.leaf("buyer", f"spiffe://{td}/ns/agents/sa/buyer")
+    spire = tmp_path / "spire"
+    spire.mkdir()
+    server_port = _free_port()
+    server_sock, agent_sock = spire / "server.sock", spire / "agent.sock"
+    (spire / "server.conf").write_text(f"""
+server {{
+  bind_address = "127.0.0.1"
+  bind_port = "{server_port}"
+  socket_path = "{server_sock}"
+  trust_domain = "{td}"
+  data_dir = "{spire}/server-data"
+  log_level = "WARN"
+  ca_ttl = "24h"
+  default_x509_svid_ttl = "1h"
+}}
+plugins {{
+  DataStore "sql" {{
+    plugin_data {{
+      database_type = "sqlite3"
+      connection_string = "{spire}/datastore.sqlite3"
+    }}
+  }}
+  NodeAttestor "join_token" {{
+    plugin_data {{}}
+  }}
+  KeyManager "memory" {{
+    plugin_data {{}}
+  }}
+  UpstreamAuthority "disk" {{
+    plugin_data {{
+      key_file_path = "{pki.where / 'ca-key.pem'}"
+      cert_file_path = "{pki.where / 'ca.pem'}"
+    }}
+  }}
+}}
+""", encoding="utf-8")
+    (spire / "agent.conf").write_text(f"""
+agent {{
+  data_dir = "{spire}/agent-data"
+  log_level = "WARN"
+  server_address = "127.0.0.1"
+  server_port = "{server_port}"
+  socket_path = "{agent_sock}"
+  trust_domain = "{td}"
+  insecure_bootstrap = true
+}}
+plugins {{
+  NodeAttestor "join_token" {{
+    plugin_data {{}}
+  }}
+  KeyManager "memory" {{
+    plugin_data {{}}
+  }}
+  WorkloadAttestor "unix" {{
+    plugin_data {{}}
+  }}
+}}
+""", encoding="utf-8")
+    gw = Gateway(tmp_path, platform, "orders", pki)
+    with running([server_bin, "run", "-config", str(spire / "server.conf")], spire / "server.log") as server:
+        _until("spire-server", lambda: server.poll() is None and _spire(
+            server_bin, "healthcheck", "-socketPath", str(server_sock)).returncode == 0)
+        node_id = f"spiffe://{td}/agentpassport-test/node"
+        token = _spire(server_bin, "token", "generate", "-socketPath", str(server_sock), "-spiffeID", node_id)
+        assert token.returncode == 0, token.stderr
+        join_token = token.stdout.split()[-1]
+        entry = _spire(server_bin, "entry", "create", "-socketPath", str(server_sock), "-parentID", node_id,
+                       "-spiffeID", gateway_id, "-selector", f"unix:uid:{os.getuid()}")
+        assert entry.returncode == 0, entry.stdout + entry.stderr
+        agent_cmd = [agent_bin, "run", "-config", str(spire / "agent.conf"), "-joinToken", join_token]
+        with running(agent_cmd, spire / "agent.log") as agent:
+            _until("an SVID from the SPIRE agent", lambda: agent.poll() is None and gateway_id in _spire(
+                agent_bin, "api", "fetch", "x509", "-socketPath", str(agent_sock)).stdout)
+            with gw.run(spire_socket=agent_sock):
+                status, _, body, uris = gw.call(buyer, "/orders/1", {"x-tenant": "acme"})
+                # The certificate Envoy serves is the SVID SPIRE issued (SDS "default") ...
+                assert uris == [gateway_id]
+                # ... and the client's certificate was checked against SPIRE's bundle (SDS "ROOTCA").
+                assert status == 200, body
+                assert Backend.seen[-1]["x-agentpassport-agent"] == "buyer"
+                with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+                    gw.call(None, "/orders/1", {"x-tenant": "acme"})
