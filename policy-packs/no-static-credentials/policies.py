@@ -19,12 +19,11 @@ Conventions
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pulumi_policy import (
@@ -1044,66 +1043,92 @@ def _resource_count(args: StackValidationArgs, report: ReportViolation) -> None:
 # grants-enforced -----------------------------------------------------------------------------
 
 
+def _tokens(*texts: str) -> set[str]:
+    """Every run of whole dash-separated tokens in the words of some texts."""
+    found: set[str] = set()
+    for text in texts:
+        for word in re.split(r"[^a-z0-9-]+", text.lower()):
+            if word:
+                found.update(name_tokens(word))
+    return found
+
+
+Key = tuple[str, str]  # (namespace, name) of a namespaced object
+
+
 @dataclass
 class _Enforcement:
-    """What the stack deploys that can enforce grants, indexed once."""
+    """What the stack deploys that can enforce grants, indexed once per evaluation."""
 
-    mesh_authns: list[tuple[str, str, str]]  # (namespace, name, text of identities)
-    authz_targets: list[tuple[str, set[str], str]]  # (namespace, authn names, target text)
-    gateways: set[str]
-    opa_texts: list[str]
-    db_roles: list[tuple[str, str]]  # (resource name, role name)
-    iam_roles: set[str]
-    vault_policies: list[tuple[str, str, str]]  # (resource name, policy name, text)
+    authn_by_identity: dict[str, set[Key]] = field(default_factory=dict)  # Linkerd identity -> authns
+    authn_by_account: dict[Key, set[Key]] = field(default_factory=dict)  # (namespace, SA) -> authns
+    targets_by_authn: dict[Key, list[set[str]]] = field(default_factory=dict)  # authn -> policy tokens
+    gateways: set[str] = field(default_factory=set)
+    data_texts: list[str] = field(default_factory=list)
+    data_by_service: dict[str, list[str]] = field(default_factory=dict)
+    db_roles_by_token: dict[str, list[set[str]]] = field(default_factory=dict)
+    iam_roles: set[str] = field(default_factory=set)
+    vault_policies_by_token: dict[str, list[str]] = field(default_factory=dict)
+
+    def data_for(self, service: str) -> list[str]:
+        """ConfigMap data mentioning a service (computed once per service)."""
+        if service not in self.data_by_service:
+            self.data_by_service[service] = [t for t in self.data_texts if service in t]
+        return self.data_by_service[service]
 
 
 def _index(args: StackValidationArgs) -> _Enforcement:
-    ix = _Enforcement([], [], set(), [], [], set(), [])
+    ix = _Enforcement()
     for r in args.resources:
         t = r.resource_type
+        if t not in (T.LINKERD_MESH_TLS_AUTHN, T.LINKERD_AUTHZ_POLICY, T.K8S_CONFIGMAP, T.VAULT_DB_ROLE,
+                     T.IAM_ROLE, T.VAULT_POLICY) and t not in WORKLOADS:
+            continue
+        p = plain(r.props)
+        key = (str(dig(p, "metadata", "namespace") or ""), str(dig(p, "metadata", "name") or r.name))
         if t == T.LINKERD_MESH_TLS_AUTHN:
-            p = plain(r.props)
-            ix.mesh_authns.append((str(dig(p, "metadata", "namespace") or ""),
-                                   str(dig(p, "metadata", "name") or r.name),
-                                   json.dumps(p.get("spec"), default=str)))
+            for identity in as_list(dig(p, "spec", "identities")):
+                if isinstance(identity, str) and identity != "*":
+                    ix.authn_by_identity.setdefault(identity, set()).add(key)
+            for ref in as_list(dig(p, "spec", "identityRefs")):
+                if isinstance(ref, dict) and ref.get("kind") == "ServiceAccount" and ref.get("name"):
+                    account = (str(ref.get("namespace") or key[0]), str(ref["name"]))
+                    ix.authn_by_account.setdefault(account, set()).add(key)
         elif t == T.LINKERD_AUTHZ_POLICY:
-            p = plain(r.props)
-            refs = {str(ref.get("name")) for ref in as_list(dig(p, "spec", "requiredAuthenticationRefs"))
-                    if isinstance(ref, dict) and ref.get("kind") == "MeshTLSAuthentication"}
-            target = f"{r.name} {dig(p, 'metadata', 'name')} {dig(p, 'spec', 'targetRef', 'name')}"
-            ix.authz_targets.append((str(dig(p, "metadata", "namespace") or ""), refs, target))
-        elif t == T.K8S_CONFIGMAP or t in WORKLOADS:
-            p = plain(r.props)
+            tokens = _tokens(r.name, key[1], str(dig(p, "spec", "targetRef", "name") or ""))
+            service = labels_of(p).get("agentpassport.dev/service")
+            if isinstance(service, str):
+                tokens.add(service)
+            for ref in as_list(dig(p, "spec", "requiredAuthenticationRefs")):
+                if isinstance(ref, dict) and ref.get("kind") == "MeshTLSAuthentication":
+                    authn = (str(ref.get("namespace") or key[0]), str(ref.get("name")))
+                    ix.targets_by_authn.setdefault(authn, []).append(tokens)
+        elif t in WORKLOADS:
             gw = labels_of(p).get(GATEWAY_LABEL)
-            if isinstance(gw, str) and t in WORKLOADS:
+            if isinstance(gw, str):
                 ix.gateways.add(gw)
-            if t == T.K8S_CONFIGMAP:
-                ix.opa_texts.append("\n".join(strings(p.get("data"))))
+        elif t == T.K8S_CONFIGMAP:
+            ix.data_texts.append("\n".join(strings(p.get("data"))))
         elif t == T.VAULT_DB_ROLE:
-            p = plain(r.props)
-            ix.db_roles.append((r.name, str(p.get("name") or r.name)))
+            role = str(p.get("name") or r.name)
+            role_tokens = _tokens(role)
+            for token in _tokens(r.name, role):
+                ix.db_roles_by_token.setdefault(token, []).append(role_tokens)
         elif t == T.IAM_ROLE:
-            p = plain(r.props)
             ix.iam_roles.add(str(p.get("name") or r.name))
         elif t == T.VAULT_POLICY:
-            p = plain(r.props)
-            ix.vault_policies.append((r.name, str(p.get("name") or r.name), str(p.get("policy") or "")))
+            text = str(p.get("policy") or "")
+            for token in _tokens(r.name, str(p.get("name") or "")):
+                ix.vault_policies_by_token.setdefault(token, []).append(text)
     return ix
 
 
-def _contains_tokens(haystack: str, needle: str) -> bool:
-    """``needle`` appears in ``haystack`` as whole dash-separated tokens."""
-    words = re.split(r"[^a-z0-9-]+", haystack.lower())
-    return any(needle.lower() in set(name_tokens(w)) for w in words if w)
-
-
 def _mesh_enforces(ix: _Enforcement, mesh_identity: str, service: str) -> bool:
+    """A Linkerd AuthorizationPolicy about the service requires an authn naming the identity."""
     sa, _, rest = mesh_identity.partition(".")
     namespace = rest.split(".", 1)[0]
-    authns = {(ns, name) for ns, name, text in ix.mesh_authns
-              if mesh_identity in text or (f'"name": "{sa}"' in text and f'"namespace": "{namespace}"' in text)}
-    names = {name for _, name in authns}
-    return any(refs & names and _contains_tokens(target, service) for _, refs, target in ix.authz_targets)
+    authns = ix.authn_by_identity.get(mesh_identity, set()) | ix.authn_by_account.get((namespace, sa), set())
+    return any(service in tokens for authn in authns for tokens in ix.targets_by_authn.get(authn, []))
 
 
 def _http_problem(ix: _Enforcement, info: Mapping[str, Any], grant: Mapping[str, Any]) -> str | None:
@@ -1119,7 +1144,7 @@ def _http_problem(ix: _Enforcement, info: Mapping[str, Any], grant: Mapping[str,
                            f"MeshTLSAuthentication naming {info['meshIdentity']}")
     if "authz" in subsystems and service in ix.gateways:
         sid = str(info.get("spiffeId"))
-        if any(sid in text and service in text for text in ix.opa_texts):
+        if any(sid in text for text in ix.data_for(service)):
             points.append("opa")
         else:
             missing.append(f"the gateway of {service} has no OPA data naming {sid}")
@@ -1149,8 +1174,7 @@ def _grants_enforced(args: StackValidationArgs, report: ReportViolation) -> None
                 problem = _http_problem(ix, info, grant)
             elif kind == "database" and "vault" in subsystems:
                 db = str(grant.get("database", "")).lower().replace("_", "-")
-                if not any(_contains_tokens(f"{res} {role}", agent) and _contains_tokens(role, db)
-                           for res, role in ix.db_roles):
+                if not any(db in role for role in ix.db_roles_by_token.get(agent, [])):
                     problem = (f"database grant on {grant.get('cluster')}/{grant.get('database')} has "
                                "no Vault database role")
             elif kind == "aws" and "aws" in subsystems:
@@ -1159,8 +1183,7 @@ def _grants_enforced(args: StackValidationArgs, report: ReportViolation) -> None
                     problem = f"aws grant {grant.get('role')!r} has no IAM role {role}"
             elif kind == "vault" and "vault" in subsystems:
                 path = str(grant.get("path"))
-                if not any(_contains_tokens(f"{res} {name}", agent) and path in text
-                           for res, name, text in ix.vault_policies):
+                if not any(path in text for text in ix.vault_policies_by_token.get(agent, [])):
                     problem = f"vault grant on {path} is in no Vault policy of the agent"
             if problem:
                 report(f"agent {agent}: {problem}", None)
