@@ -16,6 +16,7 @@ from components.manifest.loader import load_manifests
 from components.platform import AgentPassport, AgentPassportArgs
 from components.platform_model import Platform, build_platform, identity_bom
 from components.providers import stack_providers
+from components.render.artifacts import render_all
 
 
 def config_keys() -> list[str]:
@@ -37,13 +38,16 @@ def main(root: Path | None = None) -> None:
     stack = pulumi.get_stack()
     try:
         platform = load_platform(stack, root or Path.cwd())
+        # Every renderer validates what it renders: running them all first surfaces every
+        # user error before the first resource is registered (no partial deployment).
+        render_all(platform)
+        passport = AgentPassport(
+            "agent-passport",
+            AgentPassportArgs(platform=platform),
+            pulumi.ResourceOptions(providers=stack_providers(platform.config)),
+        )
     except PassportError as exc:
         raise pulumi.RunError("\n" + exc.report()) from None
-    passport = AgentPassport(
-        "agent-passport",
-        AgentPassportArgs(platform=platform),
-        pulumi.ResourceOptions(providers=stack_providers(platform.config)),
-    )
     pulumi.export("identityBom", identity_bom(platform))
     pulumi.export("trustDomain", platform.config.trust_domain)
     pulumi.export("outputs", passport.summary)
