@@ -53,7 +53,12 @@ class LinkerdIdentityArgs:
 
 
 class LinkerdIdentity(pulumi.ComponentResource):
-    """Linkerd's identity trust anchor(s) and issuer, handed to the control plane."""
+    """Linkerd's identity trust anchor(s) and issuer, handed to the control plane.
+
+    The anchors' keys stay with their custodian (``mesh.anchorCustody``, by default the trust
+    domain's: pulumi-tls in dev, Vault PKI or AWS Private CA elsewhere); only the issuer's key,
+    which Linkerd's identity controller signs with, is generated here and enters the cluster.
+    """
 
     trust_anchor_pems: dict[str, pulumi.Output[str]]
     """Certificate of each anchor generation (public)."""
@@ -61,22 +66,64 @@ class LinkerdIdentity(pulumi.ComponentResource):
     """The ``ca-bundle.crt`` Linkerd's proxies trust: every generation plus extraTrustAnchorsPem."""
     issuer_cert_pem: pulumi.Output[str]
     """The identity issuer certificate (public)."""
-    issuer_expires_at: pulumi.Output[str]
-    """RFC 3339 end of the issuer's validity; a `pulumi up` within issuerEarlyRenewal re-issues it."""
 
     def __init__(self, name: str, args: LinkerdIdentityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:mesh:LinkerdIdentity", name, None, opts)
         p = args.profile
         child = pulumi.ResourceOptions(parent=self)
 
-        anchor_keys: dict[str, tls.PrivateKey] = {}
-        anchors: dict[str, tls.SelfSignedCert] = {}
+        issuer_key = tls.PrivateKey(f"{name}-issuer-key", algorithm="ECDSA", ecdsa_curve=p.ecdsa_curve, opts=child)
+        issuer_csr = tls.CertRequest(
+            f"{name}-issuer-csr",
+            private_key_pem=issuer_key.private_key_pem,
+            subject=tls.CertRequestSubjectArgs(common_name=p.issuer_common_name, organization=p.organization,
+                                               organizational_unit=p.issuer_unit),
+            opts=child,
+        )
+        if p.custody == "tls":
+            anchors, issuer_pem = self._tls(name, p, issuer_csr.cert_request_pem)
+        elif p.custody == "vault-pki":
+            anchors, issuer_pem = self._vault_pki(name, p, issuer_csr.cert_request_pem)
+        else:
+            anchors, issuer_pem = self._aws_pca(name, p, issuer_csr.cert_request_pem)
+
+        ordered = [anchors[g] for g in p.anchor_generations]
+        bundle = pulumi.Output.all(*ordered).apply(
+            lambda pems: trust_bundle([*(x for x in pems if x), *p.extra_anchors_pem]))
+        ns = p.control_plane_namespace
+        issuer_crt: pulumi.Output[str] = pulumi.Output.secret(issuer_pem)
+        issuer_key_pem: pulumi.Output[str] = pulumi.Output.secret(issuer_key.private_key_pem)
+        issuer_ca: pulumi.Output[str] = pulumi.Output.secret(anchors[p.signing_anchor])
+        kube_objects(name, [
+            control_plane_namespace(p),
+            trust_roots_configmap(ns, bundle),
+            # Only the issuer's key enters the cluster; no anchor key ever does.
+            issuer_secret(ns, crt=issuer_crt, key=issuer_key_pem, ca=issuer_ca),
+        ], self)
+
+        self.trust_anchor_pems = anchors
+        self.trust_bundle_pem = bundle
+        self.issuer_cert_pem = issuer_pem
+        self.register_outputs({
+            "trustAnchorPems": self.trust_anchor_pems,
+            "trustBundlePem": self.trust_bundle_pem,
+            "issuerCertPem": self.issuer_cert_pem,
+            "anchorCustody": p.custody,
+        })
+
+    # ----------------------------------------------------------------------- tls (keys in state)
+
+    def _tls(self, name: str, p: LinkerdIdentityProfile,
+             csr: pulumi.Output[str]) -> tuple[dict[str, pulumi.Output[str]], pulumi.Output[str]]:
+        child = pulumi.ResourceOptions(parent=self)
+        keys: dict[str, tls.PrivateKey] = {}
+        certs: dict[str, tls.SelfSignedCert] = {}
         for gen in p.anchor_generations:
-            anchor_keys[gen] = tls.PrivateKey(f"{name}-anchor-{gen}-key", algorithm="ECDSA",
-                                              ecdsa_curve=p.ecdsa_curve, opts=child)
-            anchors[gen] = tls.SelfSignedCert(
+            keys[gen] = tls.PrivateKey(f"{name}-anchor-{gen}-key", algorithm="ECDSA", ecdsa_curve=p.ecdsa_curve,
+                                       opts=child)
+            certs[gen] = tls.SelfSignedCert(
                 f"{name}-anchor-{gen}",
-                private_key_pem=anchor_keys[gen].private_key_pem,
+                private_key_pem=keys[gen].private_key_pem,
                 is_ca_certificate=True,
                 max_path_length=p.anchor_path_length,
                 validity_period_hours=p.anchor_validity_hours,
@@ -88,20 +135,12 @@ class LinkerdIdentity(pulumi.ComponentResource):
                 ),
                 opts=child,
             )
-
-        issuer_key = tls.PrivateKey(f"{name}-issuer-key", algorithm="ECDSA", ecdsa_curve=p.ecdsa_curve, opts=child)
-        issuer_csr = tls.CertRequest(
-            f"{name}-issuer-csr",
-            private_key_pem=issuer_key.private_key_pem,
-            subject=tls.CertRequestSubjectArgs(common_name=p.issuer_common_name, organization=p.organization),
-            opts=child,
-        )
         signer = p.signing_anchor
         issuer = tls.LocallySignedCert(
             f"{name}-issuer",
-            cert_request_pem=issuer_csr.cert_request_pem,
-            ca_private_key_pem=anchor_keys[signer].private_key_pem,
-            ca_cert_pem=anchors[signer].cert_pem,
+            cert_request_pem=csr,
+            ca_private_key_pem=keys[signer].private_key_pem,
+            ca_cert_pem=certs[signer].cert_pem,
             is_ca_certificate=True,
             max_path_length=p.issuer_path_length,
             validity_period_hours=p.issuer_validity_hours,
@@ -110,30 +149,119 @@ class LinkerdIdentity(pulumi.ComponentResource):
             set_subject_key_id=True,
             opts=child,
         )
+        return {g: c.cert_pem for g, c in certs.items()}, issuer.cert_pem
 
-        ordered = [anchors[g].cert_pem for g in p.anchor_generations]
-        bundle = pulumi.Output.all(*ordered).apply(lambda pems: trust_bundle([*pems, *p.extra_anchors_pem]))
-        ns = p.control_plane_namespace
-        issuer_crt: pulumi.Output[str] = pulumi.Output.secret(issuer.cert_pem)
-        issuer_key_pem: pulumi.Output[str] = pulumi.Output.secret(issuer_key.private_key_pem)
-        issuer_ca: pulumi.Output[str] = pulumi.Output.secret(anchors[signer].cert_pem)
-        kube_objects(name, [
-            control_plane_namespace(p),
-            trust_roots_configmap(ns, bundle),
-            # Only the issuer's key enters the cluster; the anchor's never does.
-            issuer_secret(ns, crt=issuer_crt, key=issuer_key_pem, ca=issuer_ca),
-        ], self)
+    # ----------------------------------------------------------------------- vault-pki (keys in Vault)
 
-        self.trust_anchor_pems = {g: c.cert_pem for g, c in anchors.items()}
-        self.trust_bundle_pem = bundle
-        self.issuer_cert_pem = issuer.cert_pem
-        self.issuer_expires_at = issuer.validity_end_time
-        self.register_outputs({
-            "trustAnchorPems": self.trust_anchor_pems,
-            "trustBundlePem": self.trust_bundle_pem,
-            "issuerCertPem": self.issuer_cert_pem,
-            "issuerExpiresAt": self.issuer_expires_at,
-        })
+    def _vault_pki(self, name: str, p: LinkerdIdentityProfile,
+                   csr: pulumi.Output[str]) -> tuple[dict[str, pulumi.Output[str]], pulumi.Output[str]]:
+        import pulumi_vault as vault
+        import pulumi_vault.pkisecret as pki
+
+        child = pulumi.ResourceOptions(parent=self)
+        mounts: dict[str, vault.Mount] = {}
+        anchors: dict[str, pulumi.Output[str]] = {}
+        for gen in p.anchor_generations:
+            mounts[gen] = vault.Mount(
+                f"{name}-anchor-{gen}-mount",
+                path=p.vault_mount(gen),
+                type="pki",
+                description=f"Linkerd trust anchor {gen} (Agent Passport); signs only the identity issuer",
+                default_lease_ttl_seconds=p.issuer_validity_hours * 3600,
+                max_lease_ttl_seconds=p.anchor_validity_hours * 3600,
+                opts=child,
+            )
+            root = pki.SecretBackendRootCert(
+                f"{name}-anchor-{gen}",
+                backend=mounts[gen].path,
+                type="internal",  # the key is generated in Vault and never exported
+                common_name=p.anchor_common_name,
+                organization=p.organization,
+                ou=p.anchor_unit(gen),
+                key_type="ec",
+                key_bits=256,
+                max_path_length=p.anchor_path_length,
+                exclude_cn_from_sans=True,
+                ttl=f"{p.anchor_validity_hours}h",
+                issuer_name=f"linkerd-{gen}",
+                opts=child,
+            )
+            anchors[gen] = root.certificate
+        issuer = pki.SecretBackendRootSignIntermediate(
+            f"{name}-issuer",
+            backend=mounts[p.signing_anchor].path,
+            csr=csr,
+            common_name=p.issuer_common_name,
+            organization=p.organization,
+            ou=p.issuer_unit,
+            max_path_length=p.issuer_path_length,
+            exclude_cn_from_sans=True,
+            ttl=f"{p.issuer_validity_hours}h",
+            # Depend on the signing anchor's certificate, not just its mount: Vault must hold the root first.
+            issuer_ref=pulumi.Output.all(anchors[p.signing_anchor]).apply(lambda _: f"linkerd-{p.signing_anchor}"),
+            opts=child,
+        )
+        return anchors, issuer.certificate
+
+    # ----------------------------------------------------------------------- aws-pca (keys in the HSM)
+
+    def _aws_pca(self, name: str, p: LinkerdIdentityProfile,
+                 csr: pulumi.Output[str]) -> tuple[dict[str, pulumi.Output[str]], pulumi.Output[str]]:
+        from pulumi_aws import acmpca
+
+        child = pulumi.ResourceOptions(parent=self)
+        active: dict[str, pulumi.Output[str]] = {}
+        anchors: dict[str, pulumi.Output[str]] = {}
+        for gen in p.anchor_generations:
+            ca = acmpca.CertificateAuthority(
+                f"{name}-anchor-{gen}-pca",
+                type="ROOT",
+                usage_mode="GENERAL_PURPOSE",  # the issuer lives longer than SHORT_LIVED_CERTIFICATE's 7 days
+                key_storage_security_standard="FIPS_140_2_LEVEL_3_OR_HIGHER",
+                certificate_authority_configuration=acmpca.CertificateAuthorityCertificateAuthorityConfigurationArgs(
+                    key_algorithm="EC_prime256v1",
+                    signing_algorithm="SHA256WITHECDSA",
+                    subject=acmpca.CertificateAuthorityCertificateAuthorityConfigurationSubjectArgs(
+                        common_name=p.anchor_common_name[:64], organization=p.organization[:64],
+                        organizational_unit=p.anchor_unit(gen)[:64],
+                    ),
+                ),
+                permanent_deletion_time_in_days=30,
+                region=p.aws_region,
+                tags={"agentpassport.dev/linkerd-anchor": gen},
+                opts=child,
+            )
+            cert = acmpca.Certificate(
+                f"{name}-anchor-{gen}",
+                certificate_authority_arn=ca.arn,
+                certificate_signing_request=ca.certificate_signing_request,
+                signing_algorithm="SHA256WITHECDSA",
+                template_arn="arn:aws:acm-pca:::template/RootCACertificate/V1",
+                validity=acmpca.CertificateValidityArgs(type="DAYS", value=str(p.anchor_validity_days)),
+                region=p.aws_region,
+                opts=child,
+            )
+            installed = acmpca.CertificateAuthorityCertificate(
+                f"{name}-anchor-{gen}-install",
+                certificate_authority_arn=ca.arn,
+                certificate=cert.certificate,
+                region=p.aws_region,
+                opts=child,
+            )
+            # The CA can only sign once its own certificate is installed: take the ARN from there.
+            active[gen] = installed.certificate_authority_arn
+            anchors[gen] = cert.certificate
+        issuer = acmpca.Certificate(
+            f"{name}-issuer",
+            certificate_authority_arn=active[p.signing_anchor],
+            certificate_signing_request=csr,
+            signing_algorithm="SHA256WITHECDSA",
+            template_arn="arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen0/V1",
+            validity=acmpca.CertificateValidityArgs(type="DAYS", value=str(p.issuer_validity_days)),
+            region=p.aws_region,
+            opts=child,
+        )
+        return anchors, issuer.certificate
 
 
 # --------------------------------------------------------------------------- namespaces

@@ -87,7 +87,7 @@ def build_anchor(p: LinkerdIdentityProfile, generation: str, start: dt.datetime 
 def build_issuer(p: LinkerdIdentityProfile, anchor: tuple[Key, x509.Certificate]) -> tuple[Key, x509.Certificate]:
     """What tls.CertRequest + tls.LocallySignedCert produce for the profile."""
     key = _p256()
-    return key, _cert(_name(p.issuer_common_name, p.organization), key, anchor[1].subject, anchor[0],
+    return key, _cert(_name(p.issuer_common_name, p.organization, p.issuer_unit), key, anchor[1].subject, anchor[0],
                       p.issuer_validity_hours, True, p.issuer_path_length, _ca_usage(p.ca_uses))
 
 
@@ -134,7 +134,8 @@ def test_issuer_chains_to_the_anchor_both_p256_and_the_issuer_expires_first(prof
     assert anchor[1].not_valid_after_utc - anchor[1].not_valid_before_utc == dt.timedelta(days=3650)
     assert issuer[1].not_valid_after_utc - issuer[1].not_valid_before_utc == dt.timedelta(hours=2160)
     assert issuer[1].extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
-    assert issuer[1].subject.rfc4514_string() == "O=Agent Passport,CN=identity.linkerd.cluster.local"
+    assert issuer[1].subject.rfc4514_string() == (
+        "OU=linkerd identity issuer 1,O=Agent Passport,CN=identity.linkerd.cluster.local")
     # A proxy certificate issued by the issuer verifies against the rendered bundle.
     assert verifies(trust_bundle([_pem(anchor[1])]), proxy_leaf(issuer), issuer[1])
 

@@ -149,52 +149,31 @@ def test_objects_owned_by_one_agent_carry_its_label(stack_graph: Callable[[str],
 # --------------------------------------------------------------------------- identity
 
 
-def test_linkerd_identity_chain_and_objects(stack_graph: Callable[[str], Graph]) -> None:
-    graph = stack_graph("prod")
+def _identity_children(graph: Graph) -> dict[str, Captured]:
     (comp,) = graph.of_type(IDENTITY)
     assert comp.name == "agent-passport-linkerd-identity"
-    kids = {r.name: r for r in _under(graph, comp)}
-    n = "agent-passport-linkerd-identity"
-    assert sorted((r.type, name) for name, r in kids.items()) == [
-        ("kubernetes:core/v1:ConfigMap", f"{n}-configmap-linkerd-linkerd-identity-trust-roots"),
-        ("kubernetes:core/v1:Namespace", f"{n}-namespace-linkerd"),
-        ("kubernetes:core/v1:Secret", f"{n}-secret-linkerd-linkerd-identity-issuer"),
-        ("tls:index/certRequest:CertRequest", f"{n}-issuer-csr"),
-        ("tls:index/locallySignedCert:LocallySignedCert", f"{n}-issuer"),
-        ("tls:index/privateKey:PrivateKey", f"{n}-anchor-g1-key"),
-        ("tls:index/privateKey:PrivateKey", f"{n}-issuer-key"),
-        ("tls:index/selfSignedCert:SelfSignedCert", f"{n}-anchor-g1"),
-    ]
-    for key in (f"{n}-anchor-g1-key", f"{n}-issuer-key"):
-        assert kids[key].inputs == {"algorithm": "ECDSA", "ecdsaCurve": "P256"}
-    anchor = kids[f"{n}-anchor-g1"].inputs
-    assert (anchor["isCaCertificate"], anchor["maxPathLength"], anchor["validityPeriodHours"]) == (True, 1, 87600)
-    assert anchor["allowedUses"] == ["cert_signing", "crl_signing"]
-    assert "earlyRenewalHours" not in anchor  # an anchor is only ever rotated by the documented procedure
-    assert anchor["subject"] == {"commonName": "root.linkerd.cluster.local", "organization": "Agent Passport",
-                                 "organizationalUnit": "linkerd trust anchor g1"}
-    issuer = kids[f"{n}-issuer"].inputs
-    assert (issuer["isCaCertificate"], issuer["maxPathLength"], issuer["validityPeriodHours"],
-            issuer["earlyRenewalHours"]) == (True, 0, 2160, 720)
-    assert issuer["validityPeriodHours"] < anchor["validityPeriodHours"]
-    assert kids[f"{n}-issuer-csr"].inputs["subject"]["commonName"] == "identity.linkerd.cluster.local"
+    (root,) = graph.of_type(ROOT_TYPE)
+    assert comp.parent == root.urn
+    return {r.name: r for r in _under(graph, comp)}
 
-    anchor_pem = graph.named(f"{n}-anchor-g1")  # mocks echo a certPem per resource
-    mocked = _mock_outputs(graph)
-    assert issuer["caCertPem"] == mocked[anchor_pem.name]["certPem"]
-    assert _unwrap(issuer["caPrivateKeyPem"]) == mocked[f"{n}-anchor-g1-key"]["privateKeyPem"]
 
-    cm = kids[f"{n}-configmap-linkerd-linkerd-identity-trust-roots"].inputs
-    assert cm["metadata"]["namespace"] == "linkerd"
-    assert cm["data"] == {"ca-bundle.crt": mocked[anchor_pem.name]["certPem"]}
-    secret = kids[f"{n}-secret-linkerd-linkerd-identity-issuer"].inputs
-    assert secret["type"] == "kubernetes.io/tls"
-    assert SECRET_SIG in secret["stringData"].values(), "issuer key material must be a Pulumi secret"
-    assert _unwrap(secret["stringData"]) == {
-        "tls.crt": mocked[f"{n}-issuer"]["certPem"],
-        "tls.key": mocked[f"{n}-issuer-key"]["privateKeyPem"],
-        "ca.crt": mocked[anchor_pem.name]["certPem"],
-    }
+N = "agent-passport-linkerd-identity"
+K8S_CHILDREN = [
+    ("kubernetes:core/v1:ConfigMap", f"{N}-configmap-linkerd-linkerd-identity-trust-roots"),
+    ("kubernetes:core/v1:Namespace", f"{N}-namespace-linkerd"),
+    ("kubernetes:core/v1:Secret", f"{N}-secret-linkerd-linkerd-identity-issuer"),
+]
+ISSUER_KEY = [
+    ("tls:index/certRequest:CertRequest", f"{N}-issuer-csr"),
+    ("tls:index/privateKey:PrivateKey", f"{N}-issuer-key"),
+]
+
+
+def _check_issuer_key_and_csr(kids: dict[str, Captured]) -> None:
+    assert kids[f"{N}-issuer-key"].inputs == {"algorithm": "ECDSA", "ecdsaCurve": "P256"}
+    assert kids[f"{N}-issuer-csr"].inputs["subject"] == {
+        "commonName": "identity.linkerd.cluster.local", "organization": "Agent Passport",
+        "organizationalUnit": "linkerd identity issuer 1"}
 
 
 def _mock_outputs(graph: Graph) -> dict[str, dict[str, Any]]:
@@ -203,14 +182,110 @@ def _mock_outputs(graph: Graph) -> dict[str, dict[str, Any]]:
     return {r.name: computed_outputs(r.type, r.name, r.inputs) for r in graph.resources if r.type.startswith("tls:")}
 
 
-@pytest.mark.parametrize("stack", STACKS)
-def test_the_anchor_key_never_enters_the_cluster(stack: str, stack_graph: Callable[[str], Graph]) -> None:
-    graph = stack_graph(stack)
-    key = _mock_outputs(graph)["agent-passport-linkerd-identity-anchor-g1-key"]["privateKeyPem"]
-    body = key.splitlines()[1]
+def _no_anchor_key_outside_its_custodian(graph: Graph) -> None:
+    """No anchor key or self-signed anchor exists in Pulumi state: only the issuer's key does."""
+    kids = _identity_children(graph)
+    assert [n for n, r in kids.items() if r.type == "tls:index/privateKey:PrivateKey"] == [f"{N}-issuer-key"]
+    assert not [r for r in kids.values() if r.type == "tls:index/selfSignedCert:SelfSignedCert"]
+
+
+def test_dev_identity_keeps_anchor_keys_in_pulumi_tls(stack_graph: Callable[[str], Graph]) -> None:
+    graph = stack_graph("dev")  # trust.upstream tls -> anchorCustody tls
+    kids = _identity_children(graph)
+    assert sorted((r.type, name) for name, r in kids.items()) == sorted([
+        *K8S_CHILDREN, *ISSUER_KEY,
+        ("tls:index/locallySignedCert:LocallySignedCert", f"{N}-issuer"),
+        ("tls:index/privateKey:PrivateKey", f"{N}-anchor-g1-key"),
+        ("tls:index/selfSignedCert:SelfSignedCert", f"{N}-anchor-g1"),
+    ])
+    _check_issuer_key_and_csr(kids)
+    assert kids[f"{N}-anchor-g1-key"].inputs == {"algorithm": "ECDSA", "ecdsaCurve": "P256"}
+    anchor = kids[f"{N}-anchor-g1"].inputs
+    assert (anchor["isCaCertificate"], anchor["maxPathLength"], anchor["validityPeriodHours"]) == (True, 1, 87600)
+    assert anchor["allowedUses"] == ["cert_signing", "crl_signing"]
+    assert "earlyRenewalHours" not in anchor  # an anchor is only ever rotated by the documented procedure
+    assert anchor["subject"] == {"commonName": "root.linkerd.cluster.local", "organization": "Agent Passport",
+                                 "organizationalUnit": "linkerd trust anchor g1"}
+    issuer = kids[f"{N}-issuer"].inputs
+    assert (issuer["isCaCertificate"], issuer["maxPathLength"], issuer["validityPeriodHours"],
+            issuer["earlyRenewalHours"]) == (True, 0, 2160, 720)
+    assert issuer["validityPeriodHours"] < anchor["validityPeriodHours"]
+
+    mocked = _mock_outputs(graph)
+    assert issuer["caCertPem"] == mocked[f"{N}-anchor-g1"]["certPem"]
+    assert _unwrap(issuer["caPrivateKeyPem"]) == mocked[f"{N}-anchor-g1-key"]["privateKeyPem"]
+    assert issuer["certRequestPem"] == mocked[f"{N}-issuer-csr"]["certRequestPem"]
+    cm = kids[f"{N}-configmap-linkerd-linkerd-identity-trust-roots"].inputs
+    assert cm["metadata"]["namespace"] == "linkerd"
+    assert cm["data"] == {"ca-bundle.crt": mocked[f"{N}-anchor-g1"]["certPem"]}
+    secret = kids[f"{N}-secret-linkerd-linkerd-identity-issuer"].inputs
+    assert secret["type"] == "kubernetes.io/tls"
+    assert SECRET_SIG in secret["stringData"].values(), "issuer key material must be a Pulumi secret"
+    assert _unwrap(secret["stringData"]) == {
+        "tls.crt": mocked[f"{N}-issuer"]["certPem"],
+        "tls.key": mocked[f"{N}-issuer-key"]["privateKeyPem"],
+        "ca.crt": mocked[f"{N}-anchor-g1"]["certPem"],
+    }
+    # The anchor's private key reaches no Kubernetes object.
+    body = mocked[f"{N}-anchor-g1-key"]["privateKeyPem"].splitlines()[1]
     for r in graph.resources:
         if r.type.startswith("kubernetes:"):
             assert body not in repr(r.inputs), f"{r.type} {r.name} carries the anchor's private key"
+
+
+def test_staging_identity_keeps_anchor_keys_in_vault(stack_graph: Callable[[str], Graph]) -> None:
+    graph = stack_graph("staging")  # trust.upstream vault-pki -> anchorCustody vault-pki
+    kids = _identity_children(graph)
+    assert sorted((r.type, name) for name, r in kids.items()) == sorted([
+        *K8S_CHILDREN, *ISSUER_KEY,
+        ("vault:index/mount:Mount", f"{N}-anchor-g1-mount"),
+        ("vault:pkiSecret/secretBackendRootCert:SecretBackendRootCert", f"{N}-anchor-g1"),
+        ("vault:pkiSecret/secretBackendRootSignIntermediate:SecretBackendRootSignIntermediate", f"{N}-issuer"),
+    ])
+    _check_issuer_key_and_csr(kids)
+    mount = kids[f"{N}-anchor-g1-mount"].inputs
+    assert (mount["path"], mount["type"], mount["maxLeaseTtlSeconds"]) == ("pki-linkerd-g1", "pki", 87600 * 3600)
+    root = kids[f"{N}-anchor-g1"].inputs
+    assert (root["type"], root["keyType"], root["keyBits"], root["maxPathLength"], root["ttl"]) == (
+        "internal", "ec", 256, 1, "87600h")
+    assert (root["commonName"], root["ou"], root["backend"]) == (
+        "root.linkerd.cluster.local", "linkerd trust anchor g1", "pki-linkerd-g1")
+    issuer = kids[f"{N}-issuer"].inputs
+    assert (issuer["backend"], issuer["maxPathLength"], issuer["ttl"], issuer["issuerRef"]) == (
+        "pki-linkerd-g1", 0, "2160h", "linkerd-g1")
+    assert issuer["csr"] == _mock_outputs(graph)[f"{N}-issuer-csr"]["certRequestPem"]
+    assert kids[f"{N}-anchor-g1"].urn in kids[f"{N}-issuer"].dependencies  # Vault holds the root first
+    _no_anchor_key_outside_its_custodian(graph)
+
+
+def test_prod_identity_keeps_anchor_keys_in_aws_private_ca(stack_graph: Callable[[str], Graph]) -> None:
+    graph = stack_graph("prod")  # trust.upstream aws-pca -> anchorCustody aws-pca
+    kids = _identity_children(graph)
+    assert sorted((r.type, name) for name, r in kids.items()) == sorted([
+        *K8S_CHILDREN, *ISSUER_KEY,
+        ("aws:acmpca/certificateAuthority:CertificateAuthority", f"{N}-anchor-g1-pca"),
+        ("aws:acmpca/certificate:Certificate", f"{N}-anchor-g1"),
+        ("aws:acmpca/certificateAuthorityCertificate:CertificateAuthorityCertificate", f"{N}-anchor-g1-install"),
+        ("aws:acmpca/certificate:Certificate", f"{N}-issuer"),
+    ])
+    _check_issuer_key_and_csr(kids)
+    ca = kids[f"{N}-anchor-g1-pca"].inputs
+    assert (ca["type"], ca["usageMode"], ca["keyStorageSecurityStandard"]) == (
+        "ROOT", "GENERAL_PURPOSE", "FIPS_140_2_LEVEL_3_OR_HIGHER")
+    conf = ca["certificateAuthorityConfiguration"]
+    assert (conf["keyAlgorithm"], conf["signingAlgorithm"]) == ("EC_prime256v1", "SHA256WITHECDSA")
+    assert conf["subject"] == {"commonName": "root.linkerd.cluster.local", "organization": "Agent Passport",
+                               "organizationalUnit": "linkerd trust anchor g1"}
+    root = kids[f"{N}-anchor-g1"].inputs
+    assert root["templateArn"] == "arn:aws:acm-pca:::template/RootCACertificate/V1"
+    assert root["validity"] == {"type": "DAYS", "value": "3650"}
+    issuer = kids[f"{N}-issuer"].inputs
+    assert issuer["templateArn"] == "arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen0/V1"
+    assert issuer["validity"] == {"type": "DAYS", "value": "90"}
+    assert issuer["certificateSigningRequest"] == _mock_outputs(graph)[f"{N}-issuer-csr"]["certRequestPem"]
+    # The issuer is signed only once the anchor's own certificate is installed.
+    assert kids[f"{N}-anchor-g1-install"].urn in kids[f"{N}-issuer"].dependencies
+    _no_anchor_key_outside_its_custodian(graph)
 
 
 def _variant(config_updates: dict[str, str], stack: str = "dev", agents_dir: Path | None = None) -> Graph:
@@ -239,6 +314,18 @@ def test_a_two_anchor_bundle_during_rotation(tmp_path: Path) -> None:
     assert issuer["caCertPem"] == g2  # switched to the new anchor
     secret = _unwrap(graph.named(f"{n}-secret-linkerd-linkerd-identity-issuer").inputs["stringData"])
     assert secret["ca.crt"] == g2
+
+
+def test_rotation_with_vault_held_anchors() -> None:
+    import json
+    graph = _variant({"agent-passport:mesh": json.dumps({
+        "defaultInboundPolicy": "deny", "trustAnchors": ["g1", "g2"], "issuerAnchor": "g2"})}, "staging")
+    kids = _identity_children(graph)
+    assert [kids[f"{N}-anchor-{g}-mount"].inputs["path"] for g in ("g1", "g2")] == ["pki-linkerd-g1",
+                                                                                  "pki-linkerd-g2"]
+    issuer = kids[f"{N}-issuer"].inputs
+    assert (issuer["backend"], issuer["issuerRef"]) == ("pki-linkerd-g2", "linkerd-g2")
+    assert kids[f"{N}-anchor-g2"].urn in kids[f"{N}-issuer"].dependencies
 
 
 # --------------------------------------------------------------------------- guards

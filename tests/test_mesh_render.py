@@ -385,6 +385,16 @@ def test_rotation_settings_are_validated() -> None:
     assert linkerd_identity_profile(_mesh_cfg(trustAnchors=["g1", "g2"])).signing_anchor == "g1"
 
 
+def test_anchor_custody_follows_the_trust_domain_unless_set() -> None:
+    assert {s: linkerd_identity_profile(load_stack_config(s, ROOT)).custody for s in ("dev", "staging", "prod")} == {
+        "dev": "tls", "staging": "vault-pki", "prod": "aws-pca"}
+    assert linkerd_identity_profile(_mesh_cfg(anchorCustody="vault-pki")).custody == "vault-pki"
+    with pytest.raises(ConfigError) as info:
+        linkerd_identity_profile(_mesh_cfg(anchorCustody="aws-pca", issuerLifetime="2170h"), "stacks/Pulumi.dev.yaml")
+    assert [(p.field, "whole number of days" in p.message) for p in info.value.problems] == [
+        ("agent-passport:mesh.issuerLifetime", True)]
+
+
 def test_trust_bundle_keeps_order_and_drops_duplicates() -> None:
     a = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----"
     b = "-----BEGIN CERTIFICATE-----\nBBB\n-----END CERTIFICATE-----\n\n"

@@ -85,6 +85,11 @@ class LinkerdIdentityProfile:
     issuer_early_renewal_hours: int
     extra_anchors_pem: tuple[str, ...]
     cni_enabled: bool
+    custody: Literal["tls", "vault-pki", "aws-pca"] = "tls"
+    """Who holds the anchors' keys (the issuer key is always pulumi-tls: Linkerd needs it)."""
+    vault_pki_mount: str = "pki-linkerd"
+    aws_region: str = "us-east-1"
+    issuer_rotation: str = "1"
     ecdsa_curve: Literal["P256"] = "P256"
     anchor_path_length: int = 1
     issuer_path_length: int = 0
@@ -101,6 +106,22 @@ class LinkerdIdentityProfile:
     def anchor_unit(self, generation: str) -> str:
         """Subject OU that tells anchor generations apart (their CN is Linkerd's fixed name)."""
         return f"linkerd trust anchor {generation}"
+
+    @property
+    def issuer_unit(self) -> str:
+        """Subject OU of the issuer; changing ``mesh.issuerRotation`` changes it and so re-issues it."""
+        return f"linkerd identity issuer {self.issuer_rotation}"
+
+    def vault_mount(self, generation: str) -> str:
+        return f"{self.vault_pki_mount}-{generation}"
+
+    @property
+    def anchor_validity_days(self) -> int:
+        return self.anchor_validity_hours // 24
+
+    @property
+    def issuer_validity_days(self) -> int:
+        return self.issuer_validity_hours // 24
 
 
 def _extra_anchor_problem(index: int, pem: str) -> str | None:
@@ -125,6 +146,11 @@ def _extra_anchor_problem(index: int, pem: str) -> str | None:
     return None
 
 
+def anchor_custody(cfg: StackConfig) -> Literal["tls", "vault-pki", "aws-pca"]:
+    """mesh.anchorCustody, defaulting to the trust domain's own key custody (trust.upstream)."""
+    return cfg.mesh.anchor_custody or cfg.trust.upstream
+
+
 def linkerd_identity_problems(cfg: StackConfig, file: str) -> list[Problem]:
     """Stack-config problems of the Linkerd identity that the generic checks do not cover."""
     m = cfg.mesh
@@ -143,6 +169,13 @@ def linkerd_identity_problems(cfg: StackConfig, file: str) -> list[Problem]:
     if seconds(m.issuer_early_renewal) >= seconds(m.issuer_lifetime):
         p("issuerEarlyRenewal", f"{m.issuer_early_renewal} is not shorter than issuerLifetime "
                                 f"({m.issuer_lifetime}): the issuer would be re-issued on every `pulumi up`")
+    custody = anchor_custody(cfg)
+    if custody == "aws-pca":
+        for key, value in (("trustAnchorLifetime", m.trust_anchor_lifetime), ("issuerLifetime", m.issuer_lifetime)):
+            if seconds(value) % 86400:
+                p(key, f"{value} is not a whole number of days, which AWS Private CA needs (anchorCustody aws-pca)")
+        if seconds(m.trust_anchor_lifetime) > 10 * 365 * 86400:
+            p("trustAnchorLifetime", "AWS Private CA roots are limited to 10 years here; shorten trustAnchorLifetime")
     for i, pem in enumerate(m.extra_trust_anchors_pem):
         problem = _extra_anchor_problem(i, pem)
         if problem:
@@ -167,6 +200,10 @@ def linkerd_identity_profile(cfg: StackConfig, file: str = "stack configuration"
         issuer_early_renewal_hours=seconds(m.issuer_early_renewal) // 3600,
         extra_anchors_pem=tuple(m.extra_trust_anchors_pem),
         cni_enabled=m.cni_enabled,
+        custody=anchor_custody(cfg),
+        vault_pki_mount=m.vault_pki_mount,
+        aws_region=cfg.aws.region,
+        issuer_rotation=m.issuer_rotation,
     )
 
 
