@@ -1,9 +1,10 @@
 """Linkerd: strict-mTLS namespaces, per-service authorization policy, the identity anchor + issuer.
 
-* :class:`LinkerdIdentity` — the trust anchor generation(s) and the identity issuer (ECDSA
-  P-256, pulumi-tls), the ``linkerd-identity-trust-roots`` ConfigMap (the bundle) and the
-  ``linkerd-identity-issuer`` Secret (kubernetes.io/tls) in Linkerd's namespace. The anchor's
-  private key stays in Pulumi state (a secret): no Kubernetes object ever receives it.
+* :class:`LinkerdIdentity` — the trust anchor generation(s) (ECDSA P-256; keys held by
+  pulumi-tls, Vault PKI or AWS Private CA, following the trust domain's custody) and the
+  identity issuer, the ``linkerd-identity-trust-roots`` ConfigMap (the bundle) and the
+  ``linkerd-identity-issuer`` Secret (kubernetes.io/tls) in Linkerd's namespace. No anchor key
+  ever reaches a Kubernetes object; only the issuer's key does.
 * :class:`MeshNamespace` — one per namespace hosting agents or the services they call: the
   Namespace (``linkerd.io/inject: enabled``, the stack's default inbound policy) and the
   ``policy.linkerd.io`` objects of the services there, as planned by
