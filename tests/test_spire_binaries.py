@@ -108,6 +108,26 @@ def test_spire_server_validates_the_rendered_server_conf(stack: str, tmp_path: P
     assert "configuration file is valid" in run.stdout + run.stderr
 
 
+@needs_server
+@pytest.mark.parametrize(
+    ("path", "value", "error"),
+    [
+        (("server", "ca_ttl"), "1d", 'unknown unit "d"'),  # why durations go through go_duration()
+        (("server", "ca_key_type"), "ec-p999", "ca_key_type"),
+        (("plugins", "NodeAttestor"), [{"k8s-psat": {"plugin_data": {}}}], 'no built-in plugin "k8s-psat"'),
+    ],
+)
+def test_spire_server_validate_can_fail(path: tuple[str, str], value: Any, error: str, tmp_path: Path) -> None:
+    """Positive controls: spire-server validate checks durations, key types and plugin names."""
+    conf = r.server_config(load_platform("dev"))
+    conf[path[0]][path[1]] = value
+    file = tmp_path / "server.conf"
+    file.write_text(dump_json(conf))
+    run = _run([str(SPIRE_SERVER), "validate", "-config", str(file)])
+    assert run.returncode != 0
+    assert error in run.stdout + run.stderr
+
+
 # --------------------------------------------------------------------------- e2e: a real server
 
 
@@ -173,6 +193,7 @@ def test_real_spire_server_signs_under_our_intermediate(tmp_path: Path) -> None:
         chain.intermediate.key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     conf, sock = _local_server_conf(tmp_path, upstream)
+    (tmp_path / "svid").mkdir()
     conf_path = tmp_path / "server.conf"
     conf_path.write_text(json.dumps(conf))
     log = tmp_path / "server.log"
@@ -207,7 +228,9 @@ def test_real_spire_server_signs_under_our_intermediate(tmp_path: Path) -> None:
         assert bundle.returncode == 0, bundle.stderr
     certs = x509.load_pem_x509_certificates((tmp_path / "svid" / "svid.pem").read_bytes())
     leaf, intermediates = certs[0], certs[1:]
-    assert leaf.not_valid_after_utc - leaf.not_valid_before_utc <= dt.timedelta(minutes=15)
+    # the manifest TTL, plus the 10 s SPIRE backdates NotBefore by for clock skew
+    span = leaf.not_valid_after_utc - leaf.not_valid_before_utc
+    assert dt.timedelta(minutes=15) <= span <= dt.timedelta(minutes=15, seconds=10)
     # SPIRE's bundle is our root (the disk UpstreamAuthority's bundle_file_path)
     bundle_roots = x509.load_pem_x509_certificates(bundle.stdout.encode())
     assert chain.root.cert in bundle_roots
