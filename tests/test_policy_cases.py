@@ -369,6 +369,22 @@ CASES = [
         vault.Policy("agent-cortex-policy", name="agent-agent-cortex",
                      policy='path "secret/data/triage" { capabilities = ["read"] }')
     """, []),
+    Case("grants-enforced", "service-account-reference-and-suspended-agent", """
+        bom({"invoice-processor": agent("spiffe://dev/ns/finance/sa/invoice-processor",
+                mesh="invoice-processor.finance.serviceaccount.identity.linkerd.cluster.local",
+                subsystems=["spire", "mesh"], grants=[{"kind": "http", "service": "inference"}]),
+             "retired": agent("spiffe://dev/ns/x/sa/retired", suspended=True, subsystems=["mesh"],
+                              grants=[{"kind": "http", "service": "inference"}])})
+        k8s.apiextensions.CustomResource("inference-clients", api_version="policy.linkerd.io/v1alpha1",
+            kind="MeshTLSAuthentication", metadata={"name": "inference-clients", "namespace": "ml"},
+            spec={"identityRefs": [{"kind": "ServiceAccount", "name": "invoice-processor", "namespace": "finance"}]})
+        k8s.apiextensions.CustomResource("inference-route-authz", api_version="policy.linkerd.io/v1alpha1",
+            kind="AuthorizationPolicy", metadata={"name": "route-authz", "namespace": "ml",
+                                                 "labels": {"agentpassport.dev/service": "inference"}},
+            spec={"targetRef": {"group": "policy.linkerd.io", "kind": "HTTPRoute", "name": "route"},
+                  "requiredAuthenticationRefs": [{"group": "policy.linkerd.io", "kind": "MeshTLSAuthentication",
+                                                  "name": "inference-clients"}]})
+    """, []),
     # ---------------------------------------------------------------- resource-count-ceiling
     Case("resource-count-ceiling", "over-ceiling", """
         for i in range(4):
