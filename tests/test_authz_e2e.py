@@ -1,12 +1,12 @@
 """End to end on 127.0.0.1: a real Envoy runs the rendered gateway bootstrap, real mTLS with
 SPIFFE certificates, real OPA decides with the rendered policy and data.
 
-Two stand-ins, both because the real thing cannot run here:
-
-* No SPIRE agent serves SDS on this machine, so the two SDS references of the rendered
-  listener (SVID ``default``, bundle ``ROOTCA``) are swapped for the same certificates as
-  files; the trust-domain SAN matcher, ``require_client_certificate`` and everything else of
-  the listener stay as rendered. Ports and the backend address move to loopback.
+* The gateway's certificates: one test swaps the two SDS references of the rendered listener
+  (SVID ``default``, bundle ``ROOTCA``) for certificate files; the other keeps them as rendered
+  and runs a real spire-server + spire-agent (built by scripts/bootstrap-tools) as the SDS
+  source, moving only the socket path. The trust-domain SAN matcher,
+  ``require_client_certificate`` and the rest of the listener stay as rendered; ports and the
+  backend address move to loopback.
 * opa-envoy-plugin is not installable here (its Go module is not served by the proxy), so a
   small gRPC server plays its part: it decodes Envoy's ``CheckRequest``, builds the same
   protojson ``input`` the plugin builds, asks the real ``opa`` binary for
