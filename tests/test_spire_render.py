@@ -283,8 +283,8 @@ def test_dev_server_is_a_single_statefulset_with_a_volume() -> None:
     assert sts["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     containers = {c["name"]: c for c in sts["template"]["spec"]["containers"]}
     assert containers["spire-server"]["args"] == ["-config", "/run/spire/server/config/server.conf"]
-    assert containers["spire-server"]["image"] == "ghcr.io/spiffe/spire-server:1.13.3"
-    assert containers["spire-controller-manager"]["image"] == "ghcr.io/spiffe/spire-controller-manager:0.6.3"
+    assert containers["spire-server"]["image"] == "ghcr.io/spiffe/spire-server:1.15.3"
+    assert containers["spire-controller-manager"]["image"] == "ghcr.io/spiffe/spire-controller-manager:0.6.6"
     volumes = {v["name"]: v for v in sts["template"]["spec"]["volumes"]}
     assert volumes["upstream"]["projected"]["sources"] == [
         {"configMap": {"name": "spire-server-upstream"}},
@@ -329,7 +329,7 @@ def test_controller_manager_config_owns_only_its_class() -> None:
     assert conf["spireServerSocketPath"] == "/tmp/spire-server/private/api.sock"  # noqa: S108
     assert conf["validatingWebhookConfigurationName"] == r.webhook_configuration(p)["metadata"]["name"]
     # The config file is the inline Go struct, not the CRD: its keys are the json tags of
-    # ControllerManagerConfig + ControllerManagerConfigurationSpec (api/v1alpha1, v0.6.3).
+    # ControllerManagerConfig + ControllerManagerConfigurationSpec (api/v1alpha1, v0.6.6).
     known = {
         "apiVersion",
         "kind",

@@ -17,8 +17,13 @@ class SpireConfig(Section):
     cluster_name: str | None = Field(
         default=None, description="Cluster name used by k8s_psat (default: the environment name)."
     )
-    version: str = Field(default="1.13.3", description="SPIRE release (server, agent, OIDC provider images).")
-    controller_manager_version: str = Field(default="0.6.3", description="spire-controller-manager release.")
+    version: str = Field(
+        default="1.15.3",
+        description="SPIRE release (server, agent, OIDC provider images); the tests run this release's binaries.",
+    )
+    controller_manager_version: str = Field(
+        default="0.6.6", description="spire-controller-manager release (the CRD schemas tested against are v0.6.6)."
+    )
     ca_ttl: Duration = Field(default="24h", description="Lifetime of SPIRE's own signing CA (ca_ttl).")
     ca_key_type: Literal["ec-p256", "ec-p384"] = Field(default="ec-p256", description="SPIRE CA key type.")
     default_x509_svid_ttl: Duration = Field(default="15m", description="X.509-SVID TTL when an entry sets none.")
