@@ -79,6 +79,12 @@ class AgentPassport(pulumi.ComponentResource):
                 AuthzGateway(f"{name}-authz-{svc.name}", AuthzGatewayArgs(platform=platform, service=svc.name),
                              pulumi.ResourceOptions(parent=self))
         # [vault]   VaultIdentity (if on.vault)
+        if on.vault:
+            from components.vault import VaultIdentity, VaultIdentityArgs
+
+            VaultIdentity(f"{name}-vault",
+                          VaultIdentityArgs(platform=platform, trust_bundle_pem=trust.trust_bundle_pem),
+                          pulumi.ResourceOptions(parent=self))
         # [windows] GmsaAgents (if on.windows)
         if on.windows:
             GmsaAgents(f"{name}-windows", GmsaAgentsArgs(platform=platform, deliver_with_ssm=on.aws),

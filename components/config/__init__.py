@@ -202,6 +202,8 @@ def _secret_refs(cfg: StackConfig) -> list[tuple[str, str]]:
     if cfg.spire.datastore_connection_secret:
         refs.append(("spire.datastoreConnectionSecret", cfg.spire.datastore_connection_secret))
     refs.extend((f"vault.databases.{n}.passwordSecret", d.password_secret) for n, d in cfg.vault.databases.items())
+    refs.extend((f"vault.databases.{n}.admins.{db}.passwordSecret", a.password_secret)
+                for n, d in cfg.vault.databases.items() for db, a in d.admins.items() if a.password_secret)
     return refs
 
 
@@ -292,4 +294,17 @@ def stack_runtime_config(path: Path) -> tuple[dict[str, str], list[str]]:
             out[key] = value
         else:
             out[key] = json.dumps(value)
+    # secrets the config names but this file does not hold (set per machine with
+    # `pulumi config set --secret`): the same placeholder, so the program runs offline
+    try:
+        values, _, _ = read_stack_file(path)
+        values.setdefault("environment", path.name[len("Pulumi."):-len(".yaml")])
+        refs = _secret_refs(build_stack_config(values, str(path)))
+    except ConfigError:
+        refs = []  # the program reports the stack file's problems itself
+    for _, ref in refs:
+        key = f"{NAMESPACE}:{ref}"
+        if key not in out:
+            out[key] = "mock-secret-value"
+            secret.append(key)
     return out, secret
