@@ -399,3 +399,14 @@ def test_decision_log_mask_removes_credentials(tmp_path: Path) -> None:
     masked = set(json.loads(proc.stdout)["result"][0]["expressions"][0]["value"])
     assert "/input/attributes/request/http/headers/authorization" in masked
     assert "/input/attributes/request/http/headers/cookie" in masked
+
+
+def test_a_stack_without_gateways_renders_a_valid_empty_test_module(tmp_path: Path) -> None:
+    text = SYNTHETIC.split("---\napiVersion: passport.agentpassport.dev/v1alpha1\nkind: Agent", maxsplit=1)[0]
+    platform = synthetic_platform(tmp_path / "m", text)
+    assert rego.gateway_services(platform) == []
+    assert rego.authz_data(platform) == {"agentpassport": {"services": {}}}
+    bundle = write_bundle(platform, tmp_path / "b")
+    check = run_opa("check", "--strict", str(bundle / "policy.rego"), str(bundle / "policy_test.rego"))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "import" not in (bundle / "policy_test.rego").read_text(encoding="utf-8")
