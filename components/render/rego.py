@@ -366,7 +366,8 @@ def check_request(req: Request, authority: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- generated tests
 
 REFERENCE_MONDAY = (2026, 1, 12)
-"""Generated cases happen in the week of Monday 2026-01-12 (no DST change anywhere that week)."""
+"""Generated cases happen in the week of Monday 2026-01-12, chosen mid-January, away from
+the usual daylight-saving switches of either hemisphere."""
 _QUERY = "?agentpassport-probe=1"
 
 
