@@ -27,30 +27,11 @@ FOUR = [
 ]
 
 
-# Findings in other subsystems, reported to their owners: the policies stay as they are. While a
-# stack's only violations are these, its test is an expected failure naming them; any other
-# violation fails it, and a clean stack passes.
-KNOWN_FINDINGS = [
-    (("dev", "staging", "prod"), "grants-enforced", "has no Vault database role",
-     "VaultIdentity is not composed into AgentPassport yet (components/platform.py [vault])"),
-    (("dev", "staging", "prod"), "grants-enforced", "is in no Vault policy of the agent",
-     "VaultIdentity is not composed into AgentPassport yet (components/platform.py [vault])"),
-]
-
-
-def known_finding(stack: str, policy: str, message: str) -> str | None:
-    return next((why for stacks, name, phrase, why in KNOWN_FINDINGS
-                 if stack in stacks and name == policy and phrase in message), None)
-
-
 @pytest.mark.parametrize("stack", STACKS)
 def test_example_stacks_pass(stack: str, stack_graph: Callable[[str], Graph]) -> None:
     config = merge_config(stack_policy_config(load_stack_config(stack, ROOT)))
     found = [(v.policy.name, v.urn, v.message) for v in evaluate(stack_graph(stack), config)]
-    unexplained = [f for f in found if known_finding(stack, f[0], f[2]) is None]
-    assert unexplained == []
-    if found:
-        pytest.xfail("known findings: " + "; ".join(sorted({str(known_finding(stack, p, m)) for p, _, m in found})))
+    assert found == []
 
 
 def test_fixture_reports_exactly_its_four_violations() -> None:

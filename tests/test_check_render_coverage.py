@@ -19,7 +19,7 @@ from components.mockrun import Graph
 from components.render.artifacts import render_all
 from tests.conftest import STACKS
 
-# Findings in other subsystems, reported to their owners (see test_check_cli.KNOWN_FINDINGS).
+# Findings in other subsystems, reported to their owners: named expected failures while they last.
 SPIRE_ANNOTATION = "agentpassport.dev/spire-server"
 UNRENDERED_POLICIES = {"agent-passport-trust-pki-spire-upstream": "trust's Vault PKI policy has no renderer"}
 
