@@ -100,7 +100,9 @@ def test_each_role_trusts_exactly_one_spiffe_id(stack_graph: Callable[[str], Gra
 def test_prod_anchor_is_the_aws_private_ca(stack_graph: Callable[[str], Graph]) -> None:
     graph = stack_graph("prod")
     anchor = _one(graph, ANCHOR)
-    pca = _one(graph, "aws:acmpca/certificateAuthority:CertificateAuthority")
+    # the trust domain's CA (Linkerd's anchors are Private CAs of their own in prod)
+    pca = graph.named("agent-passport-trust-pca")
+    assert pca.type == "aws:acmpca/certificateAuthority:CertificateAuthority"
     assert anchor.inputs["source"] == {"sourceType": "AWS_ACM_PCA", "sourceData": {
         "acmPcaArn": f"arn:aws:mock:us-east-1:123456789012:certificateauthority/{pca.name}"}}
     assert anchor.inputs["enabled"] is True
