@@ -121,6 +121,12 @@ def program_graph(agents: int) -> Graph:
         fleet = write_fleet(Path(tmp), agents)
         config, secrets = stack_runtime_config(ROOT / "stacks/Pulumi.dev.yaml")
         config["agent-passport:agentsDir"] = str(fleet)
+        # The fleet's databases share one admin: without root rotation that is allowed.
+        vault = json.loads(config["agent-passport:vault"])
+        for cluster in vault.get("databases", {}).values():
+            cluster["rotateRoot"] = False
+            cluster.pop("admins", None)
+        config["agent-passport:vault"] = json.dumps(vault)
         return run_program("dev", ROOT, config, secrets)
 
 
