@@ -7,11 +7,25 @@ from typing import Any
 
 import pulumi
 
+from components.authz import AuthzGateway, AuthzGatewayArgs
 from components.aws import AuditTrail, AuditTrailArgs, AwsFederation, AwsFederationArgs
+from components.mesh import LinkerdIdentity, LinkerdIdentityArgs, MeshNamespace, mesh_namespace_args
+from components.observe import IdentityHealth, IdentityHealthArgs
 from components.platform_model import Platform
+from components.render.authz import validate_authz
 from components.render.aws import validate_aws
+from components.render.rego import gateway_services
 from components.render.windows import validate_windows
+from components.spire import (
+    Registrations,
+    RegistrationsArgs,
+    SpireAgents,
+    SpireAgentsArgs,
+    SpireServer,
+    SpireServerArgs,
+)
 from components.trust import TrustDomain, TrustDomainArgs
+from components.vault import VaultIdentity, VaultIdentityArgs
 from components.windows import GmsaAgents, GmsaAgentsArgs
 
 
@@ -40,7 +54,7 @@ class AgentPassport(pulumi.ComponentResource):
             validate_windows(platform)  # [windows] every problem before the first resource registers
         if on.aws:
             validate_aws(platform)  # [aws] every problem before the first resource registers
-        # Composition, in dependency order. Each subsystem adds its construction at its marker.
+        # Composition, in dependency order.
         # [trust]   TrustDomain (always) -> `trust`
         trust = TrustDomain(
             f"{name}-trust", TrustDomainArgs(platform=platform), pulumi.ResourceOptions(parent=self)
@@ -48,10 +62,6 @@ class AgentPassport(pulumi.ComponentResource):
         self.trust = trust
         # [spire]   SpireServer, SpireAgents, Registrations (if on.spire)
         if on.spire:
-            from components.spire import (
-                Registrations, RegistrationsArgs, SpireAgents, SpireAgentsArgs, SpireServer, SpireServerArgs,
-            )
-
             self.spire_server = SpireServer(f"{name}-spire-server", SpireServerArgs(platform=platform, trust=trust),
                                             pulumi.ResourceOptions(parent=self))
             self.spire_agents = SpireAgents(f"{name}-spire-agents",
@@ -62,26 +72,18 @@ class AgentPassport(pulumi.ComponentResource):
                 pulumi.ResourceOptions(parent=self))
         # [mesh]    LinkerdIdentity + MeshNamespace per namespace (if on.mesh)
         if on.mesh:
-            from components.mesh import LinkerdIdentity, LinkerdIdentityArgs, MeshNamespace, mesh_namespace_args
-
             LinkerdIdentity(f"{name}-linkerd-identity", LinkerdIdentityArgs.from_platform(platform),
                             pulumi.ResourceOptions(parent=self))
             for ns_args in mesh_namespace_args(platform):
                 MeshNamespace(f"{name}-mesh-{ns_args.namespace}", ns_args, pulumi.ResourceOptions(parent=self))
         # [authz]   AuthzGateway per gateway service (if on.authz)
         if on.authz:
-            from components.authz import AuthzGateway, AuthzGatewayArgs
-            from components.render.authz import validate_authz
-            from components.render.rego import gateway_services
-
             validate_authz(platform)  # every gateway's problems, before any gateway registers
             for svc in gateway_services(platform):
                 AuthzGateway(f"{name}-authz-{svc.name}", AuthzGatewayArgs(platform=platform, service=svc.name),
                              pulumi.ResourceOptions(parent=self))
         # [vault]   VaultIdentity (if on.vault)
         if on.vault:
-            from components.vault import VaultIdentity, VaultIdentityArgs
-
             VaultIdentity(f"{name}-vault",
                           VaultIdentityArgs(platform=platform, trust_bundle_pem=trust.trust_bundle_pem),
                           pulumi.ResourceOptions(parent=self))
@@ -97,13 +99,10 @@ class AgentPassport(pulumi.ComponentResource):
             AuditTrail(f"{name}-audit", AuditTrailArgs(platform=platform), pulumi.ResourceOptions(parent=self))
         # [observe] IdentityHealth (if on.observe)
         if on.observe:
-            from components.observe import IdentityHealth, IdentityHealthArgs
-
             self.observe = IdentityHealth(f"{name}-observe", IdentityHealthArgs(
                 platform=platform,
                 certificate_pems={"upstream-chain": trust.upstream_chain_pem, "trust-bundle": trust.trust_bundle_pem},
             ), pulumi.ResourceOptions(parent=self))
-        del on
         summary: dict[str, Any] = {
             "agents": len(platform.active_agents),
             "suspended": [a.name for a in platform.suspended_agents],
