@@ -28,11 +28,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.synthetic import SERVICES  # noqa: E402
 from components.check import evaluate, policies  # noqa: E402
 from components.mockrun import Captured, Graph  # noqa: E402
 
 TD = "bench.agentpassport.internal"
-SERVICES = 20
 PER_AGENT = 6
 
 
@@ -113,20 +113,11 @@ def synthetic_graph(resources: int) -> Graph:
 
 
 def program_graph(agents: int) -> Graph:
-    from benchmarks.synthetic import write_fleet
-    from components.config import stack_runtime_config
+    from benchmarks.synthetic import runtime_config, write_fleet
     from components.mockrun import run_program
 
     with tempfile.TemporaryDirectory() as tmp:
-        fleet = write_fleet(Path(tmp), agents)
-        config, secrets = stack_runtime_config(ROOT / "stacks/Pulumi.dev.yaml")
-        config["agent-passport:agentsDir"] = str(fleet)
-        # The fleet's databases share one admin: without root rotation that is allowed.
-        vault = json.loads(config["agent-passport:vault"])
-        for cluster in vault.get("databases", {}).values():
-            cluster["rotateRoot"] = False
-            cluster.pop("admins", None)
-        config["agent-passport:vault"] = json.dumps(vault)
+        config, secrets = runtime_config(write_fleet(Path(tmp), agents))
         return run_program("dev", ROOT, config, secrets)
 
 

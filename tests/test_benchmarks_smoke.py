@@ -1,0 +1,97 @@
+"""Every benchmark script runs on a tiny fleet and prints its table (no timing asserted).
+
+The scripts run as a user runs them (``python benchmarks/<x>.py``, a fresh process), so a
+broken import, a stale config override or a fleet the dev stack refuses fails here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import rego as rego_bench
+from benchmarks.synthetic import database_names, runtime_config, stack_config, write_fleet
+from components.config import NAMESPACE
+from components.manifest.loader import load_manifests
+from components.platform_model import build_platform
+from components.render.artifacts import render_all
+from tests.conftest import ROOT
+
+
+def run_script(*args: str, timeout: int = 300) -> str:
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_synthetic_fleet_passes_the_dev_stack_with_root_rotation_on(tmp_path: Path) -> None:
+    fleet = write_fleet(tmp_path, 30, per_file=7)
+    cfg = stack_config(fleet)
+    main = cfg.vault.databases["main"]
+    assert main.rotate_root is True
+    # one admin per synthetic database, next to the ones the stack file declares
+    assert sorted(main.admins) == sorted(["billing", "incidents", *database_names()])
+    assert {db: main.admins[db].username for db in database_names()[:2]} == {
+        "app_000": "vault_app_000", "app_001": "vault_app_001"}
+    platform = build_platform(cfg, load_manifests([fleet]), "dev", "stacks/Pulumi.dev.yaml")
+    assert len(platform.active_agents) == 30
+    render_all(platform)  # the Vault renderer's shared-admin check passes
+
+
+def test_runtime_config_carries_the_same_override(tmp_path: Path) -> None:
+    config, secrets = runtime_config(tmp_path, shard={"role": "shard"})
+    assert config[f"{NAMESPACE}:agentsDir"] == str(tmp_path)
+    assert '"app_009": {"username": "vault_app_009"}' in config[f"{NAMESPACE}:vault"]
+    assert '"rotateRoot"' not in config[f"{NAMESPACE}:vault"]  # left at its default (on)
+    assert config[f"{NAMESPACE}:shard"] == '{"role": "shard"}'
+    assert f"{NAMESPACE}:dbMainPassword" in secrets
+
+
+def test_synthetic_script_writes_a_fleet(tmp_path: Path) -> None:
+    out = run_script("benchmarks/synthetic.py", "12", str(tmp_path))
+    assert out.strip() == f"wrote 12 agents to {tmp_path}"
+    assert len(load_manifests([tmp_path]).agents) == 12
+
+
+def test_validate_prints_its_table() -> None:
+    out = run_script("benchmarks/validate.py", "20").splitlines()
+    assert out[0].split() == ["agents", "load+models", "s", "cross-checks", "s", "validate", "s",
+                              "us/manifest", "peak", "MiB", "renderers", "s"]
+    assert out[1].split()[0] == "20"
+
+
+def test_program_prints_its_table() -> None:
+    out = run_script("benchmarks/program.py", "10").splitlines()
+    assert out[0].split() == ["fleet", "agents", "resources", "res/agent", "seconds", "ms/resource",
+                              "peak", "RSS", "MiB"]
+    assert out[1].split()[:2] == ["10", "10"]
+    assert out[2].startswith("  fleet 10: ") and out[2].endswith("by type:")
+    assert re.fullmatch(r" +\d+ +\d+\.\d\d/agent  \S+", out[3]), out[3]
+
+
+def test_program_shard_deploys_one_bucket() -> None:
+    out = run_script("benchmarks/program.py", "--shard", "2", "16").splitlines()
+    fleet, agents = (int(v) for v in out[1].split()[:2])
+    assert fleet == 16 and 0 < agents < 16
+
+
+def test_check_prints_its_table() -> None:
+    out = run_script("benchmarks/check.py", "--program", "10").splitlines()
+    assert out[0].startswith("graph: ") and "10 agents (the real program on 10 synthetic agents" in out[0]
+    assert out[-1].startswith("check of ")
+
+
+@pytest.mark.e2e
+def test_rego_prints_its_table() -> None:
+    if not rego_bench.OPA_BIN.is_file():
+        pytest.skip(f"OPA binary not found at {rego_bench.OPA_BIN}: run scripts/bootstrap-tools --only opa")
+    out = run_script("benchmarks/rego.py", "--requests", "30", "10").splitlines()
+    assert out[1].split() == ["agents", "data", "KiB", "requests", "allowed", "p50", "us", "p90", "us",
+                              "p99", "us", "max", "us", "mismatch"]
+    row = out[2].split()
+    assert row[0] == "10" and row[2] == "30" and row[-1] == "0"  # OPA agreed with the reference decisions
