@@ -13,169 +13,20 @@ the pure :func:`trust_profile`, so tests can build the same chain with ``cryptog
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import pulumi
 
-from components.config import NAMESPACE, StackConfig
+from components.config import StackConfig
 from components.durations import seconds
-from components.errors import ConfigError, Problem
 from components.platform_model import Platform
-
-# --------------------------------------------------------------------------- pure profile
-
-CA_USES = ("cert_signing", "crl_signing", "digital_signature")
-"""pulumi-tls allowed_uses of every CA certificate (keyCertSign, cRLSign, digitalSignature)."""
-
-ROOT_PATH_LENGTH = 2
-"""Root: at most two CAs below it — our intermediate and SPIRE's own signing CA."""
-
-INTERMEDIATE_PATH_LENGTH = 1
-"""Intermediate: exactly one CA below it — SPIRE's signing CA (whose SVIDs are leaves)."""
-
-
-@dataclass(frozen=True)
-class KeySpec:
-    """One key algorithm as each upstream spells it."""
-
-    name: Literal["ecdsa-p256", "ecdsa-p384", "rsa-3072"]
-    tls_algorithm: Literal["ECDSA", "RSA"]
-    tls_ecdsa_curve: str | None
-    tls_rsa_bits: int | None
-    pca_key_algorithm: str
-    pca_signing_algorithm: str
-    vault_key_type: Literal["ec", "rsa"]
-    vault_key_bits: int
-
-
-KEY_SPECS: dict[str, KeySpec] = {
-    "ecdsa-p256": KeySpec("ecdsa-p256", "ECDSA", "P256", None, "EC_prime256v1", "SHA256WITHECDSA", "ec", 256),
-    "ecdsa-p384": KeySpec("ecdsa-p384", "ECDSA", "P384", None, "EC_secp384r1", "SHA384WITHECDSA", "ec", 384),
-    "rsa-3072": KeySpec("rsa-3072", "RSA", None, 3072, "RSA_3072", "SHA256WITHRSA", "rsa", 3072),
-}
-
-
-@dataclass(frozen=True)
-class TrustProfile:
-    """Everything about the CA certificates that does not depend on who holds the keys."""
-
-    trust_domain: str
-    upstream: Literal["tls", "aws-pca", "vault-pki"]
-    key: KeySpec
-    organization: str
-    root_common_name: str
-    intermediate_common_name: str
-    root_validity_hours: int
-    intermediate_validity_hours: int
-    early_renewal_hours: int
-    root_path_length: int = ROOT_PATH_LENGTH
-    intermediate_path_length: int = INTERMEDIATE_PATH_LENGTH
-
-    @property
-    def root_validity_days(self) -> int:
-        return self.root_validity_hours // 24
-
-    @property
-    def intermediate_validity_days(self) -> int:
-        return self.intermediate_validity_hours // 24
-
-
-def trust_problems(cfg: StackConfig, file: str) -> list[Problem]:
-    """Stack-config problems of the trust section the generic checks do not cover."""
-    t = cfg.trust
-    out: list[Problem] = []
-
-    def p(field: str, message: str) -> None:
-        out.append(Problem(file, None, f"{NAMESPACE}:trust.{field}", message))
-
-    for field, value in (
-        ("rootLifetime", t.root_lifetime),
-        ("intermediateLifetime", t.intermediate_lifetime),
-        ("earlyRenewal", t.early_renewal),
-    ):
-        if seconds(value) % 3600:
-            p(
-                field,
-                f"{value} is not a whole number of hours (e.g. 720h, 365d)",
-            )
-    if t.upstream in ("aws-pca", "vault-pki"):
-        for field, value in (
-            ("rootLifetime", t.root_lifetime),
-            ("intermediateLifetime", t.intermediate_lifetime),
-        ):
-            if seconds(value) % 86400:
-                p(
-                    field,
-                    f"{value} is not a whole number of days, which {t.upstream} needs (e.g. 365d)",
-                )
-    if seconds(t.early_renewal) >= seconds(t.intermediate_lifetime):
-        p(
-            "earlyRenewal",
-            f"{t.early_renewal} is not shorter than intermediateLifetime "
-            f"({t.intermediate_lifetime}): "
-            "the intermediate would be re-issued on every `pulumi up`",
-        )
-    if t.upstream == "tls" and seconds(cfg.spire.ca_ttl) > seconds(t.early_renewal):
-        # The intermediate is re-issued earlyRenewal before it expires, so its remaining life is
-        # at least earlyRenewal whenever `pulumi up` runs on schedule: SPIRE's CA (caTtl) must fit.
-        out.append(
-            Problem(
-                file,
-                None,
-                f"{NAMESPACE}:spire.caTtl",
-                f"{cfg.spire.ca_ttl} is longer than trust.earlyRenewal ({t.early_renewal}), the "
-                "shortest remaining life of the upstream intermediate; shorten caTtl or "
-                "renew earlier",
-            )
-        )
-    if (
-        t.upstream == "aws-pca"
-        and t.aws_pca.existing_arn is None
-        and t.aws_pca.mode == "root"
-        and seconds(t.root_lifetime) > 10 * 365 * 86400
-    ):
-        p("rootLifetime", "AWS Private CA roots are limited to 10 years here; shorten rootLifetime")
-    if t.upstream == "vault-pki" and not cfg.subsystems.vault:
-        p(
-            "upstream",
-            "vault-pki needs subsystems.vault (the Vault provider and address come from the vault "
-            "section); enable it or choose another upstream",
-        )
-    if t.upstream == "aws-pca" and not cfg.subsystems.aws:
-        p("upstream", "aws-pca needs subsystems.aws (AWS credentials and region); enable it or choose another upstream")
-    return out
-
-
-def trust_profile(cfg: StackConfig, file: str = "stack configuration") -> TrustProfile:
-    """The validated certificate profile of a stack; raises ConfigError listing every problem."""
-    problems = trust_problems(cfg, file)
-    if problems:
-        raise ConfigError(problems)
-    t = cfg.trust
-    return TrustProfile(
-        trust_domain=cfg.trust_domain,
-        upstream=t.upstream,
-        key=KEY_SPECS[t.key_algorithm],
-        organization=t.organization,
-        root_common_name=f"{t.organization} Root CA ({cfg.trust_domain})",
-        intermediate_common_name=f"{t.organization} SPIRE Upstream CA ({cfg.trust_domain})",
-        root_validity_hours=seconds(t.root_lifetime) // 3600,
-        intermediate_validity_hours=seconds(t.intermediate_lifetime) // 3600,
-        early_renewal_hours=seconds(t.early_renewal) // 3600,
-    )
-
-
-def last_pem_block(chain: str) -> str:
-    """The last certificate of a PEM chain (the root, in leaf-to-root order); '' if none."""
-    marker = "-----BEGIN CERTIFICATE-----"
-    idx = chain.rfind(marker)
-    return "" if idx < 0 else chain[idx:].strip() + "\n"
-
-
-def join_pems(*pems: str | None) -> str:
-    """Concatenate PEM blocks, one newline-terminated block after another, skipping empties."""
-    return "".join(p.strip() + "\n" for p in pems if p and p.strip())
-
+from components.render.trust import (
+    CA_USES,
+    TrustProfile,
+    join_pems,
+    last_pem_block,
+    spire_upstream_policy,
+    trust_profile,
+)
 
 # --------------------------------------------------------------------------- component
 
@@ -447,11 +298,3 @@ class TrustDomain(pulumi.ComponentResource):
         self.trust_bundle_pem = root.certificate
         self.upstream_chain_pem = chain
         self.vault_pki_mount = settings.intermediate_mount
-
-
-def spire_upstream_policy(mount: str) -> str:
-    """Vault policy (HCL) for SPIRE's ``vault`` UpstreamAuthority: sign its CA, read the chain."""
-    return (
-        f'path "{mount}/root/sign-intermediate" {{\n  capabilities = ["update"]\n}}\n\n'
-        f'path "{mount}/cert/ca_chain" {{\n  capabilities = ["read"]\n}}\n'
-    )

@@ -21,7 +21,6 @@ from tests.conftest import STACKS
 
 # Findings in other subsystems, reported to their owners: named expected failures while they last.
 SPIRE_ANNOTATION = "agentpassport.dev/spire-server"
-UNRENDERED_POLICIES = {"agent-passport-trust-pki-spire-upstream": "trust's Vault PKI policy has no renderer"}
 
 
 CA_TYPES = ("tls:", "aws:acmpca/", "vault:pkiSecret/")
@@ -70,7 +69,5 @@ def test_every_kubernetes_object_is_rendered(stack: str, stack_graph: Callable[[
 def test_every_vault_policy_is_rendered(stack: str, stack_graph: Callable[[str], Graph]) -> None:
     texts = {a.content for a in render_all(load_platform(stack))}
     policies = {r.name: r.inputs.get("policy") for r in stack_graph(stack).of_type("vault:index/policy:Policy")}
-    unrendered = {name for name, text in policies.items() if text not in texts}
-    assert unrendered - set(UNRENDERED_POLICIES) == set()
-    if unrendered:
-        pytest.xfail("; ".join(UNRENDERED_POLICIES[n] for n in sorted(unrendered)))
+    assert policies, "every stack has Vault policies"
+    assert {name for name, text in policies.items() if text not in texts} == set()

@@ -33,8 +33,8 @@ from cryptography.x509.verification import PolicyBuilder, Store
 
 from components.cli import load_platform
 from components.render import spire as r
+from components.render.trust import trust_profile
 from components.render.yamlout import dump_json
-from components.trust import trust_profile
 
 TOOLS = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agent-passport/tools/bin"
 SPIRE_SERVER = TOOLS / "spire-server"

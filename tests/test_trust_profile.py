@@ -9,7 +9,14 @@ import pytest
 from components.cli import load_platform
 from components.config import StackConfig
 from components.errors import ConfigError
-from components.trust import KEY_SPECS, join_pems, last_pem_block, spire_upstream_policy, trust_problems, trust_profile
+from components.render.trust import (
+    KEY_SPECS,
+    join_pems,
+    last_pem_block,
+    spire_upstream_policy,
+    trust_problems,
+    trust_profile,
+)
 
 
 def _cfg(stack: str = "dev", **trust: Any) -> StackConfig:

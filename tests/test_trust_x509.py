@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from components.cli import load_platform
-from components.trust import KEY_SPECS, TrustProfile, trust_profile
+from components.render.trust import KEY_SPECS, TrustProfile, trust_profile
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey

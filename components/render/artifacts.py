@@ -50,10 +50,11 @@ def _renderers() -> list[Renderer]:
     from components.render.mesh import mesh_artifacts
     from components.render.observe import observe_artifacts
     from components.render.spire import spire_artifacts
+    from components.render.trust import trust_artifacts  # imports this module: import here
     from components.render.vault import vault_artifacts  # imports this module: import here
     from components.render.windows import windows_artifacts  # imports this module: import here
 
-    return [identity_artifacts, spire_artifacts, mesh_artifacts, authz_artifacts, vault_artifacts,
+    return [identity_artifacts, trust_artifacts, spire_artifacts, mesh_artifacts, authz_artifacts, vault_artifacts,
             windows_artifacts, aws_artifacts, observe_artifacts]
 
 
