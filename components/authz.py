@@ -76,3 +76,28 @@ class AuthzGateway(pulumi.ComponentResource):
             "address": self.address,
             "principals": self.principals,
         })
+
+
+@dataclass(frozen=True)
+class GatewayDataArgs:
+    """Inputs of :class:`GatewayData`."""
+
+    platform: Platform
+    """A shard's validated platform; only its active agents get a data entry."""
+
+
+class GatewayData(pulumi.ComponentResource):
+    """A shard's OPA data: one ConfigMap per gateway its agents call, which the base stack's
+    gateway of that service mounts (optional) and OPA merges under ``agentpassport.shards``."""
+
+    configmaps: pulumi.Output[list[str]]
+    """``<namespace>/<name>`` of every ConfigMap written."""
+
+    def __init__(self, name: str, args: GatewayDataArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("agentpassport:authz:GatewayData", name, None, opts)
+        render.validate_authz(args.platform)
+        objects = render.shard_data_configmaps(args.platform)
+        kube_objects(name, objects, self)
+        self.configmaps = pulumi.Output.from_input(
+            [f"{o['metadata']['namespace']}/{o['metadata']['name']}" for o in objects])
+        self.register_outputs({"configmaps": self.configmaps})

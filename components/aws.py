@@ -33,6 +33,7 @@ from components.render.aws import (
     trust_policy,
     validate_aws,
 )
+from components.shard import Scope, deploys_agents, deploys_shared
 
 
 def _tags(platform: Platform, **extra: str) -> dict[str, str]:
@@ -52,6 +53,13 @@ class AwsFederationArgs:
     aws_pca_arn: pulumi.Input[str] | None = None
     """ARN of the TrustDomain's AWS Private CA (AWS_ACM_PCA source); set when the stack's
     trust.upstream is aws-pca."""
+
+    scope: Scope = "all"
+    """``shared`` (a base): the trust anchor or OIDC provider only; ``agents`` (a shard): the
+    roles, and Roles Anywhere profiles listing them, trusting ``principal_arn``; ``all``: both."""
+
+    principal_arn: pulumi.Input[str] | None = None
+    """A shard's trust anchor / OIDC provider ARN, read from the base stack."""
 
 
 class AwsFederation(pulumi.ComponentResource):
@@ -77,7 +85,12 @@ class AwsFederation(pulumi.ComponentResource):
         self.trust_anchor_arn = None
         self.oidc_provider_arn = None
         principal: pulumi.Output[str]
-        if cfg.aws.federation == "oidc":
+        if not deploys_shared(args.scope):
+            if args.principal_arn is None:
+                raise ConfigError([Problem(platform.config_file, None, "agent-passport:shard.baseStack",
+                                           "a shard needs the base stack's trust anchor / OIDC provider ARN")])
+            principal = pulumi.Output.from_input(args.principal_arn)
+        elif cfg.aws.federation == "oidc":
             provider = iam.OpenIdConnectProvider(
                 f"{name}-oidc",
                 url=cfg.jwt_issuer,
@@ -99,7 +112,7 @@ class AwsFederation(pulumi.ComponentResource):
             self.trust_anchor_arn = anchor.arn
             principal = anchor.arn
 
-        roles = aws_roles(platform)
+        roles = aws_roles(platform) if deploys_agents(args.scope) else []
         role_arns: dict[str, pulumi.Output[str]] = {}
         for r in roles:
             policy = principal.apply(_trust_policy_json(r, cfg))
@@ -135,6 +148,7 @@ class AwsFederation(pulumi.ComponentResource):
 
         profile_arns: dict[str, pulumi.Output[str]] = {}
         if cfg.aws.federation == "roles-anywhere":
+            # A profile lists the roles it vends, so it lives with them (in a shard: named with it).
             for duration, members in profile_durations(roles).items():
                 profile = rolesanywhere.Profile(
                     f"{name}-profile-{duration}s",

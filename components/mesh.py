@@ -34,9 +34,11 @@ from components.render.mesh import (
     linkerd_identity_profile,
     mesh_plan,
     namespace_object,
+    shard_objects,
     trust_bundle,
     trust_roots_configmap,
 )
+from components.shard import Scope
 
 # --------------------------------------------------------------------------- identity
 
@@ -321,9 +323,38 @@ class MeshNamespace(pulumi.ComponentResource):
                                "services": list(args.services)})
 
 
-def mesh_namespace_args(platform: Platform) -> list[MeshNamespaceArgs]:
-    """One MeshNamespaceArgs per meshed namespace; raises ManifestError before anything is registered."""
-    plan = mesh_plan(platform)
+def mesh_namespace_args(platform: Platform, scope: Scope = "all") -> list[MeshNamespaceArgs]:
+    """One MeshNamespaceArgs per meshed namespace (none for a shard); raises ManifestError before
+    anything is registered."""
+    plan = mesh_plan(platform, scope)
     for warning in plan.warnings:
         pulumi.log.warn(warning)
     return [MeshNamespaceArgs.from_plan(ns, platform) for ns in plan.namespaces]
+
+
+# --------------------------------------------------------------------------- a shard's callers
+
+
+@dataclass(frozen=True)
+class MeshCallersArgs:
+    """Inputs of :class:`MeshCallers`."""
+
+    objects: tuple[Mapping[str, Any], ...]
+    """A shard's rendered policy objects (:func:`components.render.mesh.shard_objects`)."""
+
+    @staticmethod
+    def from_platform(platform: Platform) -> MeshCallersArgs:
+        return MeshCallersArgs(tuple(shard_objects(platform)))
+
+
+class MeshCallers(pulumi.ComponentResource):
+    """A shard's Linkerd objects: its agents' MeshTLSAuthentications, AuthorizationPolicies and
+    HTTPRoutes, in namespaces (with Servers) the base stack owns; every name carries the shard."""
+
+    def __init__(self, name: str, args: MeshCallersArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        for obj in args.objects:
+            if obj["kind"] in ("Namespace", "Server"):
+                raise ValueError(f"{obj['kind']} {obj['metadata']['name']} is the base stack's, not a shard's")
+        super().__init__("agentpassport:mesh:MeshCallers", name, None, opts)
+        kube_objects(name, list(args.objects), self)
+        self.register_outputs({"objects": len(args.objects)})

@@ -26,6 +26,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from components import PROJECT
 from components.config import stack_file, stack_runtime_config
+from components.shard import placeholder_base_outputs
 
 
 @dataclass
@@ -108,10 +109,26 @@ def computed_outputs(type_: str, name: str, inputs: Mapping[str, Any]) -> dict[s
     return out
 
 
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
+
+
 class PassportMocks(pmocks.Mocks):
-    """Mocks returning :func:`computed_outputs`; invokes answer what our programs call."""
+    """Mocks returning :func:`computed_outputs`; invokes answer what our programs call.
+
+    A ``pulumi.StackReference`` reads ``stack_outputs[<stack name>]`` (e.g. a base stack's
+    outputs captured by another run), else a base stack's exports with mock values.
+    """
+
+    def __init__(self, stack_outputs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.stack_outputs = dict(stack_outputs or {})
 
     def new_resource(self, args: pmocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if args.typ == STACK_REFERENCE:
+            stack = str(args.inputs.get("name") or args.resource_id)
+            outputs = self.stack_outputs.get(stack)
+            return stack, {"name": stack, "outputs": dict(outputs if outputs is not None
+                                                          else placeholder_base_outputs(stack)),
+                           "secretOutputNames": []}
         return f"{args.name}-id", computed_outputs(args.typ, args.name, args.inputs)
 
     def call(self, args: pmocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -146,6 +163,20 @@ class CapturingMonitor(pmocks.MockMonitor):
             ))
         return response
 
+    def ReadResource(self, request: Any) -> Any:
+        response = super().ReadResource(request)  # type: ignore[no-untyped-call]
+        self.captured.append(Captured(
+            type=request.type,
+            name=request.name,
+            urn=response.urn,
+            parent=request.parent,
+            custom=True,
+            inputs=rpc.deserialize_properties(request.properties),
+            dependencies=list(request.dependencies),
+            provider=request.provider,
+        ))
+        return response
+
 
 def _resolve(value: Any) -> Any:
     if isinstance(value, pulumi.Output):
@@ -162,17 +193,19 @@ def run_program(
     root: Path | None = None,
     config: Mapping[str, str] | None = None,
     secret_keys: list[str] | None = None,
+    stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Graph:
     """Run ``<root>/__main__.py`` for ``stack`` under mocks; return the captured graph.
 
     ``config`` defaults to the stack file's values (``stacks/Pulumi.<stack>.yaml``), as the
-    engine would pass them; pass it to run variants without writing files.
+    engine would pass them; pass it to run variants without writing files. ``stack_outputs``
+    (stack name -> outputs) answers the program's ``pulumi.StackReference`` reads.
     """
     root = (root or Path.cwd()).resolve()
     if config is None:
         config, secret_keys = stack_runtime_config(stack_file(stack, root))
     pulumi.runtime.set_all_config(dict(config), list(secret_keys or []))
-    monitor = CapturingMonitor(PassportMocks())
+    monitor = CapturingMonitor(PassportMocks(stack_outputs))
     set_root_resource(None)  # type: ignore[arg-type]  # a fresh Stack per run
     pmocks.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     main = root / "__main__.py"

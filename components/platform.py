@@ -7,15 +7,23 @@ from typing import Any
 
 import pulumi
 
-from components.authz import AuthzGateway, AuthzGatewayArgs
+from components.authz import AuthzGateway, AuthzGatewayArgs, GatewayData, GatewayDataArgs
 from components.aws import AuditTrail, AuditTrailArgs, AwsFederation, AwsFederationArgs
-from components.mesh import LinkerdIdentity, LinkerdIdentityArgs, MeshNamespace, mesh_namespace_args
+from components.mesh import (
+    LinkerdIdentity,
+    LinkerdIdentityArgs,
+    MeshCallers,
+    MeshCallersArgs,
+    MeshNamespace,
+    mesh_namespace_args,
+)
 from components.observe import IdentityHealth, IdentityHealthArgs
 from components.platform_model import Platform
 from components.render.authz import validate_authz
 from components.render.aws import validate_aws
 from components.render.rego import gateway_services
 from components.render.windows import validate_windows
+from components.shard import SHARED_OUTPUT, deploys_agents, deploys_shared, stack_scope
 from components.spire import (
     Registrations,
     RegistrationsArgs,
@@ -43,62 +51,98 @@ class AgentPassport(pulumi.ComponentResource):
     summary: pulumi.Output[dict[str, Any]]
     """Non-secret facts other stacks and tools read (trust bundle, issuer, endpoints)."""
 
-    trust: TrustDomain
-    """The CA hierarchy (always present)."""
+    trust: TrustDomain | None
+    """The CA hierarchy (None in a shard: the base stack holds it)."""
 
     def __init__(self, name: str, args: AgentPassportArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:index:AgentPassport", name, None, opts)
         platform = args.platform
         on = platform.config.subsystems
-        if on.windows:
+        # [shard]   What this stack deploys, decided once: standalone "all"; a base "shared" (every
+        #           piece naming no agent, for the whole fleet); a shard "agents" (its agents' pieces,
+        #           reading the base's outputs through a StackReference).
+        scope = stack_scope(platform.config)
+        shared, per_agent = deploys_shared(scope), deploys_agents(scope)
+        base = None
+        if not shared:
+            assert platform.config.shard.base_stack is not None
+            ref = pulumi.StackReference(f"{name}-base", stack_name=platform.config.shard.base_stack,
+                                        opts=pulumi.ResourceOptions(parent=self))
+            base = ref.get_output("outputs").apply(lambda o: dict((o or {}).get(SHARED_OUTPUT) or {}))
+
+        def from_base(key: str) -> pulumi.Output[Any]:
+            assert base is not None
+            return base.apply(lambda b: b.get(key))
+
+        if on.windows and per_agent:
             validate_windows(platform)  # [windows] every problem before the first resource registers
         if on.aws:
             validate_aws(platform)  # [aws] every problem before the first resource registers
         # Composition, in dependency order.
-        # [trust]   TrustDomain (always) -> `trust`
+        # [trust]   TrustDomain (always, but in a shard) -> `trust`
         trust = TrustDomain(
             f"{name}-trust", TrustDomainArgs(platform=platform), pulumi.ResourceOptions(parent=self)
-        )
+        ) if shared else None
         self.trust = trust
+        bundle: pulumi.Input[str] = trust.trust_bundle_pem if trust is not None else from_base("trustBundlePem")
         # [spire]   SpireServer, SpireAgents, Registrations (if on.spire)
         if on.spire:
-            self.spire_server = SpireServer(f"{name}-spire-server", SpireServerArgs(platform=platform, trust=trust),
-                                            pulumi.ResourceOptions(parent=self))
-            self.spire_agents = SpireAgents(f"{name}-spire-agents",
-                                            SpireAgentsArgs(platform=platform, server=self.spire_server),
-                                            pulumi.ResourceOptions(parent=self))
+            server = None
+            if shared:
+                server = self.spire_server = SpireServer(
+                    f"{name}-spire-server", SpireServerArgs(platform=platform, trust=trust),  # type: ignore[arg-type]
+                    pulumi.ResourceOptions(parent=self))
+                self.spire_agents = SpireAgents(f"{name}-spire-agents",
+                                                SpireAgentsArgs(platform=platform, server=server),
+                                                pulumi.ResourceOptions(parent=self))
             self.spire_registrations = Registrations(
-                f"{name}-spire-registrations", RegistrationsArgs(platform=platform, server=self.spire_server),
+                f"{name}-spire-registrations",
+                RegistrationsArgs(platform=platform, server=server, scope=scope,
+                                  server_workload=None if shared else from_base("spireServerWorkload")),
                 pulumi.ResourceOptions(parent=self))
-        # [mesh]    LinkerdIdentity + MeshNamespace per namespace (if on.mesh)
+        # [mesh]    LinkerdIdentity + MeshNamespace per namespace (if on.mesh); a shard: MeshCallers
         if on.mesh:
-            LinkerdIdentity(f"{name}-linkerd-identity", LinkerdIdentityArgs.from_platform(platform),
-                            pulumi.ResourceOptions(parent=self))
-            for ns_args in mesh_namespace_args(platform):
-                MeshNamespace(f"{name}-mesh-{ns_args.namespace}", ns_args, pulumi.ResourceOptions(parent=self))
-        # [authz]   AuthzGateway per gateway service (if on.authz)
+            if shared:
+                LinkerdIdentity(f"{name}-linkerd-identity", LinkerdIdentityArgs.from_platform(platform),
+                                pulumi.ResourceOptions(parent=self))
+                for ns_args in mesh_namespace_args(platform, scope):
+                    MeshNamespace(f"{name}-mesh-{ns_args.namespace}", ns_args, pulumi.ResourceOptions(parent=self))
+            else:
+                callers = MeshCallersArgs.from_platform(platform)
+                if callers.objects:
+                    MeshCallers(f"{name}-mesh-callers", callers, pulumi.ResourceOptions(parent=self))
+        # [authz]   AuthzGateway per gateway service (if on.authz); a shard: GatewayData
         if on.authz:
             validate_authz(platform)  # every gateway's problems, before any gateway registers
-            for svc in gateway_services(platform):
-                AuthzGateway(f"{name}-authz-{svc.name}", AuthzGatewayArgs(platform=platform, service=svc.name),
-                             pulumi.ResourceOptions(parent=self))
+            if shared:
+                for svc in gateway_services(platform):
+                    AuthzGateway(f"{name}-authz-{svc.name}", AuthzGatewayArgs(platform=platform, service=svc.name),
+                                 pulumi.ResourceOptions(parent=self))
+            elif gateway_services(platform):
+                GatewayData(f"{name}-authz-data", GatewayDataArgs(platform=platform),
+                            pulumi.ResourceOptions(parent=self))
         # [vault]   VaultIdentity (if on.vault)
         if on.vault:
             VaultIdentity(f"{name}-vault",
-                          VaultIdentityArgs(platform=platform, trust_bundle_pem=trust.trust_bundle_pem),
+                          VaultIdentityArgs(platform=platform, trust_bundle_pem=bundle, scope=scope),
                           pulumi.ResourceOptions(parent=self))
-        # [windows] GmsaAgents (if on.windows)
-        if on.windows:
+        # [windows] GmsaAgents (if on.windows; not in a base)
+        if on.windows and per_agent:
             GmsaAgents(f"{name}-windows", GmsaAgentsArgs(platform=platform, deliver_with_ssm=on.aws),
                        pulumi.ResourceOptions(parent=self))
-        # [aws]     AwsFederation, AuditTrail (if on.aws)
+        # [aws]     AwsFederation (if on.aws), AuditTrail (not in a shard)
+        aws: AwsFederation | None = None
         if on.aws:
-            AwsFederation(f"{name}-aws", AwsFederationArgs(
-                platform=platform, trust_bundle_pem=trust.trust_bundle_pem, aws_pca_arn=trust.aws_pca_arn,
+            oidc = platform.config.aws.federation == "oidc"
+            aws = AwsFederation(f"{name}-aws", AwsFederationArgs(
+                platform=platform, trust_bundle_pem=bundle,
+                aws_pca_arn=trust.aws_pca_arn if trust is not None else None, scope=scope,
+                principal_arn=None if shared else from_base("awsOidcProviderArn" if oidc else "awsTrustAnchorArn"),
             ), pulumi.ResourceOptions(parent=self))
-            AuditTrail(f"{name}-audit", AuditTrailArgs(platform=platform), pulumi.ResourceOptions(parent=self))
-        # [observe] IdentityHealth (if on.observe)
-        if on.observe:
+            if shared:
+                AuditTrail(f"{name}-audit", AuditTrailArgs(platform=platform), pulumi.ResourceOptions(parent=self))
+        # [observe] IdentityHealth (if on.observe; not in a shard)
+        if on.observe and trust is not None:
             self.observe = IdentityHealth(f"{name}-observe", IdentityHealthArgs(
                 platform=platform,
                 certificate_pems={"upstream-chain": trust.upstream_chain_pem, "trust-bundle": trust.trust_bundle_pem},
@@ -106,10 +150,18 @@ class AgentPassport(pulumi.ComponentResource):
         summary: dict[str, Any] = {
             "agents": len(platform.active_agents),
             "suspended": [a.name for a in platform.suspended_agents],
-            "trustBundlePem": trust.trust_bundle_pem,
+            "trustBundlePem": bundle,
         }
-        if platform.config.subsystems.spire:
+        if on.spire and shared:
             summary["spire"] = {"jwtIssuer": self.spire_server.jwt_issuer, "jwksUrl": self.spire_server.jwks_url,
                                 "serverAddress": self.spire_server.server_address}
+        if scope == "shared":
+            # What shards read through pulumi.StackReference (non-secret only).
+            summary[SHARED_OUTPUT] = {
+                "trustBundlePem": bundle,
+                **({"spireServerWorkload": self.spire_server.server_workload} if on.spire else {}),
+                **({"awsTrustAnchorArn": aws.trust_anchor_arn} if aws and aws.trust_anchor_arn else {}),
+                **({"awsOidcProviderArn": aws.oidc_provider_arn} if aws and aws.oidc_provider_arn else {}),
+            }
         self.summary = pulumi.Output.from_input(summary)
         self.register_outputs({"summary": self.summary})

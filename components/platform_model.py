@@ -20,7 +20,7 @@ from components.errors import ManifestError, Problem
 from components.identity import AgentIdentity, derive_identity
 from components.manifest.loader import ManifestSet, SourcedAgent, SourcedService
 from components.manifest.models import AgentManifest, Grant
-from components.shard import in_stack
+from components.shard import gatewayless_callers, in_stack
 
 RESERVED_VAULT_PREFIXES = ("sys/", "auth/", "identity/", "cubbyhole/", "pki", "database/")
 
@@ -164,6 +164,25 @@ def _agent_problems(a: SourcedAgent, cfg: StackConfig, services: dict[str, Sourc
     return out
 
 
+def _split_route_problems(cfg: StackConfig, manifests: ManifestSet, here: set[str]) -> list[Problem]:
+    """A shard must hold every caller of a gateway-less service it calls (Linkerd applies one
+    route per request, so one service's routes cannot be split across stacks)."""
+    gatewayless = {s.name for s in manifests.services if not s.manifest.spec.gateway}
+    out: list[Problem] = []
+    for service, callers in gatewayless_callers(cfg, (a.manifest for a in manifests.agents), gatewayless).items():
+        inside = [c for c in callers if c in here]
+        outside = [c for c in callers if c not in here]
+        if inside and outside:
+            agent = next(a for a in manifests.agents if a.name == inside[0])
+            i = next(i for i, g in enumerate(agent.manifest.spec.grants) if g.http and g.http.service == service)
+            out.append(_problem(agent, ("spec", "grants", i, "http", "service"),
+                                f"service {service!r} has no gateway, and its callers {', '.join(outside)} are not "
+                                f"in this shard: Linkerd applies one route per request, so its routes cannot be "
+                                "split across stacks; select every caller into one shard or give the service a "
+                                "gateway (spec.gateway: true)"))
+    return out
+
+
 def build_platform(cfg: StackConfig, manifests: ManifestSet, stack: str, config_file: str) -> Platform:
     """Resolve identities for the stack's environment; raise ManifestError listing every problem."""
     services = {s.name: s for s in manifests.services}
@@ -186,6 +205,8 @@ def build_platform(cfg: StackConfig, manifests: ManifestSet, stack: str, config_
                 f"SPIFFE ID {r.identity.spiffe_id} is already the identity of agent {first.name!r} "
                 f"({first.source.file}); every agent needs its own (set spec.identity.spiffePath "
                 "or give it its own ServiceAccount)"))
+    if cfg.shard.role == "shard" and cfg.subsystems.mesh:
+        problems.extend(_split_route_problems(cfg, manifests, {r.name for r in resolved}))
     if problems:
         raise ManifestError(problems)
     resolved.sort(key=lambda r: r.name)
@@ -262,7 +283,8 @@ def subsystems_touched(agent: ResolvedAgent, cfg: StackConfig) -> list[str]:
 def identity_bom(platform: Platform) -> dict[str, Any]:
     """Identity bill of materials: per agent, the identity and everything it may reach."""
     agents = {}
-    for a in platform.agents:
+    # A base stack deploys no agent's identity or grants (its shards do): it lists none.
+    for a in () if platform.config.shard.role == "base" else platform.agents:
         spec = a.manifest.spec
         agents[a.name] = {
             "spiffeId": a.identity.spiffe_id,
@@ -279,9 +301,15 @@ def identity_bom(platform: Platform) -> dict[str, Any]:
             "grants": [grant_summary(g) for g in a.grants],
             "subsystems": [] if spec.suspended else subsystems_touched(a, platform.config),
         }
-    return {
+    bom: dict[str, Any] = {
         "stack": platform.stack,
         "environment": platform.config.environment,
         "trustDomain": platform.config.trust_domain,
         "agents": agents,
     }
+    shard = platform.config.shard
+    if shard.role == "base":
+        bom["shard"] = {"role": "base", "shards": list(shard.shards), "fleetAgents": len(platform.agents)}
+    elif shard.role == "shard":
+        bom["shard"] = {"role": "shard", "baseStack": shard.base_stack}
+    return bom

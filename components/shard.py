@@ -5,10 +5,45 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from components.config import StackConfig
 from components.config.shard import ShardSelector
 from components.manifest.models import AgentManifest
+
+Scope = Literal["all", "shared", "agents"]
+"""What one stack deploys: ``all`` (standalone), ``shared`` (a base: every piece that names no
+agent, for the whole fleet) or ``agents`` (a shard: only its selected agents' pieces)."""
+
+
+SHARED_OUTPUT = "shared"
+"""Key, inside a base stack's ``outputs`` export, of what its shards read (non-secret only):
+``trustBundlePem``, ``spireServerWorkload``, ``awsTrustAnchorArn`` / ``awsOidcProviderArn``."""
+
+
+def placeholder_base_outputs(base_stack: str) -> dict[str, Any]:
+    """A base stack's exports with mock values, for offline runs of a shard (``passport check``)."""
+    digest = hashlib.sha256(base_stack.encode()).hexdigest()
+    short = base_stack.rsplit("/", 1)[-1]
+    return {"outputs": {SHARED_OUTPUT: {
+        "trustBundlePem": f"-----BEGIN CERTIFICATE-----\nMOCK{digest}\n-----END CERTIFICATE-----\n",
+        "spireServerWorkload": "spire-server",
+        "awsTrustAnchorArn": f"arn:aws:rolesanywhere:us-east-1:123456789012:trust-anchor/mock-{short}",
+        "awsOidcProviderArn": f"arn:aws:iam::123456789012:oidc-provider/mock-{short}",
+    }}}
+
+
+def stack_scope(cfg: StackConfig) -> Scope:
+    """The one place a stack's role becomes what its components and renderers deploy."""
+    return {"standalone": "all", "base": "shared", "shard": "agents"}[cfg.shard.role]  # type: ignore[return-value]
+
+
+def deploys_shared(scope: Scope) -> bool:
+    return scope != "agents"
+
+
+def deploys_agents(scope: Scope) -> bool:
+    return scope != "shared"
 
 
 def hash_bucket(name: str, count: int) -> int:
@@ -76,3 +111,41 @@ def coverage(environment: str, stacks: Sequence[tuple[str, StackConfig]],
         elif len(chosen) > 1:
             overlapping.append((manifest.metadata.name, chosen))
     return Coverage(environment, tuple(n for n, _ in shards), tuple(sorted(unselected)), tuple(sorted(overlapping)))
+
+
+def gatewayless_callers(cfg: StackConfig, agents: Iterable[AgentManifest],
+                        gatewayless: set[str]) -> dict[str, list[str]]:
+    """Service without a gateway -> active agents of ``cfg``'s environment calling it."""
+    out: dict[str, list[str]] = {}
+    for manifest in agents:
+        envs = manifest.spec.environments
+        if manifest.spec.suspended or (envs is not None and cfg.environment not in envs):
+            continue
+        for grant in manifest.spec.grants:
+            if grant.http is not None and grant.http.service in gatewayless:
+                out.setdefault(grant.http.service, []).append(manifest.metadata.name)
+    return {k: sorted(set(v)) for k, v in sorted(out.items())}
+
+
+def split_gatewayless(shards: Sequence[tuple[str, StackConfig]], agents: Sequence[AgentManifest],
+                      gatewayless: set[str]) -> list[tuple[str, dict[str, tuple[str, ...]]]]:
+    """Services without a gateway whose active callers land in more than one shard.
+
+    Linkerd applies, per request, only the one HTTPRoute whose match wins; routes of one
+    service deployed from two stacks would shadow each other (a caller of one shard denied on
+    the other shard's more specific or older route). Such a service needs a gateway (the OPA
+    data is merged per shard) or all its callers in one shard.
+    """
+    out: list[tuple[str, dict[str, tuple[str, ...]]]] = []
+    if not shards:
+        return out
+    by_name = {m.metadata.name: m for m in agents}
+    for service, callers in gatewayless_callers(shards[0][1], agents, gatewayless).items():
+        placed: dict[str, list[str]] = {}
+        for agent in callers:
+            for name, cfg in shards:
+                if selects(cfg.shard.select, by_name[agent]):
+                    placed.setdefault(name, []).append(agent)
+        if len(placed) > 1:
+            out.append((service, {k: tuple(v) for k, v in sorted(placed.items())}))
+    return out

@@ -22,6 +22,7 @@ from components.errors import ConfigError, Problem
 from components.kube import kube_object, object_key
 from components.platform_model import Platform
 from components.render import spire as render
+from components.shard import Scope, deploys_agents, deploys_shared
 from components.trust import TrustDomain
 
 
@@ -213,8 +214,14 @@ class RegistrationsArgs:
 
     platform: Platform
     """The validated platform; only ``active_agents`` get registrations."""
-    server: SpireServer
-    """The server whose controller manager reconciles the registrations."""
+    server: SpireServer | None
+    """The server whose controller manager reconciles the registrations (None in a shard: the
+    base stack runs it)."""
+    scope: Scope = "all"
+    """``all``: agents' and the platform's own; ``agents``: a shard's agents only; ``shared``:
+    the platform's own only (a base)."""
+    server_workload: pulumi.Input[str] | None = None
+    """The server workload's name when ``server`` is None (read from the base stack)."""
 
 
 class Registrations(pulumi.ComponentResource):
@@ -227,15 +234,16 @@ class Registrations(pulumi.ComponentResource):
         super().__init__("agentpassport:spire:Registrations", name, None, opts)
         platform = args.platform
         render.check(platform)
-        after = {"agentpassport.dev/spire-server": args.server.server_workload}
+        workload = args.server.server_workload if args.server is not None else args.server_workload
+        after = {"agentpassport.dev/spire-server": workload} if workload is not None else {}
         self.spiffe_ids = {}
-        for agent in platform.active_agents:
+        for agent in platform.active_agents if deploys_agents(args.scope) else ():
             for obj in render.agent_registrations(platform, agent):
                 role = obj["metadata"]["name"].split(".", 1)[0]  # agent | node
                 kube_object(
                     f"{name}-{agent.name}-{obj['kind'].lower()}-{role}", _with_namespace(obj, None, after), self
                 )
             self.spiffe_ids[agent.name] = agent.identity.spiffe_id
-        for obj in render.platform_registrations(platform):
+        for obj in render.platform_registrations(platform) if deploys_shared(args.scope) else ():
             kube_object(f"{name}-{object_key(obj)}", _with_namespace(obj, None, after), self)
         self.register_outputs({"spiffeIds": self.spiffe_ids})

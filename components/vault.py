@@ -36,6 +36,7 @@ from components.render.vault import (
     VaultPlan,
     plan_vault,
 )
+from components.shard import Scope, deploys_agents, deploys_shared
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class VaultIdentityArgs:
     """The validated platform; only its active agents get Vault access."""
     trust_bundle_pem: pulumi.Input[str] | None = None
     """The trust domain's CA bundle (``TrustDomain.trust_bundle_pem``); required for cert auth."""
+    scope: Scope = "all"
+    """``shared`` (a base): auth backend, database mounts and connections, audit; ``agents`` (a
+    shard): login roles, policies and database roles on the base's mounts; ``all``: both."""
 
 
 def _secret_problems(plan: VaultPlan, platform: Platform) -> list[Problem]:
@@ -87,21 +91,22 @@ class VaultIdentity(pulumi.ComponentResource):
         super().__init__("agentpassport:vault:VaultIdentity", name, None, opts)
         platform = args.platform
         plan = plan_vault(platform)  # every manifest/config problem, before any resource
-        problems = _secret_problems(plan, platform)
-        if plan.auth == "cert" and args.trust_bundle_pem is None:
+        shared, per_agent = deploys_shared(args.scope), deploys_agents(args.scope)
+        problems = _secret_problems(plan, platform) if shared else []
+        if plan.auth == "cert" and per_agent and args.trust_bundle_pem is None:
             problems.append(Problem(platform.config_file, None, f"{NAMESPACE}:vault.auth",
                                     "cert auth needs the trust bundle of the TrustDomain; none was passed"))
         if problems:
             raise ConfigError(problems)
         child = pulumi.ResourceOptions(parent=self)
 
-        self.auth_path, self.auth_accessor = self._auth(name, plan, args.trust_bundle_pem, child)
-        for agent in plan.agents:
+        self.auth_path, self.auth_accessor = self._auth(name, plan, args.trust_bundle_pem, child, args.scope)
+        for agent in plan.agents if per_agent else ():
             vault.Policy(f"{name}-{agent.agent}-policy", name=agent.policy_name, policy=agent.policy_hcl,
                          opts=child)
 
         mounts: dict[str, vault.Mount] = {}
-        for m in plan.mounts:
+        for m in plan.mounts if shared else ():
             mounts[m.cluster] = vault.Mount(
                 f"{name}-db-{m.cluster}",
                 path=m.path,
@@ -115,15 +120,17 @@ class VaultIdentity(pulumi.ComponentResource):
                 opts=child,
             )
         connections: dict[tuple[str, str], vault_db.SecretBackendConnection] = {}
-        for conn in plan.connections:
+        for conn in plan.connections if shared else ():
             connections[(conn.cluster, conn.name)] = self._connection(name, conn, mounts[conn.cluster], child)
-        for role in plan.database_roles:
-            connection = connections[(role.cluster, role.connection)]
+        mount_paths = {m.cluster: m.path for m in plan.mounts}
+        for role in plan.database_roles if per_agent else ():
+            # a shard's roles name the base's mount and connection (their paths are fixed by the plan)
+            connection = connections.get((role.cluster, role.connection))
             vault_db.SecretBackendRole(
                 f"{name}-{role.agent}-db-{role.cluster}-{role.connection}",
-                backend=mounts[role.cluster].path,
+                backend=mounts[role.cluster].path if role.cluster in mounts else mount_paths[role.cluster],
                 name=role.name,
-                db_name=connection.name,
+                db_name=connection.name if connection is not None else role.connection,
                 creation_statements=list(role.statements.creation),
                 revocation_statements=list(role.statements.revocation),
                 default_ttl=role.default_ttl,
@@ -131,20 +138,25 @@ class VaultIdentity(pulumi.ComponentResource):
                 opts=child,
             )
 
-        audit = vault.Audit(
-            f"{name}-audit",
-            type=plan.audit_type,
-            path=f"agent-passport-{plan.audit_type}",
-            description="Agent Passport: every request and response, secrets HMAC'd",
-            options=dict(plan.audit_options),
-            opts=child,
-        )
-        self.audit_path = audit.path
-        self.login_roles = pulumi.Output.from_input({a.agent: a.role for a in plan.agents})
-        self.policies = pulumi.Output.from_input({a.agent: a.policy_name for a in plan.agents})
+        audit_path = f"agent-passport-{plan.audit_type}"
+        if shared:
+            audit = vault.Audit(
+                f"{name}-audit",
+                type=plan.audit_type,
+                path=audit_path,
+                description="Agent Passport: every request and response, secrets HMAC'd",
+                options=dict(plan.audit_options),
+                opts=child,
+            )
+            self.audit_path = audit.path
+        else:
+            self.audit_path = pulumi.Output.from_input(audit_path)
+        agents = plan.agents if per_agent else ()
+        self.login_roles = pulumi.Output.from_input({a.agent: a.role for a in agents})
+        self.policies = pulumi.Output.from_input({a.agent: a.policy_name for a in agents})
         self.database_mounts = pulumi.Output.from_input({m.cluster: m.path for m in plan.mounts})
         self.credential_paths = pulumi.Output.from_input(
-            {a.agent: [r.creds_path for r in a.database_roles] for a in plan.agents})
+            {a.agent: [r.creds_path for r in a.database_roles] for a in agents})
         self.register_outputs({
             "authPath": self.auth_path,
             "authAccessor": self.auth_accessor,
@@ -159,8 +171,16 @@ class VaultIdentity(pulumi.ComponentResource):
 
     def _auth(
         self, name: str, plan: VaultPlan, trust_bundle_pem: pulumi.Input[str] | None,
-        child: pulumi.ResourceOptions,
+        child: pulumi.ResourceOptions, scope: Scope = "all",
     ) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+        if not deploys_shared(scope):  # a shard: the base's backend, at the plan's fixed path
+            for agent in plan.agents:
+                if plan.auth == "jwt":
+                    self._jwt_role(name, plan, agent, plan.auth_mount, child)
+                else:
+                    self._cert_role(name, plan, agent, plan.auth_mount, trust_bundle_pem, child)
+            return pulumi.Output.from_input(plan.auth_mount), pulumi.Output.from_input("")
+        agents = plan.agents if deploys_agents(scope) else ()
         # the role an agent asks for is not secret; failed logins have no auth block, so the
         # clear role name is how an audit reader sees who tried
         tune_ttl, tune_max, clear_keys = f"{plan.token_ttl}s", f"{plan.token_max_ttl}s", ["role"]
@@ -179,8 +199,8 @@ class VaultIdentity(pulumi.ComponentResource):
                                                    audit_non_hmac_request_keys=clear_keys),
                 opts=child,
             )
-            for agent in plan.agents:
-                self._jwt_role(name, plan, agent, jwt_backend, child)
+            for agent in agents:
+                self._jwt_role(name, plan, agent, jwt_backend.path, child)
             return jwt_backend.path.apply(lambda p: p or plan.auth_mount), jwt_backend.accessor
         cert_backend = vault.AuthBackend(
             f"{name}-cert",
@@ -192,30 +212,36 @@ class VaultIdentity(pulumi.ComponentResource):
                                            audit_non_hmac_request_keys=clear_keys),
             opts=child,
         )
-        for agent in plan.agents:
-            vault.CertAuthBackendRole(
-                f"{name}-{agent.agent}-login",
-                backend=cert_backend.path,
-                name=agent.role,
-                display_name=agent.role,
-                certificate=trust_bundle_pem,
-                allowed_uri_sans=[agent.spiffe_id],
-                token_policies=[agent.policy_name],
-                token_no_default_policy=True,
-                token_ttl=plan.token_ttl,
-                token_max_ttl=plan.token_max_ttl,
-                token_type=plan.token_type,
-                opts=child,
-            )
+        for agent in agents:
+            self._cert_role(name, plan, agent, cert_backend.path, trust_bundle_pem, child)
         return cert_backend.path, cert_backend.accessor
 
+    def _cert_role(
+        self, name: str, plan: VaultPlan, agent: AgentVaultPlan, backend: pulumi.Input[str | None],
+        trust_bundle_pem: pulumi.Input[str] | None, child: pulumi.ResourceOptions,
+    ) -> None:
+        vault.CertAuthBackendRole(
+            f"{name}-{agent.agent}-login",
+            backend=backend,
+            name=agent.role,
+            display_name=agent.role,
+            certificate=trust_bundle_pem,
+            allowed_uri_sans=[agent.spiffe_id],
+            token_policies=[agent.policy_name],
+            token_no_default_policy=True,
+            token_ttl=plan.token_ttl,
+            token_max_ttl=plan.token_max_ttl,
+            token_type=plan.token_type,
+            opts=child,
+        )
+
     def _jwt_role(
-        self, name: str, plan: VaultPlan, agent: AgentVaultPlan, backend: vault_jwt.AuthBackend,
+        self, name: str, plan: VaultPlan, agent: AgentVaultPlan, backend: pulumi.Input[str | None],
         child: pulumi.ResourceOptions,
     ) -> None:
         vault_jwt.AuthBackendRole(
             f"{name}-{agent.agent}-login",
-            backend=backend.path,
+            backend=backend,
             role_name=agent.role,
             role_type="jwt",
             user_claim="sub",

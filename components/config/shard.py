@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
 from components.config.base import Section
+
+_STACK_NAME = re.compile(r"^[a-z0-9]([-a-z0-9._]{0,61}[a-z0-9])?$")
+"""A shard's stack name, as it appears in Kubernetes object names and OPA data keys."""
 
 
 class HashBuckets(Section):
@@ -54,6 +58,12 @@ class ShardConfig(Section):
         "through pulumi.StackReference.",
     )
     select: ShardSelector = Field(default_factory=ShardSelector, description="Agents this shard deploys.")
+    shards: list[str] = Field(
+        default_factory=list,
+        description="Base only: the shard stacks (stack names) of this environment. Each gateway the base "
+        "deploys loads every listed shard's OPA data ConfigMap (optional: a shard not yet deployed is "
+        "simply absent); an unlisted shard's agents are denied at the gateways.",
+    )
 
     @model_validator(mode="after")
     def _checks(self) -> Self:
@@ -64,4 +74,11 @@ class ShardConfig(Section):
                 raise ValueError("a shard needs a select criterion; otherwise it deploys every agent")
         elif not self.select.is_empty:
             raise ValueError(f"select only applies to role shard (this stack's role is {self.role})")
+        if self.shards and self.role != "base":
+            raise ValueError(f"shards only applies to role base (this stack's role is {self.role})")
+        bad = [s for s in self.shards if not _STACK_NAME.match(s)]
+        if bad:
+            raise ValueError(f"shards {bad} are not stack names (lowercase letters, digits, '-', '.', '_')")
+        if len(set(self.shards)) != len(self.shards):
+            raise ValueError("shards lists a stack twice")
         return self

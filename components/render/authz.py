@@ -29,6 +29,7 @@ from components.platform_model import Platform
 from components.render import envoy, rego
 from components.render.artifacts import Artifact, kubernetes_artifacts
 from components.render.yamlout import dump_json, dump_yaml
+from components.shard import stack_scope
 
 SUBSYSTEM = "authz"
 OPA_DIAGNOSTIC_PORT = authz_config.OPA_DIAGNOSTIC_PORT
@@ -36,6 +37,8 @@ OPA_DIAGNOSTIC_PORT = authz_config.OPA_DIAGNOSTIC_PORT
 SPIRE_API = "spire.spiffe.io/v1alpha1"
 CONFIG_HASH_ANNOTATION = "agentpassport.dev/config-sha256"
 LINKERD_OPAQUE_PORTS = "config.linkerd.io/opaque-ports"
+SHARD_LABEL = "agentpassport.dev/shard"
+"""Label of a shard's data ConfigMaps: the stack that wrote them."""
 RUN_AS = 65532
 """Unprivileged UID/GID of both containers (neither image needs root)."""
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -110,8 +113,56 @@ def config_maps(platform: Platform, service: SourcedService) -> list[dict[str, A
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(gw, f"{gw.name}-policy"),
          "data": {"mask.rego": rego.MASK_POLICY, "policy.rego": rego.POLICY}},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(gw, f"{gw.name}-data"),
-         "data": {"data.json": dump_json(rego.authz_data(platform, [service.name]))}},
+         "data": {"data.json": dump_json(_own_data(platform, service))}},
     ]
+
+
+def _own_data(platform: Platform, service: SourcedService) -> dict[str, Any]:
+    """The gateway's own data document: every entry (standalone) or none (a base: shards hold them)."""
+    if stack_scope(platform.config) == "shared":
+        return rego.base_data([service.name])
+    return rego.authz_data(platform, [service.name])
+
+
+def shard_configmap_name(gw: GatewayIdentity, shard: str) -> str:
+    """The ConfigMap a shard stack writes its entries for ``gw`` into."""
+    return f"{gw.name}-data-{shard}"
+
+
+def shard_data_configmaps(platform: Platform) -> list[dict[str, Any]]:
+    """A shard's OPA data: per gateway its agents call, one ConfigMap (named with the shard)
+    holding ``agentpassport.shards.<shard>``; the base's gateway mounts it (optional)."""
+    out = []
+    for svc in rego.gateway_services(platform):
+        gw = envoy.gateway_of(platform, svc)
+        meta = _meta(gw, shard_configmap_name(gw, platform.stack))
+        meta["labels"] = {**meta["labels"], SHARD_LABEL: platform.stack}
+        out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+                    "data": {"data.json": dump_json(rego.shard_data(platform, [svc.name]))}})
+    return out
+
+
+def _data_volume(platform: Platform, gw: GatewayIdentity, own: str) -> dict[str, Any]:
+    """The ``data`` volume: the own ConfigMap, and in a base every listed shard's (optional,
+    flat ``<shard>.json`` files OPA merges; OPA watches the directory)."""
+    if stack_scope(platform.config) != "shared":
+        return {"name": "data", "configMap": {"name": own}}
+    sources: list[dict[str, Any]] = [
+        {"configMap": {"name": own, "items": [{"key": "data.json", "path": "data.json"}]}},
+    ]
+    for shard in platform.config.shard.shards:
+        sources.append({"configMap": {"name": shard_configmap_name(gw, shard), "optional": True,
+                                      "items": [{"key": "data.json", "path": f"{shard}.json"}]}})
+    return {"name": "data", "projected": {"sources": sources}}
+
+
+def _data_args(platform: Platform) -> list[str]:
+    """OPA's policy and data paths; a base loads its data directory (its shards' documents
+    appear and change while it runs: --watch) without Kubernetes' ``..data`` internals."""
+    files = [f"{POLICY_DIR}/policy.rego", f"{POLICY_DIR}/mask.rego"]
+    if stack_scope(platform.config) != "shared":
+        return [*files, f"{DATA_DIR}/data.json"]
+    return ["--watch", "--ignore=..*", *files, DATA_DIR]
 
 
 def _container_security() -> dict[str, Any]:
@@ -156,7 +207,7 @@ def deployment(platform: Platform, service: SourcedService, maps: list[dict[str,
             f"--diagnostic-addr=0.0.0.0:{OPA_DIAGNOSTIC_PORT}",
             f"--config-file={OPA_CONFIG_DIR}/config.yaml",
             "--disable-telemetry",
-            f"{POLICY_DIR}/policy.rego", f"{POLICY_DIR}/mask.rego", f"{DATA_DIR}/data.json",
+            *_data_args(platform),
         ],
         "livenessProbe": {"httpGet": {"path": "/health", **health}, "periodSeconds": 10},
         "readinessProbe": {"httpGet": {"path": "/health?plugins", **health}, "periodSeconds": 5},
@@ -194,7 +245,7 @@ def deployment(platform: Platform, service: SourcedService, maps: list[dict[str,
                         {"name": "envoy-config", "configMap": {"name": names["envoy"]}},
                         {"name": "opa-config", "configMap": {"name": names["opa"]}},
                         {"name": "policy", "configMap": {"name": names["policy"]}},
-                        {"name": "data", "configMap": {"name": names["data"]}},
+                        _data_volume(platform, gw, names["data"]),
                         {"name": "spiffe-workload-api",
                          "csi": {"driver": "csi.spiffe.io", "readOnly": True}},
                     ],
@@ -271,9 +322,11 @@ def authz_artifacts(platform: Platform) -> Iterable[Artifact]:
     out = [
         Artifact("rego/policy.rego", rego.POLICY),
         Artifact("rego/mask.rego", rego.MASK_POLICY),
-        Artifact("rego/data.json", dump_json(rego.authz_data(platform))),
+        Artifact("rego/data.json", dump_json(rego.stack_data(platform))),
         Artifact("rego/policy_test.rego", rego.render_tests(rego.rego_cases(platform))),
     ]
+    if stack_scope(platform.config) == "agents":  # a shard deploys only its data ConfigMaps
+        return out + kubernetes_artifacts(SUBSYSTEM, shard_data_configmaps(platform))
     for svc in services:
         out.append(Artifact(f"envoy/{svc.name}.yaml", dump_yaml(envoy.envoy_bootstrap(platform, svc))))
         out.extend(kubernetes_artifacts(SUBSYSTEM, gateway_objects(platform, svc)))

@@ -23,6 +23,7 @@ from components.manifest.models import AwsGrant
 from components.platform_model import Platform, ResolvedAgent
 from components.render.artifacts import Artifact
 from components.render.yamlout import dump_json
+from components.shard import stack_scope
 
 POLICY_VERSION = "2012-10-17"
 ROLES_ANYWHERE_PRINCIPAL = "rolesanywhere.amazonaws.com"
@@ -257,8 +258,8 @@ def audit_lifecycle_rules(bucket: AuditBucketConfig) -> list[dict[str, Any]]:
 def aws_artifacts(platform: Platform) -> Iterable[Artifact]:
     """``aws/<role>-trust-policy.json`` per role; the anchor/provider ARN is known only at
     deploy time and appears as a placeholder."""
-    if not platform.config.subsystems.aws:
-        return []
+    if not platform.config.subsystems.aws or stack_scope(platform.config) == "shared":
+        return []  # a base's anchor/provider and audit bucket are not rendered; roles are its shards'
     validate_aws(platform)
     placeholder = (OIDC_PROVIDER_PLACEHOLDER if platform.config.aws.federation == "oidc"
                    else TRUST_ANCHOR_PLACEHOLDER)

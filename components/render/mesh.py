@@ -31,6 +31,7 @@ from components.errors import ConfigError, ManifestError, Problem
 from components.identity import GatewayIdentity, gateway_identity
 from components.manifest.loader import SourcedService
 from components.platform_model import Platform, ResolvedAgent
+from components.shard import Scope, deploys_agents, deploys_shared, stack_scope
 
 if TYPE_CHECKING:
     from components.render.artifacts import Artifact
@@ -508,8 +509,9 @@ def authorized_agents(callers: Sequence[Caller]) -> dict[RouteMatch, tuple[str, 
             for atom in sorted(holders)}
 
 
-def route_groups(service: str, callers: Sequence[Caller]) -> list[RouteGroup]:
-    """Distinct matches grouped by the set of agents each authorizes (see module docstring)."""
+def route_groups(service: str, callers: Sequence[Caller], shard: str | None = None) -> list[RouteGroup]:
+    """Distinct matches grouped by the set of agents each authorizes (see module docstring);
+    a shard stack's names carry its name (``<service>-<shard>-...``)."""
     identity_of: dict[str, str] = {}
     for c in callers:
         ident = c.agent.identity.linkerd_identity
@@ -522,7 +524,8 @@ def route_groups(service: str, callers: Sequence[Caller]) -> list[RouteGroup]:
     groups: list[RouteGroup] = []
     limit = MAX_MATCHES_PER_RULE * MAX_RULES_PER_ROUTE
     for agents, matches in sorted(by_agents.items()):
-        base = f"{service}-{agents[0]}" if len(agents) == 1 else f"{service}-shared-{_digest(agents)}"
+        stem = f"{service}-{shard}" if shard else service
+        base = f"{stem}-{agents[0]}" if len(agents) == 1 else f"{stem}-shared-{_digest(agents)}"
         idents = tuple(sorted({identity_of[a] for a in agents}))
         for part, start in enumerate(range(0, len(matches), limit)):
             name = base if part == 0 else f"{base}-{part + 1}"
@@ -549,15 +552,22 @@ def platform_gateway(platform: Platform, svc: SourcedService) -> GatewayIdentity
     return gateway_identity(svc.name, svc.manifest.spec.namespace, cfg.trust_domain, cfg.mesh.cluster_domain)
 
 
-def service_objects(platform: Platform, svc: SourcedService, callers: Sequence[Caller]) -> list[dict[str, Any]]:
-    """Linkerd objects protecting one called service; only active callers are authorized."""
+def service_objects(platform: Platform, svc: SourcedService, callers: Sequence[Caller],
+                    scope: Scope = "all") -> list[dict[str, Any]]:
+    """Linkerd objects protecting one called service; only active callers are authorized.
+
+    ``scope`` ``shared`` (a base stack) keeps the Servers and the gateway's own authorization;
+    ``agents`` (a shard) keeps the callers' routes, authentications and policies, named with
+    the shard's stack name so shards never collide; ``all`` keeps both.
+    """
     spec = svc.manifest.spec
     ns, name = spec.namespace, svc.name
     active = [c for c in callers if not c.agent.suspended]
+    shard = platform.stack if scope == "agents" else None
     backend = server(name, ns, name, spec.pod_selector, spec.port, PROXY_PROTOCOLS[spec.protocol])
     if not spec.gateway:
-        out = [backend]
-        for g in route_groups(name, active):
+        out = [backend] if deploys_shared(scope) else []
+        for g in route_groups(name, active, shard) if deploys_agents(scope) else ():
             out.append(http_route(g.name, ns, name, g.owner, name, g.matches))
             if g.authn == g.name:
                 out.append(mesh_tls_authentication(g.authn, ns, name, g.owner, g.identities))
@@ -569,15 +579,17 @@ def service_objects(platform: Platform, svc: SourcedService, callers: Sequence[C
         backend,
         mesh_tls_authentication(f"{name}-gateway", ns, name, None, [gw.linkerd_identity]),
         authorization_policy(f"{name}-gateway", ns, name, None, "Server", name, f"{name}-gateway"),
-    ]
-    agents = sorted({c.agent.name for c in active})
+    ] if deploys_shared(scope) else []
+    agents = sorted({c.agent.name for c in active}) if deploys_agents(scope) else []
     if agents:
+        # AuthorizationPolicies on one Server are additive: each shard adds its own callers.
+        callers_name = f"{gw.name}-{shard}" if shard else gw.name
         owner = agents[0] if len(agents) == 1 else None
         idents = [c.agent.identity.linkerd_identity for c in active]
         if any(i is None for i in idents):  # mesh_problems refuses these before any plan is built
             raise ValueError(f"a caller of {name} has no Linkerd identity")
-        out.append(mesh_tls_authentication(gw.name, ns, name, owner, [i for i in idents if i]))
-        out.append(authorization_policy(gw.name, ns, name, owner, "Server", gw.name, gw.name))
+        out.append(mesh_tls_authentication(callers_name, ns, name, owner, [i for i in idents if i]))
+        out.append(authorization_policy(callers_name, ns, name, owner, "Server", gw.name, callers_name))
     return out
 
 
@@ -622,8 +634,11 @@ def mesh_problems(platform: Platform) -> list[Problem]:
     return out
 
 
-def mesh_plan(platform: Platform) -> MeshPlan:
-    """Every meshed namespace and its policy objects; raises ManifestError listing every problem."""
+def mesh_plan(platform: Platform, scope: Scope = "all") -> MeshPlan:
+    """Every meshed namespace and its policy objects; raises ManifestError listing every problem.
+
+    A shard (``scope`` ``agents``) plans no namespace: its objects are :func:`shard_objects`.
+    """
     problems = mesh_problems(platform)
     if problems:
         raise ManifestError(problems)
@@ -641,7 +656,7 @@ def mesh_plan(platform: Platform) -> MeshPlan:
             continue  # nobody in this stack calls it: leave its namespace alone
         ns = svc.manifest.spec.namespace
         services_in[ns].add(svc.name)
-        objects_in[ns].extend((svc, o) for o in service_objects(platform, svc, callers[svc.name]))
+        objects_in[ns].extend((svc, o) for o in service_objects(platform, svc, callers[svc.name], scope))
         if not svc.manifest.spec.gateway:
             warnings.extend(tie_warnings(svc.name, [c for c in callers[svc.name] if not c.agent.suspended]))
     for ns, pairs in objects_in.items():
@@ -657,7 +672,7 @@ def mesh_plan(platform: Platform) -> MeshPlan:
     if problems:
         raise ManifestError(problems)
     plans = []
-    for ns in sorted(set(agents_in) | set(services_in)):
+    for ns in sorted(set(agents_in) | set(services_in)) if deploys_shared(scope) else ():
         objs = sorted((o for _, o in objects_in.get(ns, [])), key=_order)
         plans.append(NamespacePlan(ns, policy, tuple(sorted(agents_in.get(ns, ()))),
                                    tuple(sorted(services_in.get(ns, ()))), tuple(objs)))
@@ -671,6 +686,19 @@ def _order(obj: Mapping[str, Any]) -> tuple[int, str]:
     return _KIND_ORDER.get(obj["kind"], 9), obj["metadata"]["name"]
 
 
+def shard_objects(platform: Platform) -> list[dict[str, Any]]:
+    """A shard's Linkerd objects: its agents' routes, authentications and policies (deterministic).
+
+    The namespaces and Servers they refer to are the base stack's.
+    """
+    plan = mesh_plan(platform, "agents")  # validation and the duplicate-name check
+    assert not plan.namespaces
+    callers = _callers(platform.agents)
+    out = [o for svc in platform.services if svc.name in callers
+           for o in service_objects(platform, svc, callers[svc.name], "agents")]
+    return sorted(out, key=lambda o: (o["metadata"]["namespace"], *_order(o)))
+
+
 def mesh_objects(platform: Platform) -> list[dict[str, Any]]:
     """The control-plane namespace, every meshed namespace and its policy objects (deterministic).
 
@@ -678,8 +706,11 @@ def mesh_objects(platform: Platform) -> list[dict[str, Any]]:
     they are not part of the reviewed render; their shape is :func:`trust_roots_configmap` and
     :func:`issuer_secret`.
     """
+    scope = stack_scope(platform.config)
+    if not deploys_shared(scope):
+        return shard_objects(platform)
     profile = linkerd_identity_profile(platform.config, platform.config_file)
-    return [control_plane_namespace(profile), *mesh_plan(platform).objects()]
+    return [control_plane_namespace(profile), *mesh_plan(platform, scope).objects()]
 
 
 def mesh_artifacts(platform: Platform) -> list[Artifact]:

@@ -42,6 +42,7 @@ from components.render.authz import OPA_DIAGNOSTIC_PORT
 from components.render.rego import gateway_services
 from components.render.vault import database_mount
 from components.render.yamlout import dump_json, dump_yaml
+from components.shard import stack_scope
 
 MONITORING_API = "monitoring.coreos.com/v1"
 ECS_VERSION = "8.17.0"
@@ -1143,8 +1144,8 @@ def observe_artifacts(platform: Platform) -> Iterable[Any]:
     """``kubernetes/observe/*.yaml`` and ``observe/*`` for ``passport render``."""
     from components.render.artifacts import Artifact, kubernetes_artifacts
 
-    if not platform.config.subsystems.observe:
-        return []
+    if not platform.config.subsystems.observe or stack_scope(platform.config) == "agents":
+        return []  # a shard: the base watches the whole fleet
     out: list[Artifact] = kubernetes_artifacts("observe", observe_objects(platform))
     logs = platform.config.observe.logs
     out.append(Artifact("observe/prometheus-rules.yaml", dump_yaml({"groups": rule_groups(platform)})))

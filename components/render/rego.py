@@ -34,6 +34,7 @@ from components.identity import gateway_identity
 from components.manifest.loader import SourcedService
 from components.manifest.models import ALL_WEEKDAYS, HttpGrant, HttpMethod
 from components.platform_model import Platform, ResolvedAgent
+from components.shard import stack_scope
 
 PACKAGE = "agentpassport.authz"
 DECISION_PATH = "agentpassport/authz/decision"
@@ -68,8 +69,17 @@ headers := object.get(http_request, "headers", {})
 # Grants match the path without its query string.
 path := split(object.get(http_request, "path", ""), "?")[0]
 
-# The caller's grants on this service: one keyed lookup.
-entry := data.agentpassport.services[service].principals[principal]
+# The caller's grants on this service: one keyed lookup in a standalone stack's document,
+# plus one per shard stack in a sharded environment (data.agentpassport.shards[<shard>], one
+# document per shard): the cost grows with shards, never with agents.
+own_entries := [e | e := data.agentpassport.services[service].principals[principal]]
+
+shard_entries := [e | e := data.agentpassport.shards[_].services[service].principals[principal]]
+
+entries := array.concat(own_entries, shard_entries)
+
+# An agent lands in exactly one shard: an identity found twice is a misconfiguration, denied.
+entry := entries[0] if count(entries) == 1
 
 weekdays := {
 \t"Monday": "mon", "Tuesday": "tue", "Wednesday": "wed", "Thursday": "thu",
@@ -250,6 +260,38 @@ def authz_data(platform: Platform, services: Iterable[str] | None = None) -> dic
     }
 
 
+def base_data(services: Iterable[str]) -> dict[str, Any]:
+    """A base stack's own document: the gateway's services, no principal (the shards hold them)."""
+    return {"agentpassport": {"services": {name: {"principals": {}} for name in sorted(services)}}}
+
+
+def shard_data(platform: Platform, services: Iterable[str] | None = None) -> dict[str, Any]:
+    """A shard stack's document: its agents' entries under ``agentpassport.shards.<stack>``."""
+    inner = authz_data(platform, services)["agentpassport"]
+    return {"agentpassport": {"shards": {platform.stack: inner}}}
+
+
+def stack_data(platform: Platform) -> dict[str, Any]:
+    """What a gateway sees of this stack: standalone, a base's own document, or a shard's
+    document merged with the base's service entries (review and generated tests)."""
+    scope = stack_scope(platform.config)
+    names = [s.name for s in gateway_services(platform)]
+    if scope == "all":
+        return authz_data(platform, names)
+    if scope == "shared":
+        return base_data(names)
+    return {"agentpassport": {**base_data(names)["agentpassport"], **shard_data(platform, names)["agentpassport"]}}
+
+
+def principals_of(data: Mapping[str, Any], service: str) -> dict[str, Any]:
+    """Every entry of ``service`` in a data document, standalone and per shard."""
+    doc = data.get("agentpassport", {})
+    out = dict(doc.get("services", {}).get(service, {}).get("principals", {}))
+    for shard in doc.get("shards", {}).values():
+        out.update(shard.get("services", {}).get(service, {}).get("principals", {}))
+    return out
+
+
 # --------------------------------------------------------------------------- reference
 
 
@@ -301,9 +343,15 @@ def rule_failure(rule: Mapping[str, Any], req: Request) -> str:
 
 def decide(data: Mapping[str, Any], req: Request) -> dict[str, Any]:
     """Mirror of the policy's ``decision`` (the exact object OPA must return)."""
-    services = data.get("agentpassport", {}).get("services", {})
+    doc = data.get("agentpassport", {})
+    services = doc.get("services", {})
     path = req.path.split("?")[0]
-    entry = services.get(req.service, {}).get("principals", {}).get(req.principal)
+    entries = [e for e in (
+        services.get(req.service, {}).get("principals", {}).get(req.principal),
+        *(shard.get("services", {}).get(req.service, {}).get("principals", {}).get(req.principal)
+          for _, shard in sorted(doc.get("shards", {}).items())),
+    ) if e is not None]
+    entry = entries[0] if len(entries) == 1 else None
     matching = [r for r in entry["rules"] if rule_failure(r, req) == ""] if entry else []
     if entry and matching:
         reason = (
@@ -456,7 +504,7 @@ def _authority(platform: Platform, service: SourcedService) -> str:
 def _agent_cases(
     platform: Platform, data: Mapping[str, Any], service: SourcedService, agent: ResolvedAgent,
 ) -> Iterable[RegoCase]:
-    entry = data["agentpassport"]["services"][service.name]["principals"][agent.identity.spiffe_id]
+    entry = principals_of(data, service.name)[agent.identity.spiffe_id]
     authority = _authority(platform, service)
     base = f"test_{_ident(service.name)}_{_ident(agent.name)}"
 
@@ -510,21 +558,27 @@ def _agent_cases(
 
 def rego_cases(platform: Platform) -> list[RegoCase]:
     """Every generated case, in a stable order (service, agent, grant, kind)."""
-    data = authz_data(platform)
+    data = stack_data(platform)
     cases: list[RegoCase] = []
     services = gateway_services(platform)
     for service in services:
+        principals = principals_of(data, service.name)
         for agent in platform.active_agents:
-            if agent.identity.spiffe_id in data["agentpassport"]["services"][service.name]["principals"]:
+            if agent.identity.spiffe_id in principals:
                 cases.extend(_agent_cases(platform, data, service, agent))
     if services:
         first = services[0]
-        entry_id, entry = next(iter(data["agentpassport"]["services"][first.name]["principals"].items()))
-        rule = entry["rules"][0]
-        ok = Request(
-            service=first.name, principal=entry_id, method=next(iter(rule["methods"])),
-            path=_probe_path(rule), headers=dict(rule["headers"]), now_ns=_allowed_time(rule),
-        )
+        entries = principals_of(data, first.name)
+        if entries:
+            entry_id, entry = next(iter(entries.items()))
+            rule = entry["rules"][0]
+            ok = Request(
+                service=first.name, principal=entry_id, method=next(iter(rule["methods"])),
+                path=_probe_path(rule), headers=dict(rule["headers"]), now_ns=_allowed_time(rule),
+            )
+        else:  # a base stack: the shards hold every entry
+            ok = Request(service=first.name, principal=f"spiffe://{platform.config.trust_domain}/agentpassport-test/"
+                         "unknown", method="GET", path="/", headers={}, now_ns=_at(0, "12:00", "UTC"))
         authority = _authority(platform, first)
         for kind, req in (
             ("no-spiffe-id", replace(ok, principal="")),

@@ -35,6 +35,7 @@ from components.durations import seconds
 from components.errors import ConfigError, ManifestError, Problem
 from components.platform_model import Platform, ResolvedAgent
 from components.render.yamlout import dump_json, dump_yaml
+from components.shard import Scope, deploys_agents, deploys_shared, stack_scope
 
 # --------------------------------------------------------------------------- names & paths
 
@@ -1249,12 +1250,14 @@ def platform_registrations(platform: Platform) -> list[dict[str, Any]]:
     ]
 
 
-def registration_objects(platform: Platform) -> list[dict[str, Any]]:
-    """Every registration of the stack, agents in name order, then the platform's own."""
+def registration_objects(platform: Platform, scope: Scope = "all") -> list[dict[str, Any]]:
+    """Every registration of the stack, agents in name order, then the platform's own
+    (a shard: only its agents'; a base: only the platform's)."""
     out: list[dict[str, Any]] = []
-    for agent in platform.active_agents:
-        out += agent_registrations(platform, agent)
-    return out + platform_registrations(platform)
+    if deploys_agents(scope):
+        for agent in platform.active_agents:
+            out += agent_registrations(platform, agent)
+    return out + (platform_registrations(platform) if deploys_shared(scope) else [])
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -1268,11 +1271,14 @@ def spire_artifacts(platform: Platform) -> list[Any]:
     if not platform.config.subsystems.spire:
         return []
     check(platform)
+    scope = stack_scope(platform.config)
+    if not deploys_shared(scope):  # a shard: its agents' registrations only
+        return kubernetes_artifacts("spire", registration_objects(platform, scope))
     objects = [
         *server_objects(platform),
         webhook_configuration(platform),
         *agent_objects(platform),
-        *registration_objects(platform),
+        *registration_objects(platform, scope),
     ]
     return [
         Artifact("spire/server.conf", dump_json(server_config(platform))),

@@ -28,6 +28,7 @@ from components.manifest.loader import format_loc
 from components.manifest.models import DatabaseGrant, DatabasePrivilege
 from components.platform_model import RESERVED_VAULT_PREFIXES, Platform, ResolvedAgent
 from components.render.artifacts import Artifact
+from components.shard import stack_scope
 
 Engine = Literal["postgres", "mysql"]
 
@@ -657,6 +658,8 @@ def vault_artifacts(platform: Platform) -> Iterator[Artifact]:
     if not platform.config.subsystems.vault:
         return
     plan = plan_vault(platform)
+    if stack_scope(platform.config) == "shared":
+        return  # a base: policies and database roles are its shards'
     for agent in plan.agents:
         yield Artifact(f"vault/policies/{agent.agent}.hcl", agent.policy_hcl)
     for role in plan.database_roles:

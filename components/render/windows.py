@@ -30,6 +30,7 @@ from components.manifest.loader import format_loc
 from components.manifest.models import WindowsPlatform
 from components.platform_model import Platform, ResolvedAgent
 from components.render.artifacts import Artifact, kubernetes_artifacts
+from components.shard import stack_scope
 
 TEMPLATES = Path(__file__).parent / "templates"
 DSC_TEMPLATE = "gmsa-dsc.ps1.j2"
@@ -415,8 +416,8 @@ def windows_kubernetes_objects(platform: Platform) -> list[dict[str, Any]]:
 
 def windows_artifacts(platform: Platform) -> Iterable[Artifact]:
     """``windows/<agent>.ps1`` for every active Windows agent, plus ``kubernetes/windows/*``."""
-    if not platform.config.subsystems.windows:
-        return []
+    if not platform.config.subsystems.windows or stack_scope(platform.config) == "shared":
+        return []  # a base deploys no agent's gMSA: its shards do
     validate_windows(platform)
     gmsa_path = platform.config.windows.gmsa_path
     out = [Artifact(f"windows/{g.name}.ps1", render_dsc(g, gmsa_path)) for g in gmsa_agents(platform)]
