@@ -1,7 +1,8 @@
 """Benchmark: the real program (``__main__.py``) under Pulumi mocks for synthetic fleets.
 
 Prints, per fleet size: agents the stack deploys, resources registered, resources per agent,
-construction time, ms per resource and peak RSS; then which resource types dominate (count
+construction time (wall and CPU: on a loaded machine the CPU time is the
+better figure), ms per resource and peak RSS; then which resource types dominate (count
 and per agent). Each size runs in a fresh process so memory figures do not mix.
 
 Usage:
@@ -33,8 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-HEADER = (f"{'fleet':>7} {'agents':>7} {'resources':>10} {'res/agent':>10} {'seconds':>8} "
-          f"{'ms/resource':>12} {'peak RSS MiB':>13}")
+HEADER = (f"{'fleet':>7} {'agents':>7} {'resources':>10} {'res/agent':>10} {'wall s':>8} {'cpu s':>8} "
+          f"{'ms/res wall':>12} {'ms/res cpu':>11} {'peak RSS MiB':>13}")
 TIMEOUT_S = 1800
 
 
@@ -47,9 +48,9 @@ def one(n: int, shard_count: int) -> dict[str, Any]:
         fleet = write_fleet(Path(tmp), n)
         shard = hash_shard(shard_count, 0) if shard_count else None
         config, secrets = runtime_config(fleet, shard=shard)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         graph = run_program("dev", ROOT, config, secrets)
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     deployed = len(graph.outputs["identityBom"]["agents"])
     kinds = Counter(r.type for r in graph.resources)
     return {
@@ -58,6 +59,7 @@ def one(n: int, shard_count: int) -> dict[str, Any]:
         "resources": len(graph.resources),
         "custom": sum(1 for r in graph.resources if r.custom),
         "seconds": elapsed,
+        "cpu_seconds": cpu,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "types": kinds.most_common(),
     }
@@ -73,9 +75,9 @@ def measure(n: int, shard_count: int) -> dict[str, Any]:
 
 
 def row(r: dict[str, Any]) -> str:
-    res, secs, agents = int(r["resources"]), float(r["seconds"]), int(r["agents"])
-    return (f"{r['fleet']:>7} {agents:>7} {res:>10} {res / max(agents, 1):>10.2f} {secs:>8.1f} "
-            f"{secs / res * 1000:>12.2f} {r['peak_rss_mib']:>13.0f}")
+    res, secs, cpu, agents = int(r["resources"]), float(r["seconds"]), float(r["cpu_seconds"]), int(r["agents"])
+    return (f"{r['fleet']:>7} {agents:>7} {res:>10} {res / max(agents, 1):>10.2f} {secs:>8.1f} {cpu:>8.1f} "
+            f"{secs / res * 1000:>12.2f} {cpu / res * 1000:>11.2f} {r['peak_rss_mib']:>13.0f}")
 
 
 def type_table(r: dict[str, Any], top: int = 10) -> list[str]:
@@ -110,14 +112,26 @@ def main(argv: list[str]) -> None:
     for r in results:
         print("\n".join(type_table(r)))
     if args.estimate:
-        last = max(results, key=lambda r: int(r["resources"]))
-        per_agent = int(last["resources"]) / int(last["agents"])
-        ms = float(last["seconds"]) / int(last["resources"]) * 1000
-        res = per_agent * args.estimate
-        print(f"estimate {args.estimate} agents in one stack (from the {last['agents']}-agent run: "
-              f"{per_agent:.2f} res/agent, {ms:.2f} ms/resource, linear): ~{res:.0f} resources, "
-              f"~{res * ms / 1000 / 60:.0f} min construction")
+        print(estimate(results, args.estimate))
 
+
+def estimate(results: list[dict[str, Any]], agents: int) -> str:
+    """Linear extrapolation: marginal cost between the smallest and largest run when there are
+    two sizes (fixed costs cancel), else per resource of the one run."""
+    lo, hi = min(results, key=lambda r: int(r["agents"])), max(results, key=lambda r: int(r["agents"]))
+    if int(hi["agents"]) == int(lo["agents"]):
+        lo = {"agents": 0, "resources": 0, "cpu_seconds": 0.0, "peak_rss_mib": 0.0}
+    d_agents, d_res = int(hi["agents"]) - int(lo["agents"]), int(hi["resources"]) - int(lo["resources"])
+    per_agent = d_res / d_agents
+    ms = (float(hi["cpu_seconds"]) - float(lo["cpu_seconds"])) / d_res * 1000
+    kib = (float(hi["peak_rss_mib"]) - float(lo["peak_rss_mib"])) / d_res * 1024
+    extra = (agents - int(hi["agents"])) * per_agent
+    res = int(hi["resources"]) + extra
+    cpu_min = (float(hi["cpu_seconds"]) + extra * ms / 1000) / 60
+    rss_gib = (float(hi["peak_rss_mib"]) + extra * kib / 1024) / 1024
+    return (f"estimate for {agents} agents in one stack, linear from the {lo['agents']}->{hi['agents']}-agent runs "
+            f"({per_agent:.2f} res/agent, {ms:.2f} ms CPU and {kib:.0f} KiB RSS per added resource): "
+            f"~{res:.0f} resources, ~{cpu_min:.0f} min CPU, ~{rss_gib:.1f} GiB peak RSS")
 
 if __name__ == "__main__":
     main(sys.argv[1:])

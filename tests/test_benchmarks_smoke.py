@@ -67,8 +67,8 @@ def test_validate_prints_its_table() -> None:
 
 def test_program_prints_its_table() -> None:
     out = run_script("benchmarks/program.py", "10").splitlines()
-    assert out[0].split() == ["fleet", "agents", "resources", "res/agent", "seconds", "ms/resource",
-                              "peak", "RSS", "MiB"]
+    assert out[0].split() == ["fleet", "agents", "resources", "res/agent", "wall", "s", "cpu", "s",
+                              "ms/res", "wall", "ms/res", "cpu", "peak", "RSS", "MiB"]
     assert out[1].split()[:2] == ["10", "10"]
     assert out[2].startswith("  fleet 10: ") and out[2].endswith("by type:")
     assert re.fullmatch(r" +\d+ +\d+\.\d\d/agent  \S+", out[3]), out[3]
