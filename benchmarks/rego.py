@@ -14,7 +14,12 @@ to response read). Every answer is compared with the reference decision
 Then ``opa bench`` (in-process evaluation, no HTTP) gives ns/op for one allowed and one
 denied input at each size.
 
-Usage: python benchmarks/rego.py [--requests N] [SIZE ...]   (default: 10 10000, 2000 requests)
+With ``--shards K`` the largest size is measured once more as a base stack's gateway sees a
+sharded environment: K shard documents (hash buckets), the policy looking an identity up in
+each (its cost grows with shards, never with agents).
+
+Usage: python benchmarks/rego.py [--requests N] [--shards K] [SIZE ...]
+       (default: 10 10000, 2000 requests, no sharded run)
 Nothing here asserts a time.
 """
 
@@ -41,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.synthetic import agent_name, stack_config, team_of, write_fleet  # noqa: E402
+from benchmarks.synthetic import agent_name, hash_shard, stack_config, team_of, write_fleet  # noqa: E402
 from components.identity import gateway_identity  # noqa: E402
 from components.manifest.loader import load_manifests  # noqa: E402
 from components.platform_model import Platform, build_platform  # noqa: E402
@@ -54,7 +59,7 @@ WARMUP = 200
 STRIDE = 7919
 START_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 10.0
-HEADER = (f"{'agents':>7} {'data KiB':>9} {'requests':>9} {'allowed':>8} {'p50 us':>8} {'p90 us':>8} "
+HEADER = (f"{'agents':>7} {'layout':>10} {'data KiB':>9} {'requests':>9} {'allowed':>8} {'p50 us':>8} {'p90 us':>8} "
           f"{'p99 us':>8} {'max us':>8} {'mismatch':>9}")
 
 # (label, method, path, headers(agent index) or None, principal known?) — a fixed, repeating mix
@@ -85,9 +90,25 @@ def opa_binary() -> str:
     return found
 
 
-def fleet_platform(where: Path, n: int) -> Platform:
+def fleet_data(where: Path, n: int, shards: int) -> tuple[Platform, dict[str, Any]]:
+    """The fleet's platform and the data document ONE gateway of :data:`SERVICE` loads.
+
+    Standalone (``shards`` 0): the stack's own document. Sharded: what a base stack's gateway
+    loads — the base's document (no principals) plus one document per shard stack
+    (``dev-shard-<k>``, a hash bucket of the fleet), each rendered from that shard's platform.
+    """
     fleet = write_fleet(where, n, services=1)
-    return build_platform(stack_config(fleet), load_manifests([fleet]), "dev", "stacks/Pulumi.dev.yaml")
+    manifests = load_manifests([fleet])
+    platform = build_platform(stack_config(fleet), manifests, "dev", "stacks/Pulumi.dev.yaml")
+    if not shards:
+        return platform, rego.authz_data(platform, [SERVICE])
+    data = rego.base_data([SERVICE])
+    for k in range(shards):
+        part = build_platform(stack_config(fleet, shard=hash_shard(shards, k)), manifests, f"dev-shard-{k}",
+                              "stacks/Pulumi.dev.yaml")
+        data["agentpassport"].setdefault("shards", {}).update(
+            rego.shard_data(part, [SERVICE])["agentpassport"]["shards"])
+    return platform, data
 
 
 def authority(platform: Platform) -> str:
@@ -223,13 +244,12 @@ def opa_bench(bundle: Path, input_doc: dict[str, Any], name: str) -> float:
     return float(out["T"]) / float(out["N"])
 
 
-def run(n: int, count: int, tmp: Path) -> tuple[dict[str, Any], float, float]:
-    platform = fleet_platform(tmp / f"fleet-{n}", n)
-    data = rego.authz_data(platform, [SERVICE])  # the one gateway's document
-    principals = data["agentpassport"]["services"][SERVICE]["principals"]
+def run(n: int, shards: int, count: int, tmp: Path) -> tuple[dict[str, Any], float, float]:
+    platform, data = fleet_data(tmp / f"fleet-{n}-{shards}", n, shards)
+    principals = rego.principals_of(data, SERVICE)
     if len(principals) != n:
         raise SystemExit(f"expected {n} principals in {SERVICE}'s data, got {len(principals)}")
-    bundle = tmp / f"bundle-{n}"
+    bundle = tmp / f"bundle-{n}-{shards}"
     bundle.mkdir()
     (bundle / "policy.rego").write_text(rego.POLICY, encoding="utf-8")
     (bundle / "data.json").write_text(dump_json(data), encoding="utf-8")
@@ -248,26 +268,31 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("sizes", nargs="*", type=int, help="fleet sizes (default: 10 10000)")
     parser.add_argument("--requests", type=int, default=2000, help="timed requests per size (after a warm-up)")
+    parser.add_argument("--shards", type=int, default=0, metavar="K",
+                        help="also measure the largest size split into K shard documents (a base's gateway)")
     args = parser.parse_args(argv)
     sizes = args.sizes or [10, 10000]
+    layouts = [(n, 0) for n in sizes] + ([(max(sizes), args.shards)] if args.shards else [])
     version = subprocess.run([opa_binary(), "version"], capture_output=True, text=True, check=True, timeout=30)
     print(f"OPA: {version.stdout.splitlines()[0]}; "
           f"mix per {len(KINDS)} requests: " + ", ".join(k[0] for k in KINDS))
     print(HEADER)
     benches = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n in sizes:
-            r, allow_ns, deny_ns = run(n, args.requests, Path(tmp))
-            benches.append((n, allow_ns, deny_ns, r["by_kind"]))
+        for n, shards in layouts:
+            r, allow_ns, deny_ns = run(n, shards, args.requests, Path(tmp))
+            layout = f"{shards} shards" if shards else "standalone"
+            benches.append((n, layout, allow_ns, deny_ns, r["by_kind"]))
             mism = sum(r["mismatches"].values())
-            print(f"{n:>7} {r['data_kib']:>9.0f} {r['requests']:>9} {r['allowed']:>8} {r['p50']:>8.0f} "
+            print(f"{n:>7} {layout:>10} {r['data_kib']:>9.0f} {r['requests']:>9} {r['allowed']:>8} {r['p50']:>8.0f} "
                   f"{r['p90']:>8.0f} {r['p99']:>8.0f} {r['max']:>8.0f} {mism:>9}", flush=True)
             if mism:
                 print(f"        mismatches with the reference decision: {r['mismatches']}")
-    print(f"{'agents':>7} {'opa bench allow ns/op':>22} {'opa bench deny ns/op':>21}   p50 us by kind (HTTP)")
-    for n, allow_ns, deny_ns, by_kind in benches:
+    print(f"{'agents':>7} {'layout':>10} {'opa bench allow ns/op':>22} {'opa bench deny ns/op':>21}   "
+          "p50 us by kind (HTTP)")
+    for n, layout, allow_ns, deny_ns, by_kind in benches:
         kinds = ", ".join(f"{k} {v:.0f}" for k, v in by_kind.items())
-        print(f"{n:>7} {allow_ns:>22.0f} {deny_ns:>21.0f}   {kinds}")
+        print(f"{n:>7} {layout:>10} {allow_ns:>22.0f} {deny_ns:>21.0f}   {kinds}")
 
 
 if __name__ == "__main__":

@@ -90,8 +90,10 @@ def test_check_prints_its_table() -> None:
 def test_rego_prints_its_table() -> None:
     if not rego_bench.OPA_BIN.is_file():
         pytest.skip(f"OPA binary not found at {rego_bench.OPA_BIN}: run scripts/bootstrap-tools --only opa")
-    out = run_script("benchmarks/rego.py", "--requests", "30", "10").splitlines()
-    assert out[1].split() == ["agents", "data", "KiB", "requests", "allowed", "p50", "us", "p90", "us",
+    out = run_script("benchmarks/rego.py", "--requests", "30", "--shards", "2", "10").splitlines()
+    assert out[1].split() == ["agents", "layout", "data", "KiB", "requests", "allowed", "p50", "us", "p90", "us",
                               "p99", "us", "max", "us", "mismatch"]
-    row = out[2].split()
-    assert row[0] == "10" and row[2] == "30" and row[-1] == "0"  # OPA agreed with the reference decisions
+    standalone, sharded = out[2].split(), out[3].split()
+    # OPA agreed with the reference decisions (last column: mismatches)
+    assert standalone[:2] == ["10", "standalone"] and standalone[3] == "30" and standalone[-1] == "0"
+    assert sharded[:3] == ["10", "2", "shards"] and sharded[4] == "30" and sharded[-1] == "0"
