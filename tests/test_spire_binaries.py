@@ -3,42 +3,30 @@
 * ``spire-agent validate`` / ``spire-server validate`` on the rendered files, adapting only
   filesystem paths where a check reads them (``validate`` parses the file, the server/agent
   sections and the plugin list; it does not load plugins).
-* e2e: a real ``spire-server run`` on 127.0.0.1 with the dev server.conf, its ``disk``
-  UpstreamAuthority fed a chain built with ``cryptography`` following the TrustDomain profile.
-  Adapted for a machine without Kubernetes or AWS (and only that): paths under a temporary
-  directory, ports free on 127.0.0.1, the k8s_psat/aws_iid node attestors and the k8sbundle
-  notifier replaced by join_token / removed (they need a cluster or AWS). The minted X.509-SVID
+* e2e: a real ``spire-server run`` on 127.0.0.1 with the dev server.conf (tests/spire_server.py:
+  its ``disk`` UpstreamAuthority fed a chain built with ``cryptography`` following the
+  TrustDomain profile, adapted for a machine without Kubernetes or AWS). The minted X.509-SVID
   must chain to our root through our intermediate, which proves the path lengths and key
   usages of the profile are what SPIRE needs.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import datetime as dt
-import json
 import os
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from components.cli import load_platform
 from components.render import spire as r
-from components.render.trust import trust_profile
 from components.render.yamlout import dump_json
+from tests.spire_server import SPIRE_AGENT, SPIRE_SERVER, local_spire_server, needs_server
+from tests.spire_server import run_tool as _run
 
-TOOLS = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agent-passport/tools/bin"
-SPIRE_SERVER = TOOLS / "spire-server"
-SPIRE_AGENT = TOOLS / "spire-agent"
 STACKS = ("dev", "staging", "prod")
 ENV = {
     "SPIRE_DB_CONNECTION": "dbname=spire host=127.0.0.1 user=spire password=x sslmode=disable",
@@ -46,17 +34,9 @@ ENV = {
     "00000000-0000-0000-0000-000000000000",
 }
 
-needs_server = pytest.mark.skipif(
-    not SPIRE_SERVER.exists(),
-    reason=f"spire-server not built ({SPIRE_SERVER}); run scripts/bootstrap-tools --only spire",
-)
 needs_agent = pytest.mark.skipif(
     not SPIRE_AGENT.exists(), reason=f"spire-agent not built ({SPIRE_AGENT}); run scripts/bootstrap-tools --only spire"
 )
-
-
-def _run(args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False, **kw)
 
 
 @needs_agent
@@ -131,81 +111,13 @@ def test_spire_server_validate_can_fail(path: tuple[str, str], value: Any, error
 # --------------------------------------------------------------------------- e2e: a real server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _local_server_conf(tmp: Path, upstream: Path) -> tuple[dict[str, Any], Path]:
-    conf = copy.deepcopy(r.server_config(load_platform("dev")))
-    socket_path = tmp / "api.sock"
-    server = conf["server"]
-    server.update(
-        bind_address="127.0.0.1",
-        bind_port=str(_free_port()),
-        data_dir=str(tmp / "data"),
-        socket_path=str(socket_path),
-        log_format="text",
-    )
-    plugins = conf["plugins"]
-    plugins["DataStore"][0]["sql"]["plugin_data"]["connection_string"] = str(tmp / "data" / "datastore.sqlite3")
-    plugins["KeyManager"][0]["disk"]["plugin_data"]["keys_path"] = str(tmp / "data" / "keys.json")
-    ua = plugins["UpstreamAuthority"][0]["disk"]["plugin_data"]
-    for key in ("cert_file_path", "key_file_path", "bundle_file_path"):
-        ua[key] = str(upstream / Path(ua[key]).name)
-    plugins["NodeAttestor"] = [{"join_token": {"plugin_data": {}}}]  # k8s_psat/aws_iid need a cluster/AWS
-    del plugins["Notifier"]  # k8sbundle needs the Kubernetes API
-    conf["health_checks"].update(bind_address="127.0.0.1", bind_port=str(_free_port()))
-    conf["telemetry"]["Prometheus"].update(host="127.0.0.1", port=_free_port())
-    return conf, socket_path
-
-
-@contextlib.contextmanager
-def _server(conf_path: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(SPIRE_SERVER), "run", "-config", str(conf_path)], stdout=out, stderr=out)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-
-
 @pytest.mark.e2e
 @needs_server
 def test_real_spire_server_signs_under_our_intermediate(tmp_path: Path) -> None:
-    from tests.test_trust_x509 import _chain
-
     platform = load_platform("dev")
-    profile = trust_profile(platform.config)
-    chain = _chain(profile, 24, now=dt.datetime.now(dt.UTC))
-    upstream = tmp_path / "upstream"
-    upstream.mkdir()
-    pem = serialization.Encoding.PEM
-    (upstream / "chain.pem").write_bytes(chain.intermediate.cert.public_bytes(pem) + chain.root.cert.public_bytes(pem))
-    (upstream / "bundle.pem").write_bytes(chain.root.cert.public_bytes(pem))
-    (upstream / "key.pem").write_bytes(
-        chain.intermediate.key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    conf, sock = _local_server_conf(tmp_path, upstream)
     (tmp_path / "svid").mkdir()
-    conf_path = tmp_path / "server.conf"
-    conf_path.write_text(json.dumps(conf))
-    log = tmp_path / "server.log"
-    with _server(conf_path, log) as proc:
-        deadline = time.monotonic() + 60
-        while True:
-            health = _run([str(SPIRE_SERVER), "healthcheck", "-socketPath", str(sock)])
-            if health.returncode == 0:
-                break
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
+    with local_spire_server(tmp_path) as server:
+        sock, log, chain = server.socket, server.log, server.upstream.chain
         agent = platform.agent("agent-cortex")
         assert agent is not None
         minted = _run(
