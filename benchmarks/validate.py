@@ -4,7 +4,8 @@ Columns: ``load+models`` (YAML parse with line numbers + pydantic models), ``cro
 (the Platform: references between manifests, the stack config's rules, identities) — the two
 together are what ``passport validate`` does and what the μs/manifest figure covers — and
 ``renderers`` (every renderer's own validation and output, which the program runs before it
-registers anything), reported separately. Peak memory is Python's (tracemalloc) during
+registers anything), reported separately. CPU seconds (process time) of the validation sit
+next to the wall time: on a shared machine they are the figure to compare. Peak memory is Python's (tracemalloc) during
 validation, measured in a second pass so it does not slow the timed one.
 
 Usage: python benchmarks/validate.py [N ...]   (default: 1000 10000 50000)
@@ -28,31 +29,34 @@ from components.manifest.loader import load_manifests  # noqa: E402
 from components.platform_model import Platform, build_platform  # noqa: E402
 from components.render.artifacts import render_all  # noqa: E402
 
-HEADER = (f"{'agents':>8} {'load+models s':>14} {'cross-checks s':>15} {'validate s':>11} "
-          f"{'us/manifest':>12} {'peak MiB':>9} {'renderers s':>12}")
+HEADER = (f"{'agents':>8} {'load+models s':>14} {'cross-checks s':>15} {'validate s':>11} {'cpu s':>7} "
+          f"{'us/manifest':>12} {'cpu us/man.':>12} {'peak MiB':>9} {'renderers s':>12}")
 
 
-def _validate(fleet: Path, n: int) -> tuple[Platform, float, float]:
+def _validate(fleet: Path, n: int) -> tuple[Platform, float, float, float]:
     cfg = stack_config(fleet)
+    c0 = time.process_time()
     t0 = time.perf_counter()
     manifests = load_manifests([fleet])
     t1 = time.perf_counter()
     platform = build_platform(cfg, manifests, "dev", "stacks/Pulumi.dev.yaml")
     t2 = time.perf_counter()
+    cpu = time.process_time() - c0
     if len(platform.active_agents) != n:
         raise SystemExit(f"expected {n} active agents, got {len(platform.active_agents)}")
-    return platform, t1 - t0, t2 - t1
+    return platform, t1 - t0, t2 - t1, cpu
 
 
-def run(n: int) -> tuple[float, float, float, float]:
-    """Seconds for load+models, cross-checks, renderers; peak MiB of the validation.
+def run(n: int) -> tuple[float, float, float, float, float]:
+    """Wall seconds for load+models and cross-checks, CPU seconds of both, wall seconds of
+    the renderers; peak MiB of the validation.
 
     Timed without tracemalloc (it slows allocation-heavy code several times); the memory
     figure comes from a second, traced validation of the same fleet.
     """
     with tempfile.TemporaryDirectory() as tmp:
         fleet = write_fleet(Path(tmp), n)
-        platform, load, check = _validate(fleet, n)
+        platform, load, check, cpu = _validate(fleet, n)
         t0 = time.perf_counter()
         render_all(platform)
         render = time.perf_counter() - t0
@@ -61,17 +65,17 @@ def run(n: int) -> tuple[float, float, float, float]:
         _validate(fleet, n)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-    return load, check, render, peak / 2**20
+    return load, check, cpu, render, peak / 2**20
 
 
 def main(argv: list[str]) -> None:
     sizes = [int(a) for a in argv] or [1000, 10000, 50000]
     print(HEADER)
     for n in sizes:
-        load, check, render, peak = run(n)
+        load, check, cpu, render, peak = run(n)
         total = load + check
-        print(f"{n:>8} {load:>14.2f} {check:>15.2f} {total:>11.2f} {total / n * 1e6:>12.0f} {peak:>9.0f} "
-              f"{render:>12.2f}", flush=True)
+        print(f"{n:>8} {load:>14.2f} {check:>15.2f} {total:>11.2f} {cpu:>7.2f} {total / n * 1e6:>12.0f} "
+              f"{cpu / n * 1e6:>12.0f} {peak:>9.0f} {render:>12.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -60,8 +60,8 @@ def test_synthetic_script_writes_a_fleet(tmp_path: Path) -> None:
 
 def test_validate_prints_its_table() -> None:
     out = run_script("benchmarks/validate.py", "20").splitlines()
-    assert out[0].split() == ["agents", "load+models", "s", "cross-checks", "s", "validate", "s",
-                              "us/manifest", "peak", "MiB", "renderers", "s"]
+    assert out[0].split() == ["agents", "load+models", "s", "cross-checks", "s", "validate", "s", "cpu", "s",
+                              "us/manifest", "cpu", "us/man.", "peak", "MiB", "renderers", "s"]
     assert out[1].split()[0] == "20"
 
 
