@@ -11,7 +11,7 @@ from components.errors import ConfigError
 
 
 def test_example_stacks() -> None:
-    assert list_stacks() == ["dev", "prod", "staging"]
+    assert list_stacks() == ["dev", "prod", "prod-base", "prod-shard-0", "prod-shard-1", "staging"]
     dev, prod = load_stack_config("dev"), load_stack_config("prod")
     assert not dev.is_strict and prod.is_strict
     assert (dev.trust.upstream, dev.spire.datastore, dev.kubernetes.mode) == ("tls", "sqlite3", "render")
@@ -86,7 +86,7 @@ def test_contradicting_lifetimes(tmp_path: Path) -> None:
 
 
 def test_unknown_stack_lists_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"stacks found: dev, prod, staging"):
+    with pytest.raises(ConfigError, match=r"stacks found: dev, prod, prod-base, prod-shard-0, prod-shard-1, staging"):
         load_stack_config("qa")
 
 
