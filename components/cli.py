@@ -127,11 +127,13 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_shards(args: argparse.Namespace) -> int:
-    from components.shard import coverage
+    from components.shard import coverage, split_gatewayless
 
     stacks = [(name, load_stack_config(name)) for name in list_stacks()]
     environments = args.environment or sorted({c.environment for _, c in stacks})
-    agents = [a.manifest for a in load_manifests(args.paths or ["agents"]).agents]
+    loaded = load_manifests(args.paths or ["agents"])
+    agents = [a.manifest for a in loaded.agents]
+    gatewayless = {s.name for s in loaded.services if not s.manifest.spec.gateway}
     found = False
     for env in environments:
         cov = coverage(env, stacks, agents)
@@ -143,7 +145,21 @@ def cmd_shards(args: argparse.Namespace) -> int:
             print(f"  selected by no shard:  {name}")
         for name, chosen in cov.overlapping:
             print(f"  selected by {len(chosen)} shards: {name} ({', '.join(chosen)})")
-        found = found or not cov.ok
+        shards = [(n, c) for n, c in stacks if c.environment == env and c.shard.role == "shard"]
+        split = split_gatewayless(shards, agents, gatewayless)
+        for service, placed in split:
+            where = "; ".join(f"{n}: {', '.join(a)}" for n, a in placed.items())
+            print(f"  service without a gateway called from several shards: {service} ({where})")
+        mismatched = False
+        for name, cfg in stacks:
+            if cfg.environment == env and cfg.shard.role == "base":
+                missing = sorted(set(cov.shards) - set(cfg.shard.shards))
+                extra = sorted(set(cfg.shard.shards) - set(cov.shards))
+                if missing or extra:
+                    mismatched = True
+                    print(f"  base {name}: shard.shards misses {missing or 'none'}, lists unknown {extra or 'none'} "
+                          "(its gateways load only the listed shards' OPA data)")
+        found = found or not cov.ok or bool(split) or mismatched
     return EXIT_FOUND if found else EXIT_OK
 
 

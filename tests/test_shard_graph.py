@@ -402,3 +402,23 @@ def test_a_shard_refuses_to_split_the_callers_of_a_gatewayless_service(tmp_path:
     assert len(routes) == 2 and routes[0] == f"inference-prod-ml-{first}"
     assert re.fullmatch(r"inference-prod-ml-shared-[0-9a-f]{10}", routes[1])
     assert len(platform({"role": "base", "shards": ["prod-ml"]}, "prod-base").agents) == 2
+
+
+def test_split_gatewayless_names_the_service_and_where_its_callers_landed(tmp_path: Path) -> None:
+    from components.config import build_stack_config
+    from components.shard import split_gatewayless
+
+    names = [f"caller-{n}" for n in range(20)]
+    first = next(n for n in names if hash_bucket(n, 2) == 0)
+    second = next(n for n in names if hash_bucket(n, 2) == 1)
+    (tmp_path / "services.yaml").write_text(GATEWAYLESS_SERVICE)
+    (tmp_path / "agents.yaml").write_text("---\n".join(
+        GATEWAYLESS_AGENT.format(name=n, path="/v1") for n in (first, second)))
+    agents = [a.manifest for a in load_manifests([tmp_path]).agents]
+    shards = [(f"prod-shard-{i}", build_stack_config(
+        {"environment": "prod", "trustDomain": "prod.acme-corp.net", "strict": False,
+         "shard": {"role": "shard", "baseStack": BASE_REF, "select": {"hashBuckets": {"count": 2, "index": i}}}},
+        "x")) for i in range(2)]
+    assert split_gatewayless(shards, agents, {"inference"}) == [
+        ("inference", {"prod-shard-0": (first,), "prod-shard-1": (second,)})]
+    assert split_gatewayless(shards, agents, set()) == []
