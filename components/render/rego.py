@@ -15,6 +15,11 @@ data, keyed by service and then by SPIFFE ID::
 so a decision is one keyed lookup whatever the number of agents. Only active agents get an
 entry: suspending an agent removes its entry and every request with its SVID is denied.
 
+In a sharded environment (docs/sharding.md) the base's document lists the services with no
+principal and each shard stack's document holds its agents' entries under
+``data.agentpassport.shards[<shard>]``; the policy adds one keyed lookup per shard and denies
+an identity found in more than one place.
+
 :func:`decide` is a small reference implementation of the same rules. It picks the generated
 test cases (a request that must be denied for the intended reason) and states their expected
 decision; the tests then check that real OPA agrees, case by case.
