@@ -235,7 +235,7 @@ class Registrations(pulumi.ComponentResource):
         platform = args.platform
         render.check(platform)
         workload = args.server.server_workload if args.server is not None else args.server_workload
-        after = {"agentpassport.dev/spire-server": workload} if workload is not None else {}
+        after = {render.SERVER_ANNOTATION: workload} if workload is not None else {}
         self.spiffe_ids = {}
         for agent in platform.active_agents if deploys_agents(args.scope) else ():
             for obj in render.agent_registrations(platform, agent):

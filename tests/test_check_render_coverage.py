@@ -20,7 +20,6 @@ from components.render.artifacts import render_all
 from tests.conftest import STACKS
 
 # Findings in other subsystems, reported to their owners: named expected failures while they last.
-SPIRE_ANNOTATION = "agentpassport.dev/spire-server"
 
 
 CA_TYPES = ("tls:", "aws:acmpca/", "vault:pkiSecret/")
@@ -59,10 +58,7 @@ def test_every_kubernetes_object_is_rendered(stack: str, stack_graph: Callable[[
                                                   if k not in ("apiVersion", "kind")}))
         if body != deployed:
             drifted.append(key)
-    known = [k for k in drifted if k[0] in ("ClusterSPIFFEID", "ClusterStaticEntry")]
-    assert (missing, [k for k in drifted if k not in known]) == ([], [])
-    if known:
-        pytest.xfail(f"SPIRE registrations get the {SPIRE_ANNOTATION} annotation at deploy time only: {known}")
+    assert (missing, drifted) == ([], [])
 
 
 @pytest.mark.parametrize("stack", STACKS)

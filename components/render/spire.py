@@ -1117,6 +1117,11 @@ def agent_objects(platform: Platform) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- registrations
 
 
+SERVER_ANNOTATION = "agentpassport.dev/spire-server"
+"""Names the server workload a registration belongs to. The component sets it from the
+workload's Output so registrations are created after the server and its CRDs' controller."""
+
+
 def _cr(kind: str, name: str, agent: str | None, spec: dict[str, Any]) -> dict[str, Any]:
     labels = dict(MANAGED_BY)
     if agent is not None:
@@ -1124,7 +1129,7 @@ def _cr(kind: str, name: str, agent: str | None, spec: dict[str, Any]) -> dict[s
     return {
         "apiVersion": f"{CRD_GROUP}/{CRD_VERSION}",
         "kind": kind,
-        "metadata": {"name": name, "labels": labels},
+        "metadata": {"name": name, "labels": labels, "annotations": {SERVER_ANNOTATION: SERVER}},
         "spec": spec,
     }
 
