@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from components.config import StackConfig
 from components.durations import seconds
 from components.errors import ManifestError, Problem
+from components.gcpause import gc_paused
 from components.identity import AgentIdentity, derive_identity
 from components.manifest.loader import ManifestSet, SourcedAgent, SourcedService
 from components.manifest.models import AgentManifest, Grant
@@ -185,6 +186,11 @@ def _split_route_problems(cfg: StackConfig, manifests: ManifestSet, here: set[st
 
 def build_platform(cfg: StackConfig, manifests: ManifestSet, stack: str, config_file: str) -> Platform:
     """Resolve identities for the stack's environment; raise ManifestError listing every problem."""
+    with gc_paused():
+        return _build_platform(cfg, manifests, stack, config_file)
+
+
+def _build_platform(cfg: StackConfig, manifests: ManifestSet, stack: str, config_file: str) -> Platform:
     services = {s.name: s for s in manifests.services}
     resolved: list[ResolvedAgent] = []
     excluded: list[str] = []

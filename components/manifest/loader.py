@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from components import API_VERSION
 from components.errors import ManifestError, Problem
+from components.gcpause import gc_paused
 from components.manifest.models import PATTERN_HINTS, AgentManifest, ServiceManifest
 
 # The base loaders resolve no implicit tags (every plain scalar arrives as a string node):
@@ -47,7 +48,7 @@ class Sourced:
 
     file: str
     line: int
-    lines: dict[Loc, int] = field(repr=False, compare=False)
+    lines: Mapping[Loc, int] = field(repr=False, compare=False)
 
     def line_of(self, loc: Sequence[str | int]) -> int:
         """Best known line for a field path (the longest recorded prefix)."""
@@ -116,36 +117,54 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     return value
 
 
-def _to_python(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> Any:
-    lines.setdefault(loc, node.start_mark.line + 1)
-    if isinstance(node, yaml.ScalarNode):
+_SCALAR, _SEQUENCE, _MAPPING = yaml.ScalarNode, yaml.SequenceNode, yaml.MappingNode
+
+
+def _to_python(node: yaml.Node) -> Any:
+    """The node's value by YAML 1.2 core rules; duplicate and merge keys are errors."""
+    if type(node) is _SCALAR:
         return _scalar(node)
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, (*loc, i), lines) for i, item in enumerate(node.value)]
-    if isinstance(node, yaml.MappingNode):
+    if type(node) is _SEQUENCE:
+        return [_to_python(item) for item in node.value]
+    if type(node) is _MAPPING:
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge" or (key_node.value == "<<" and not key_node.style):
-                raise _YamlProblem(key_node.start_mark.line + 1,
-                                   "YAML merge keys (<<) are not supported; write the fields out")
-            if not isinstance(key_node, yaml.ScalarNode):
+            if type(key_node) is not _SCALAR:
                 raise _YamlProblem(key_node.start_mark.line + 1, "mapping keys must be plain strings")
             key = key_node.value
+            if (key == "<<" and not key_node.style) or key_node.tag == "tag:yaml.org,2002:merge":
+                raise _YamlProblem(key_node.start_mark.line + 1,
+                                   "YAML merge keys (<<) are not supported; write the fields out")
             if key in out:
                 raise _YamlProblem(
                     key_node.start_mark.line + 1,
                     f"key {key!r} appears twice in the same mapping; keep one",
                 )
-            lines[(*loc, key)] = key_node.start_mark.line + 1
-            out[key] = _to_python(value_node, (*loc, key), lines)
+            out[key] = _to_python(value_node)
         return out
     raise _YamlProblem(node.start_mark.line + 1, "unsupported YAML node")  # pragma: no cover
 
 
-def parse_yaml_documents(text: str, file: str) -> Iterator[tuple[Any, int, dict[Loc, int]]]:
-    """Yield (value, first line, line map) per non-empty document; raise ManifestError on bad YAML."""
+def _record_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
+    """Line of every key and list item below ``node`` (1-based), by field path."""
+    lines.setdefault(loc, node.start_mark.line + 1)
+    if type(node) is _SEQUENCE:
+        for i, item in enumerate(node.value):
+            _record_lines(item, (*loc, i), lines)
+    elif type(node) is _MAPPING:
+        for key_node, value_node in node.value:
+            lines[(*loc, key_node.value)] = key_node.start_mark.line + 1
+            _record_lines(value_node, (*loc, key_node.value), lines)
+
+
+def _is_empty(node: yaml.Node | None) -> bool:
+    """An empty document (nothing, or a plain null scalar, between two '---')."""
+    return node is None or (type(node) is _SCALAR and not node.style and bool(_NULL.match(node.value)))
+
+
+def _compose(text: str, file: str) -> list[yaml.Node]:
     try:
-        nodes = list(yaml.compose_all(text, Loader=_Loader))
+        return [n for n in yaml.compose_all(text, Loader=_Loader) if not _is_empty(n)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -153,17 +172,42 @@ def parse_yaml_documents(text: str, file: str) -> Iterator[tuple[Any, int, dict[
         raise ManifestError([Problem(file, line, "", f"invalid YAML: {reason}")]) from None
     except yaml.YAMLError as exc:
         raise ManifestError([Problem(file, None, "", f"invalid YAML: {exc}")]) from None
-    for node in nodes:
-        if node is None:
-            continue
-        lines: dict[Loc, int] = {}
+
+
+class LazyLines(Mapping[Loc, int]):
+    """Field path -> line of one document, computed on first use (only errors need lines).
+
+    Holds the file's text, not its nodes, so a large fleet does not keep node trees alive.
+    """
+
+    def __init__(self, text: str, file: str, index: int) -> None:
+        self._text, self._file, self._index = text, file, index
+        self._lines: dict[Loc, int] | None = None
+
+    def _map(self) -> dict[Loc, int]:
+        if self._lines is None:
+            self._lines = {}
+            _record_lines(_compose(self._text, self._file)[self._index], (), self._lines)
+        return self._lines
+
+    def __getitem__(self, key: Loc) -> int:
+        return self._map()[key]
+
+    def __iter__(self) -> Iterator[Loc]:
+        return iter(self._map())
+
+    def __len__(self) -> int:
+        return len(self._map())
+
+
+def parse_yaml_documents(text: str, file: str) -> Iterator[tuple[Any, int, Mapping[Loc, int]]]:
+    """Yield (value, first line, line map) per non-empty document; raise ManifestError on bad YAML."""
+    for index, node in enumerate(_compose(text, file)):
         try:
-            value = _to_python(node, (), lines)
+            value = _to_python(node)
         except _YamlProblem as exc:
             raise ManifestError([Problem(file, exc.line, "", exc.message)]) from None
-        if value is None:  # an empty document between two '---'
-            continue
-        yield value, node.start_mark.line + 1, lines
+        yield value, node.start_mark.line + 1, LazyLines(text, file, index)
 
 
 def format_loc(loc: Sequence[str | int]) -> str:
@@ -247,7 +291,7 @@ def _humanize(err: Any, model: type[BaseModel]) -> str:
 
 
 def validation_problems(
-    exc: ValidationError, model: type[BaseModel], file: str, first_line: int, lines: dict[Loc, int],
+    exc: ValidationError, model: type[BaseModel], file: str, first_line: int, lines: Mapping[Loc, int],
     prefix: Loc = (),
 ) -> list[Problem]:
     """Turn a pydantic ValidationError into one Problem per error, with lines."""
@@ -279,6 +323,11 @@ def _display(path: Path) -> str:
 
 def load_manifests(paths: Iterable[str | Path]) -> ManifestSet:
     """Load and validate every manifest; raise ManifestError listing every problem found."""
+    with gc_paused():
+        return _load_manifests(paths)
+
+
+def _load_manifests(paths: Iterable[str | Path]) -> ManifestSet:
     problems: list[Problem] = []
     agents: list[SourcedAgent] = []
     services: list[SourcedService] = []
@@ -307,7 +356,7 @@ def load_manifests(paths: Iterable[str | Path]) -> ManifestSet:
 
 
 def _load_document(
-    value: Any, file: str, first_line: int, lines: dict[Loc, int],
+    value: Any, file: str, first_line: int, lines: Mapping[Loc, int],
     agents: list[SourcedAgent], services: list[SourcedService],
 ) -> list[Problem]:
     if not isinstance(value, dict):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from components.gcpause import gc_paused
 from components.platform_model import Platform, identity_bom
 from components.render.yamlout import dump_json, dump_yaml
 
@@ -60,6 +61,11 @@ def _renderers() -> list[Renderer]:
 
 def render_all(platform: Platform) -> list[Artifact]:
     """All artifacts, sorted by path; two renderers claiming one path is a bug."""
+    with gc_paused():
+        return _render_all(platform)
+
+
+def _render_all(platform: Platform) -> list[Artifact]:
     seen: dict[str, Artifact] = {}
     for renderer in _renderers():
         for artifact in renderer(platform):

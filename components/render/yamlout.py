@@ -9,11 +9,17 @@ from typing import Any
 import yaml
 
 
-class _Dumper(yaml.SafeDumper):
+try:  # libyaml's emitter: same output, an order of magnitude faster for large fleets
+    from yaml import CSafeDumper as _Base
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeDumper as _Base  # type: ignore[assignment]
+
+
+class _Dumper(_Base):
     """Block style; multi-line strings as literal blocks so configs stay readable."""
 
 
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+def _str(dumper: _Base, value: str) -> yaml.ScalarNode:
     style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
