@@ -1,4 +1,4 @@
-"""``passport``: validate, explain and render agent identities without touching any cloud.
+"""``passport``: validate, explain, render, check and diff agent identities offline; revoke in an incident.
 
 Exit codes: 0 ok, 1 the command found what it checks for (e.g. policy violations), 2 bad
 input (every problem printed as ``file:line: field: reason``).
@@ -290,6 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except PassportError as exc:
         print(exc.report(), file=sys.stderr)
+        return EXIT_INPUT
+    except Exception as exc:  # the program under mocks reports user errors as pulumi.RunError
+        if type(exc).__name__ != "RunError":
+            raise
+        print(str(exc).strip(), file=sys.stderr)
         return EXIT_INPUT
     return code
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pulumi
+
 from components.check import load_inputs
 from components.config import load_stack_config
 from components.durations import format_duration, seconds
@@ -274,7 +276,14 @@ def run_diff(base_ref: str, stack: str, root: Path | None = None, resources: boo
             base_graph = None
             if base is not None:
                 shutil.copy2(root / "__main__.py", project / "__main__.py")
-                base_graph = run_program(stack, project)
+                try:
+                    base_graph = run_program(stack, project)
+                except pulumi.RunError as exc:
+                    raise ConfigError([Problem(
+                        f"{base_ref}:stacks/Pulumi.{stack}.yaml", None, "",
+                        "the base does not build with the current program, so its resources cannot be "
+                        f"compared (use --no-resources for identities and grants only):\n{str(exc).strip()}",
+                    )]) from None
             resource_diff = compare_graphs(base_graph, run_program(stack, root))
     return StackDiff(stack, base_ref, compare_platforms(base, head), resource_diff)
 

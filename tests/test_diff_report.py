@@ -173,3 +173,19 @@ def test_broken_base_manifest_is_reported_with_the_ref(repo: Path, capsys: pytes
     edit(repo / CORTEX, "team: Security Automation", "team: security-automation")
     assert main(["diff", "--base", "HEAD", "--stack", "dev", "--root", str(repo), "--no-resources"]) == 2
     assert f"HEAD:{CORTEX}:8: metadata.team:" in capsys.readouterr().err
+
+
+def test_base_that_the_current_program_refuses_is_reported_with_the_ref(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a base whose stack config is valid for the models but refused by a component (shared DB admin)
+    dev = repo / "stacks" / "Pulumi.dev.yaml"
+    edit(dev, "          incidents: {username: vault_incidents}\n          billing: {username: vault_billing}\n", "")
+    edit(dev, "        admins:\n", "")
+    git(repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "shared admin")
+    git(repo, "checkout", "-q", "HEAD~1", "--", "stacks/Pulumi.dev.yaml")
+    assert main(["diff", "--base", "HEAD", "--stack", "dev", "--root", str(repo)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("HEAD:stacks/Pulumi.dev.yaml: the base does not build with the current program")
+    assert "would share the admin user 'vault_admin'" in err
+    assert "Traceback" not in err
