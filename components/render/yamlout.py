@@ -8,7 +8,6 @@ from typing import Any
 
 import yaml
 
-
 try:  # libyaml's emitter: same output, an order of magnitude faster for large fleets
     from yaml import CSafeDumper as _Base
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
