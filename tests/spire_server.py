@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from components.cli import load_platform
 from components.render import spire as r
 from components.render.trust import trust_profile
+from tests.processes import stop
 
 TOOLS = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agent-passport/tools/bin"
 SPIRE_SERVER = TOOLS / "spire-server"
@@ -116,12 +117,7 @@ def server_process(conf_path: Path, log: Path) -> Iterator[subprocess.Popen[byte
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop(proc, grace_s=20)
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], sock: Path, log: Path, deadline_s: float = STARTUP_DEADLINE_S) -> None:

@@ -52,6 +52,7 @@ from components.platform_model import Platform
 from components.render import envoy as envoy_render
 from components.render import rego
 from components.render.yamlout import dump_json, dump_yaml
+from tests.processes import stop
 from tests.test_envoy_config import envoy_binary
 from tests.test_rego_policy import OPA_BIN, opa, synthetic_platform
 
@@ -282,12 +283,7 @@ def running(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop(proc)
 
 
 def wait_for_tls(port: int, proc: subprocess.Popen[bytes], deadline_s: float = 30) -> None:

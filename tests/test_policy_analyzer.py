@@ -32,6 +32,7 @@ from components.check import (
 )
 from components.mockrun import Graph, run_program
 from tests.conftest import ROOT
+from tests.processes import stop
 
 FIXTURE = ROOT / "tests/fixtures/stacks/violations"
 pytestmark = pytest.mark.e2e
@@ -57,12 +58,7 @@ def analyzer() -> Iterator[analyzer_pb2_grpc.AnalyzerStub]:
         yield analyzer_pb2_grpc.AnalyzerStub(channel)
         channel.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop(proc)
 
 
 def _struct(value: dict[str, Any]) -> struct_pb2.Struct:

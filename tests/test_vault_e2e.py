@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from components.render.vault import AgentVaultPlan, VaultPlan, plan_vault
+from tests.processes import stop
 from tests.test_vault_postgres import ADMIN, ADMIN_PASSWORD, Postgres, incidents, postgres
 from tests.test_vault_render import repo_platform
 
@@ -109,12 +110,7 @@ def bao() -> Iterator[Bao]:
             pytest.fail("bao did not answer on 127.0.0.1 in time")
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, grace_s=30)
         log.close()
         shutil.rmtree(home, ignore_errors=True)
 
