@@ -146,6 +146,13 @@ CASES = [
             "username": "vault_admin", "password": "Sup3rSecret"})
     """, [("db-main", "postgresql: password is stored in state (use passwordWo + passwordWoVersion); "
                       "postgresql: connectionUrl embeds a literal password")]),
+    Case("vault-no-stored-db-password", "literal-password-in-a-dsn-or-beside-a-templated-user", """
+        vault.database.SecretBackendConnection("db-mysql", backend="db-mysql", name="mysql", mysql={
+            "connection_url": "root:hunter2@tcp(db:3306)/", "username": "root"})
+        vault.database.SecretBackendConnection("db-pg", backend="db-pg", name="pg", postgresql={
+            "connection_url": "postgresql://{{username}}:hunter2@db:5432/postgres", "username": "vault_admin"})
+    """, [("db-mysql", "mysql: connectionUrl embeds a literal password"),
+          ("db-pg", "postgresql: connectionUrl embeds a literal password")]),
     Case("vault-no-stored-db-password", "write-only-password", """
         vault.database.SecretBackendConnection("db-main", backend="db-main", name="main", postgresql={
             "connection_url": "postgresql://{{username}}:{{password}}@db:5432/postgres",
@@ -340,7 +347,19 @@ CASES = [
                  "service requires a MeshTLSAuthentication naming agent-cortex.agents.serviceaccount"),
           (None, "agent agent-cortex: database grant on main/incidents has no Vault database role"),
           (None, "agent agent-cortex: aws grant 'reports' has no IAM role agent-cortex-reports"),
-          (None, "agent agent-cortex: vault grant on secret/data/triage is in no Vault policy")]),
+          (None, "agent agent-cortex: vault grant on secret/data/triage is not a path of the agent's "
+                 "Vault policy agent-agent-cortex")]),
+    Case("grants-enforced", "another-agents-role-and-policy-do-not-count", """
+        bom({"billing": agent("spiffe://dev/ns/fin/sa/billing", subsystems=["spire", "vault"],
+                              grants=[{"kind": "database", "cluster": "main", "database": "ledger"},
+                                      {"kind": "vault", "path": "secret/data/x"}])})
+        # agent billing-reports' role and policy: a name prefix and a longer path must not count
+        vault.database.SecretBackendRole("billing-reports-main-ledger", name="billing-reports-main-ledger",
+            backend="db-main", db_name="main", creation_statements=["x"], default_ttl=300, max_ttl=600)
+        vault.Policy("agent-billing-reports", name="agent-billing-reports",
+                     policy='path "secret/data/xyz" { capabilities = ["read"] }')
+    """, [(None, "agent billing: database grant on main/ledger has no Vault database role billing-main-ledger"),
+          (None, "agent billing: vault grant on secret/data/x is not a path of the agent's Vault policy")]),
     Case("grants-enforced", "every-grant-enforced", """
         mesh_id = "agent-cortex.agents.serviceaccount.identity.linkerd.cluster.local"
         bom({"agent-cortex": agent("spiffe://dev/ns/agents/sa/agent-cortex", mesh=mesh_id,

@@ -371,7 +371,8 @@ _SECURE_STRING = re.compile(
     r"(?i)ConvertTo-SecureString\s+(?:-String\s+)?([\"'])[^\"'\r\n]+\1\s+(?:-AsPlainText|-Force)"
 )
 _CLI_SECRET_FLAG = re.compile(r"(?i)(--?(?:password|passwd|secret|token|api-?key)[= ])(?![$\"'{])(\S{4,})")
-_URL_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://([^:/@\s{}]+):([^@\s/]+)@", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"(?:^|://)([^:/@\s]+):([^@\s/]+)@", re.IGNORECASE)
+"""user:password@ in a connection URL: ``scheme://user:pw@host`` or a Go DSN ``user:pw@tcp(host)``."""
 _REFERENCE = re.compile(r"^(\$\(|\$\{|\{\{|/|file://|arn:|vault:|secretsmanager:|ssm:|env:|ref\+)")
 _TOKENISH = re.compile(r"^[A-Za-z0-9+/=_-]+$")
 
@@ -1066,9 +1067,9 @@ class _Enforcement:
     gateways: set[str] = field(default_factory=set)
     data_texts: list[str] = field(default_factory=list)
     data_by_service: dict[str, list[str]] = field(default_factory=dict)
-    db_roles_by_token: dict[str, list[set[str]]] = field(default_factory=dict)
+    db_roles: set[str] = field(default_factory=set)  # Vault database role names
     iam_roles: set[str] = field(default_factory=set)
-    vault_policies_by_token: dict[str, list[str]] = field(default_factory=dict)
+    vault_policies: dict[str, str] = field(default_factory=dict)  # Vault policy name -> HCL
 
     def data_for(self, service: str) -> list[str]:
         """ConfigMap data mentioning a service (computed once per service)."""
@@ -1110,16 +1111,11 @@ def _index(args: StackValidationArgs) -> _Enforcement:
         elif t == T.K8S_CONFIGMAP:
             ix.data_texts.append("\n".join(strings(p.get("data"))))
         elif t == T.VAULT_DB_ROLE:
-            role = str(p.get("name") or r.name)
-            role_tokens = _tokens(role)
-            for token in _tokens(r.name, role):
-                ix.db_roles_by_token.setdefault(token, []).append(role_tokens)
+            ix.db_roles.add(str(p.get("name") or r.name))
         elif t == T.IAM_ROLE:
             ix.iam_roles.add(str(p.get("name") or r.name))
         elif t == T.VAULT_POLICY:
-            text = str(p.get("policy") or "")
-            for token in _tokens(r.name, str(p.get("name") or "")):
-                ix.vault_policies_by_token.setdefault(token, []).append(text)
+            ix.vault_policies[str(p.get("name") or r.name)] = str(p.get("policy") or "")
     return ix
 
 
@@ -1173,18 +1169,20 @@ def _grants_enforced(args: StackValidationArgs, report: ReportViolation) -> None
             if kind == "http":
                 problem = _http_problem(ix, info, grant)
             elif kind == "database" and "vault" in subsystems:
-                db = str(grant.get("database", "")).lower().replace("_", "-")
-                if not any(db in role for role in ix.db_roles_by_token.get(agent, [])):
+                # the role name components.identity.AgentIdentity.database_role derives
+                role = f"{agent}-{grant.get('cluster')}-{grant.get('database')}".lower().replace("_", "-")
+                if role not in ix.db_roles:
                     problem = (f"database grant on {grant.get('cluster')}/{grant.get('database')} has "
-                               "no Vault database role")
+                               f"no Vault database role {role}")
             elif kind == "aws" and "aws" in subsystems:
                 role = f"{agent}-{grant.get('role')}"[:64]
                 if role not in ix.iam_roles:
                     problem = f"aws grant {grant.get('role')!r} has no IAM role {role}"
             elif kind == "vault" and "vault" in subsystems:
                 path = str(grant.get("path"))
-                if not any(path in text for text in ix.vault_policies_by_token.get(agent, [])):
-                    problem = f"vault grant on {path} is in no Vault policy of the agent"
+                policy = ix.vault_policies.get(f"agent-{agent}", "")
+                if f'path "{path}"' not in policy:
+                    problem = f"vault grant on {path} is not a path of the agent's Vault policy agent-{agent}"
             if problem:
                 report(f"agent {agent}: {problem}", None)
 
