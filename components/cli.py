@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from components.config import list_stacks, load_stack_config
+from components.durations import parse_duration
 from components.errors import PassportError
 from components.manifest.loader import ManifestSet, load_manifests
 from components.platform_model import Platform, build_platform, identity_bom
@@ -29,13 +30,24 @@ def load_platform(stack: str, paths: Sequence[str] | None = None) -> Platform:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    manifests: ManifestSet = load_manifests(args.paths or ["agents"])
+    """Everything `pulumi up` would refuse, per stack: models, cross-manifest checks, and every
+    renderer's own checks (the program runs the same renderers before registering anything)."""
+    from components.render.artifacts import render_all
+
     stacks = args.stack or list_stacks()
+    loaded: dict[tuple[str, ...], ManifestSet] = {}
     for stack in stacks:
         cfg = load_stack_config(stack)
-        build_platform(cfg, manifests, stack, f"stacks/Pulumi.{stack}.yaml")
+        paths = tuple(args.paths or [cfg.agents_dir])
+        if paths not in loaded:
+            loaded[paths] = load_manifests(paths)
+        render_all(build_platform(cfg, loaded[paths], stack, f"stacks/Pulumi.{stack}.yaml"))
+    if not loaded:
+        loaded[tuple(args.paths or ["agents"])] = load_manifests(args.paths or ["agents"])
+    agents = {a.name for m in loaded.values() for a in m.agents}
+    services = {s.name for m in loaded.values() for s in m.services}
     where = f" for stacks {', '.join(stacks)}" if stacks else ""
-    print(f"ok: {len(manifests.agents)} agents, {len(manifests.services)} services valid{where}")
+    print(f"ok: {len(agents)} agents, {len(services)} services valid{where}")
     return EXIT_OK
 
 
@@ -110,6 +122,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         where = "is not in this environment" if args.agent in platform.excluded else "does not exist"
         print(f"agent {args.agent!r} {where} (stack {args.stack})", file=sys.stderr)
         return EXIT_INPUT
+    if platform.config.shard.role == "base":
+        print(f"agent {args.agent!r} is deployed by a shard stack of environment {platform.config.environment}, "
+              f"not by base stack {args.stack}; run `passport shards` to see which", file=sys.stderr)
+        return EXIT_INPUT
     if args.format == "json":
         print(json.dumps(identity_bom(platform)["agents"][args.agent], indent=2))
     else:
@@ -130,7 +146,12 @@ def cmd_shards(args: argparse.Namespace) -> int:
     from components.shard import coverage, split_gatewayless
 
     stacks = [(name, load_stack_config(name)) for name in list_stacks()]
-    environments = args.environment or sorted({c.environment for _, c in stacks})
+    known = sorted({c.environment for _, c in stacks})
+    unknown = sorted(set(args.environment or ()) - set(known))
+    if unknown:
+        print(f"no stack has environment {', '.join(unknown)} (known: {', '.join(known)})", file=sys.stderr)
+        return EXIT_INPUT
+    environments = args.environment or known
     loaded = load_manifests(args.paths or ["agents"])
     agents = [a.manifest for a in loaded.agents]
     gatewayless = {s.name for s in loaded.services if not s.manifest.spec.gateway}
@@ -165,10 +186,9 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 def cmd_capacity(args: argparse.Namespace) -> int:
     from components.capacity import capacity_text, estimate
-    from components.durations import parse_duration
 
     platform = load_platform(args.stack, args.paths)
-    est = estimate(platform, args.instances_per_agent, parse_duration(args.startup_window))
+    est = estimate(platform, args.instances_per_agent, args.startup_window)
     print(capacity_text(est))
     return EXIT_FOUND if est.warnings() else EXIT_OK
 
@@ -215,6 +235,23 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         return EXIT_INPUT
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _duration_seconds(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="passport", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True)
@@ -249,8 +286,9 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("capacity", help="estimate SPIRE signing load (steady state and cold-start storm)")
     c.add_argument("--stack", required=True)
-    c.add_argument("--instances-per-agent", type=int, default=1, help="workload instances per agent")
-    c.add_argument("--startup-window", default="60s", help="window a cold start spreads over (default 60s)")
+    c.add_argument("--instances-per-agent", type=_positive_int, default=1, help="workload instances per agent")
+    c.add_argument("--startup-window", type=_duration_seconds, default="60s",
+                   help="window a cold start spreads over (default 60s)")
     c.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: the stack's agentsDir)")
     c.set_defaults(func=cmd_capacity)
 
@@ -290,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except PassportError as exc:
         print(exc.report(), file=sys.stderr)
+        return EXIT_INPUT
+    except OSError as exc:  # a path given on the command line that cannot be read or written
+        print(f"{exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_INPUT
     except Exception as exc:  # the program under mocks reports user errors as pulumi.RunError
         if type(exc).__name__ != "RunError":

@@ -38,6 +38,33 @@ def test_console_script_never_prints_a_traceback() -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["explain", "agent-cortex", "--stack", "prod-base"], "is deployed by a shard stack of environment prod"),
+        (["capacity", "--stack", "dev", "--startup-window", "5x"], "'5x' is not a duration"),
+        (["capacity", "--stack", "dev", "--instances-per-agent", "-3"], "'-3' must be at least 1"),
+        (["check", "--stack", "dev", "--root", "/nonexistent-dir"], "/nonexistent-dir: No such file or directory"),
+        (["shards", "--environment", "nope"], "no stack has environment nope (known: dev, prod, staging)"),
+    ],
+)
+def test_bad_command_lines_are_one_line_errors(argv: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "components.cli", *argv], capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_validate_runs_every_renderers_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A grant the models accept but the Vault renderer refuses (a glob reaching sys/) fails validate."""
+    (tmp_path / "services.yaml").write_text(Path("agents/services.yaml").read_text())
+    text = Path("agents/ledger-sync.yaml").read_text().replace("path: secret/data/finance/ledger-sync", "path: s*")
+    (tmp_path / "ledger-sync.yaml").write_text(text)
+    assert main(["validate", str(tmp_path), "--stack", "dev"]) == 2
+    assert "spec.grants[0].vault.path" in capsys.readouterr().err
+
+
 def test_explain(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explain", "agent-cortex", "--stack", "prod"]) == 0
     out = capsys.readouterr().out
