@@ -64,10 +64,6 @@ class AgentIdentity:
         """Vault database role for one grant: unique per agent, cluster and database."""
         return f"{self.name}-{grant.cluster}-{grant.database}".lower().replace("_", "-")
 
-    def database_username_prefix(self) -> str:
-        """Prefix of generated DB user names, so DB users trace back to the agent."""
-        return f"v-{self.name}"[:32]
-
     def aws_role_name(self, role: str) -> str:
         return f"{self.name}-{role}"[:64]
 

@@ -389,17 +389,18 @@ def test_mysql_has_no_truncate_privilege() -> None:
         mysql_statements("db", [_priv(["truncate"])])
 
 
-def test_username_templates_carry_the_agents_prefix() -> None:
-    """Vault expands the templates; emulate its expansion to show the prefix survives."""
-    platform = repo_platform()
-    for a in platform.active_agents:
-        for _, g in a.grants_of("database"):
-            role = a.identity.database_role(g)
-            user = f"v-{role[:40]}-{'r' * 20}"[:63]
-            assert user.startswith(a.identity.database_username_prefix())
-    assert ".RoleName | truncate 40" in POSTGRES_USERNAME_TEMPLATE
-    assert POSTGRES_USERNAME_TEMPLATE.endswith("| truncate 63 }}")
-    assert MYSQL_USERNAME_TEMPLATE.endswith("| truncate 32 }}")
+def test_username_templates_name_the_example_agents() -> None:
+    """The templates keep 40 (PostgreSQL) / 21 (MySQL) characters of the role name: for every
+    example agent's database role, the kept part still names the agent."""
+    assert POSTGRES_USERNAME_TEMPLATE == (
+        '{{ printf "v-%s-%s" (.RoleName | truncate 40) (random 20) | truncate 63 }}')
+    assert MYSQL_USERNAME_TEMPLATE == '{{ printf "v-%s-%s" (.RoleName | truncate 21) (random 8) | truncate 32 }}'
+    roles = [(a.name, a.identity.database_role(g)) for a in repo_platform().active_agents
+             for _, g in a.grants_of("database")]
+    assert [r for _, r in roles] == ["agent-cortex-main-incidents", "invoice-processor-main-billing"]
+    for agent, role in roles:
+        assert role[:40].startswith(agent)
+        assert role[:21].startswith(agent)
 
 
 def test_sql_artifact_has_creation_and_revocation() -> None:

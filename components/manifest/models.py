@@ -9,7 +9,6 @@ checks that need the stack or other manifests live in :mod:`components.platform_
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -615,5 +614,3 @@ class ServiceManifest(Model):
     metadata: Owner = Field(description="Name and owning team.")
     spec: ServiceSpec = Field(description="Where the service runs.")
 
-
-AGENT_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")

@@ -59,10 +59,11 @@ MYSQL_PRIVILEGES: Mapping[str, str] = {
 """MySQL has no TRUNCATE privilege (TRUNCATE TABLE needs DROP, which is never granted)."""
 
 POSTGRES_USERNAME_TEMPLATE = '{{ printf "v-%s-%s" (.RoleName | truncate 40) (random 20) | truncate 63 }}'
-"""``v-<role>-<random>``: the role name starts with the agent's name, so every generated user
-starts with :meth:`AgentIdentity.database_username_prefix` (PostgreSQL allows 63 bytes)."""
+"""``v-<role>-<random>``: the role name starts with the agent's name, so a generated user names
+the agent unless the role is longer than 40 characters (PostgreSQL allows 63 bytes)."""
 MYSQL_USERNAME_TEMPLATE = '{{ printf "v-%s-%s" (.RoleName | truncate 21) (random 8) | truncate 32 }}'
-"""MySQL user names are at most 32 characters: ``v-`` + 21 characters of the role + random."""
+"""MySQL user names are at most 32 characters: ``v-`` + 21 characters of the role + random, so only
+agent names up to about 20 characters survive whole; the audit log's lease path names the role."""
 
 _VAULT_PATH_CHARS = re.compile(r"^[A-Za-z0-9_.+*/-]+$")
 _UNSAFE_IDENTIFIER = re.compile(r"[\x00-\x1f\x7f;]|\{\{|\}\}")
