@@ -100,6 +100,24 @@ def _valid_timezone(name: str) -> bool:
     return True
 
 
+def _claimed_path_problem(a: SourcedAgent, ident: AgentIdentity) -> Problem | None:
+    """``/ns/<ns>/sa/<sa>`` is how Kubernetes workloads are named (SPIRE's convention, and the
+    identity of every gateway and of SPIRE's own components). An agent may use such a path only
+    for its own namespace and ServiceAccount, or a manifest could take over another workload's
+    identity (e.g. a gateway's, which agents trust by its URI SAN)."""
+    path = a.manifest.spec.identity.spiffe_path
+    if path is None or not (path == "/ns" or path.startswith("/ns/")):
+        return None
+    own = (f"/ns/{ident.namespace}/sa/{ident.service_account}"
+           if ident.namespace is not None and ident.service_account is not None else None)
+    if path == own:
+        return None
+    allowed = f"its own {own}" if own else "no /ns/ path (it has no Kubernetes ServiceAccount)"
+    return _problem(a, ("spec", "identity", "spiffePath"),
+                    f"{path!r} names a Kubernetes workload's identity; this agent may use {allowed}. "
+                    "Pick a path outside /ns/ (e.g. /agents/<name>) or omit spiffePath")
+
+
 def _agent_problems(a: SourcedAgent, cfg: StackConfig, services: dict[str, SourcedService]) -> list[Problem]:
     spec = a.manifest.spec
     lim = cfg.limits
@@ -201,6 +219,9 @@ def _build_platform(cfg: StackConfig, manifests: ManifestSet, stack: str, config
             continue
         ident = derive_identity(a.manifest, cfg.trust_domain, cfg.mesh.cluster_domain)
         problems.extend(_agent_problems(a, cfg, services))
+        claimed = _claimed_path_problem(a, ident)
+        if claimed is not None:
+            problems.append(claimed)
         resolved.append(ResolvedAgent(a, ident))
     seen: dict[str, ResolvedAgent] = {}
     for r in resolved:
