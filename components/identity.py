@@ -28,6 +28,8 @@ class AgentIdentity:
     namespace: str | None
     service_account: str | None
     cluster_domain: str
+    mesh_control_plane: str = "linkerd"
+    """Namespace of Linkerd's control plane: part of every Linkerd identity."""
 
     @property
     def spiffe_id(self) -> str:
@@ -47,7 +49,7 @@ class AgentIdentity:
         if self.platform != "kubernetes" or self.namespace is None or self.service_account is None:
             return None
         return (
-            f"{self.service_account}.{self.namespace}.serviceaccount.identity.linkerd."
+            f"{self.service_account}.{self.namespace}.serviceaccount.identity.{self.mesh_control_plane}."
             f"{self.cluster_domain}"
         )
 
@@ -79,7 +81,9 @@ def default_spiffe_path(manifest: AgentManifest) -> str:
     return f"/vm/{manifest.metadata.name}"
 
 
-def derive_identity(manifest: AgentManifest, trust_domain: str, cluster_domain: str) -> AgentIdentity:
+def derive_identity(
+    manifest: AgentManifest, trust_domain: str, cluster_domain: str, mesh_control_plane: str = "linkerd"
+) -> AgentIdentity:
     """The agent's identity in a trust domain; pure, deterministic."""
     spec = manifest.spec
     namespace = service_account = None
@@ -101,6 +105,7 @@ def derive_identity(manifest: AgentManifest, trust_domain: str, cluster_domain: 
         namespace=namespace,
         service_account=service_account,
         cluster_domain=cluster_domain,
+        mesh_control_plane=mesh_control_plane,
     )
 
 
@@ -112,6 +117,7 @@ class GatewayIdentity:
     namespace: str
     trust_domain: str
     cluster_domain: str
+    mesh_control_plane: str = "linkerd"
 
     @property
     def name(self) -> str:
@@ -124,12 +130,15 @@ class GatewayIdentity:
 
     @property
     def linkerd_identity(self) -> str:
-        return f"{self.name}.{self.namespace}.serviceaccount.identity.linkerd.{self.cluster_domain}"
+        return (f"{self.name}.{self.namespace}.serviceaccount.identity.{self.mesh_control_plane}."
+                f"{self.cluster_domain}")
 
     @property
     def pod_labels(self) -> dict[str, str]:
         return {"app.kubernetes.io/name": "agentpassport-gateway", "agentpassport.dev/gateway": self.service}
 
 
-def gateway_identity(service: str, namespace: str, trust_domain: str, cluster_domain: str) -> GatewayIdentity:
-    return GatewayIdentity(service, namespace, trust_domain, cluster_domain)
+def gateway_identity(
+    service: str, namespace: str, trust_domain: str, cluster_domain: str, mesh_control_plane: str = "linkerd"
+) -> GatewayIdentity:
+    return GatewayIdentity(service, namespace, trust_domain, cluster_domain, mesh_control_plane)

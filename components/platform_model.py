@@ -18,7 +18,7 @@ from components.config import StackConfig
 from components.durations import seconds
 from components.errors import ManifestError, Problem
 from components.gcpause import gc_paused
-from components.identity import AgentIdentity, derive_identity
+from components.identity import AgentIdentity, GatewayIdentity, derive_identity, gateway_identity
 from components.manifest.loader import ManifestSet, SourcedAgent, SourcedService
 from components.manifest.models import AgentManifest, Grant
 from components.shard import gatewayless_callers, in_stack
@@ -81,6 +81,12 @@ class Platform:
 
     def service(self, name: str) -> SourcedService | None:
         return next((s for s in self.services if s.name == name), None)
+
+    def gateway(self, service: SourcedService) -> GatewayIdentity:
+        """The Envoy + OPA gateway in front of ``service`` (names, mesh and SPIFFE identity)."""
+        mesh = self.config.mesh
+        return gateway_identity(service.name, service.manifest.spec.namespace, self.config.trust_domain,
+                                mesh.cluster_domain, mesh.control_plane_namespace)
 
     def agents_on(self, platform: str) -> tuple[ResolvedAgent, ...]:
         return tuple(a for a in self.active_agents if a.identity.platform == platform)
@@ -217,7 +223,7 @@ def _build_platform(cfg: StackConfig, manifests: ManifestSet, stack: str, config
         if not in_stack(cfg, a.manifest):
             excluded.append(a.name)
             continue
-        ident = derive_identity(a.manifest, cfg.trust_domain, cfg.mesh.cluster_domain)
+        ident = derive_identity(a.manifest, cfg.trust_domain, cfg.mesh.cluster_domain, cfg.mesh.control_plane_namespace)
         problems.extend(_agent_problems(a, cfg, services))
         claimed = _claimed_path_problem(a, ident)
         if claimed is not None:

@@ -428,3 +428,21 @@ def test_render_is_deterministic_and_lands_under_kubernetes_mesh(tmp_path: Path)
     off = build_platform(cfg.model_copy(update={"subsystems": cfg.subsystems.model_copy(update={"mesh": False})}),
                          manifests, "dev", "stacks/Pulumi.dev.yaml")
     assert mesh_artifacts(off) == []
+
+
+def test_identities_follow_a_non_default_control_plane_namespace() -> None:
+    """Linkerd names identities `<sa>.<ns>.serviceaccount.identity.<control-plane ns>.<domain>`."""
+    cfg = load_stack_config("dev")
+    cfg = cfg.model_copy(update={"mesh": cfg.mesh.model_copy(update={"control_plane_namespace": "linkerd-system"})})
+    platform = build_platform(cfg, load_manifests(["agents"]), "dev", "stacks/Pulumi.dev.yaml")
+    cortex = platform.agent("agent-cortex")
+    assert cortex is not None
+    assert cortex.identity.linkerd_identity == (
+        "agent-cortex.agents.serviceaccount.identity.linkerd-system.cluster.local")
+    payments = platform.service("payments-api")
+    assert payments is not None
+    assert platform.gateway(payments).linkerd_identity == (
+        "gw-payments-api.payments.serviceaccount.identity.linkerd-system.cluster.local")
+    rendered = "\n".join(a.content for a in render_all(platform) if a.path.startswith("kubernetes/mesh/"))
+    assert "identity.linkerd-system.cluster.local" in rendered
+    assert "identity.linkerd.cluster.local" not in rendered

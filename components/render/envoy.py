@@ -15,7 +15,7 @@ from typing import Any
 
 from components.config.authz import ENVOY_ADMIN_PORT, OPA_GRPC_PORT
 from components.durations import seconds
-from components.identity import GatewayIdentity, gateway_identity
+from components.identity import GatewayIdentity
 from components.manifest.loader import SourcedService
 from components.platform_model import Platform
 
@@ -45,10 +45,7 @@ _HTTP2 = {
 
 def gateway_of(platform: Platform, service: SourcedService) -> GatewayIdentity:
     """The gateway's names and identity: from :func:`components.identity.gateway_identity` only."""
-    return gateway_identity(
-        service.name, service.manifest.spec.namespace, platform.config.trust_domain,
-        platform.config.mesh.cluster_domain,
-    )
+    return platform.gateway(service)
 
 
 def backend_address(platform: Platform, service: SourcedService) -> tuple[str, int]:

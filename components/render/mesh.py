@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from components.config import NAMESPACE, StackConfig
 from components.durations import seconds
 from components.errors import ConfigError, ManifestError, Problem
-from components.identity import GatewayIdentity, gateway_identity
+from components.identity import GatewayIdentity
 from components.manifest.loader import SourcedService
 from components.platform_model import Platform, ResolvedAgent
 from components.shard import Scope, deploys_agents, deploys_shared, stack_scope
@@ -98,11 +98,11 @@ class LinkerdIdentityProfile:
 
     @property
     def anchor_common_name(self) -> str:
-        return f"root.linkerd.{self.cluster_domain}"
+        return f"root.{self.control_plane_namespace}.{self.cluster_domain}"
 
     @property
     def issuer_common_name(self) -> str:
-        return f"identity.linkerd.{self.cluster_domain}"
+        return f"identity.{self.control_plane_namespace}.{self.cluster_domain}"
 
     def anchor_unit(self, generation: str) -> str:
         """Subject OU that tells anchor generations apart (their CN is Linkerd's fixed name)."""
@@ -548,8 +548,7 @@ def tie_warnings(service: str, callers: Sequence[Caller]) -> list[str]:
 
 def platform_gateway(platform: Platform, svc: SourcedService) -> GatewayIdentity:
     """The gateway in front of ``svc``: from the one identity module, in the service's namespace."""
-    cfg = platform.config
-    return gateway_identity(svc.name, svc.manifest.spec.namespace, cfg.trust_domain, cfg.mesh.cluster_domain)
+    return platform.gateway(svc)
 
 
 def service_objects(platform: Platform, svc: SourcedService, callers: Sequence[Caller],

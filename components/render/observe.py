@@ -35,7 +35,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from components.durations import format_duration, seconds
-from components.identity import gateway_identity
 from components.platform_model import Platform, ResolvedAgent
 from components.render import spire as spire_render
 from components.render.authz import OPA_DIAGNOSTIC_PORT
@@ -907,12 +906,11 @@ def vault_allowed_paths(platform: Platform, agent: ResolvedAgent) -> list[str]:
 def http_allowed(platform: Platform, agent: ResolvedAgent) -> list[str]:
     """KQL clauses for each declared call through a gateway (service, methods, paths)."""
     clauses = []
-    cfg = platform.config
     for _, g in agent.grants_of("http"):
         svc = platform.service(g.service)
         if svc is None or not svc.manifest.spec.gateway:
             continue
-        gw = gateway_identity(svc.name, svc.manifest.spec.namespace, cfg.trust_domain, cfg.mesh.cluster_domain)
+        gw = platform.gateway(svc)
         paths = []
         for p in g.paths:
             if p.kind == "exact":

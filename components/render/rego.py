@@ -35,7 +35,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from components.identity import gateway_identity
 from components.manifest.loader import SourcedService
 from components.manifest.models import ALL_WEEKDAYS, HttpGrant, HttpMethod
 from components.platform_model import Platform, ResolvedAgent
@@ -499,10 +498,7 @@ def _ident(text: str) -> str:
 
 
 def _authority(platform: Platform, service: SourcedService) -> str:
-    gw = gateway_identity(
-        service.name, service.manifest.spec.namespace, platform.config.trust_domain,
-        platform.config.mesh.cluster_domain,
-    )
+    gw = platform.gateway(service)
     return f"{gw.name}.{gw.namespace}.svc:{platform.config.authz.gateway_port}"
 
 
