@@ -32,6 +32,7 @@ PROD_OK = """config:
   agent-passport:trust: {upstream: aws-pca}
   agent-passport:spire: {datastore: postgres, replicas: 2, datastoreConnectionSecret: spireDb}
   agent-passport:windows: {domain: corp.acme-corp.net}
+  agent-passport:vault: {address: 'https://vault.prod.acme-corp.net:8200'}
   agent-passport:spireDb:
     secure: v1:AAAA
 """
@@ -61,6 +62,10 @@ def test_strict_stack_accepts_real_settings_and_ignores_provider_keys(tmp_path: 
         (("prod.agents.acme-corp.net", "spiffe://prod.acme-corp.net"),
          "agent-passport:trustDomain", "not a SPIFFE trust domain"),
         (("domain: corp.acme-corp.net", "domain: corp.example.com"), "agent-passport:windows.domain", "placeholder"),
+        (("https://vault.prod", "http://vault.prod"), "agent-passport:vault.address", "is not https"),
+        (("8200'}", "8200', databases: {main: {engine: postgres, host: db, port: 5432, username: v, "
+                   "passwordSecret: spireDb, tls: false}}}"),
+         "agent-passport:vault.databases.main.tls", "require TLS"),
     ],
 )
 def test_strict_stack_refuses(tmp_path: Path, change: tuple[str, str], field: str, reason: str) -> None:

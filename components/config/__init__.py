@@ -131,6 +131,14 @@ def strict_problems(cfg: StackConfig, file: str, lines: Mapping[tuple[str | int,
     if cfg.subsystems.spire and cfg.spire.datastore == "postgres" and cfg.spire.datastore_connection_secret is None:
         out.append(p("spire", ("datastoreConnectionSecret",),
                      "postgres needs a secret config key with the connection string"))
+    if cfg.subsystems.vault and not cfg.vault.address.startswith("https://"):
+        out.append(p("vault", ("address",),
+                     f"{cfg.vault.address!r} is not https: operator tokens and database admin passwords would "
+                     "cross the network in clear; use https://"))
+    for name, db in cfg.vault.databases.items() if cfg.subsystems.vault else ():
+        if not db.tls:
+            out.append(p("vault", ("databases", name, "tls"),
+                         "strict stacks require TLS between Vault and the database (tls: true)"))
     if cfg.subsystems.windows and is_placeholder_domain(cfg.windows.domain):
         out.append(p("windows", ("domain",), f"{cfg.windows.domain!r} is a placeholder AD domain"))
     return out
