@@ -145,6 +145,18 @@ def grant_key(grant: Grant) -> tuple[str, ...]:
     return ("vault", grant.vault.path)
 
 
+def keyed_grants(grants: Iterable[Grant]) -> dict[tuple[str, ...], Grant]:
+    """Grants by key; a second grant about the same thing gets ``#2`` (and so on, in manifest
+    order), so no grant hides another's changes."""
+    out: dict[tuple[str, ...], Grant] = {}
+    seen: dict[tuple[str, ...], int] = {}
+    for grant in grants:
+        key = grant_key(grant)
+        seen[key] = seen.get(key, 0) + 1
+        out[key if seen[key] == 1 else (*key, f"#{seen[key]}")] = grant
+    return out
+
+
 def grant_label(key: tuple[str, ...]) -> str:
     kind, *rest = key
     return f"{kind} `{'/'.join(rest)}`"
@@ -166,8 +178,8 @@ def grant_permits(grant: Grant) -> list[str]:
     return list(grant.vault.capabilities)
 
 
-def compare_grant(old: Grant, new: Grant) -> Iterator[Change]:
-    label = grant_label(grant_key(new))
+def compare_grant(old: Grant, new: Grant, key: tuple[str, ...] | None = None) -> Iterator[Change]:
+    label = grant_label(key or grant_key(new))
     for change in _set_change("allows", grant_permits(old), grant_permits(new)):
         yield Change(change.direction, f"{label}: {change.text}")
     if old.http is not None and new.http is not None:
@@ -207,15 +219,15 @@ def compare_agent(old: ResolvedAgent, new: ResolvedAgent) -> list[Change]:
     if old.manifest.spec.source_networks != new.manifest.spec.source_networks:
         changes.append(Change("changed", "source networks " + ", ".join(old.manifest.spec.source_networks or ["any"])
                               + " → " + ", ".join(new.manifest.spec.source_networks or ["any"])))
-    before = {grant_key(g): g for g in old.grants}
-    after = {grant_key(g): g for g in new.grants}
+    before = keyed_grants(old.grants)
+    after = keyed_grants(new.grants)
     for key in sorted(after.keys() - before.keys()):
         changes.append(Change("widened", f"new grant {grant_label(key)}: "
                                          f"{', '.join(sorted(grant_permits(after[key])))}"))
     for key in sorted(before.keys() - after.keys()):
         changes.append(Change("narrowed", f"grant {grant_label(key)} removed"))
     for key in sorted(before.keys() & after.keys()):
-        changes += compare_grant(before[key], after[key])
+        changes += compare_grant(before[key], after[key], key)
     return changes
 
 

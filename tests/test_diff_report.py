@@ -189,3 +189,29 @@ def test_base_that_the_current_program_refuses_is_reported_with_the_ref(
     assert err.startswith("HEAD:stacks/Pulumi.dev.yaml: the base does not build with the current program")
     assert "would share the admin user 'vault_admin'" in err
     assert "Traceback" not in err
+
+
+def test_a_second_grant_to_the_same_service_cannot_hide_a_widening(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cortex = repo / CORTEX
+    extra = """    - description: List the models.
+      http:
+        service: inference
+        methods: [GET]
+        paths:
+          - exact: /v1/models
+"""
+    marker = "    - description: Read incidents"
+    cortex.write_text(cortex.read_text().replace(marker, extra + marker))
+    git(repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "two inference grants")
+    # widen the FIRST inference grant: any method on any path
+    edit(cortex, """        methods: [POST]
+        paths:
+          - exact: /v1/complete""", """        methods: [POST, PUT, DELETE]
+        paths:
+          - prefix: /""")
+    assert main(["diff", "--base", "HEAD", "--stack", "dev", "--root", str(repo), "--no-resources"]) == 0
+    out = capsys.readouterr().out
+    assert "1 widened" in out
+    assert "**widened** — http `inference`: allows + DELETE prefix:/, POST prefix:/, PUT prefix:/" in out
