@@ -295,8 +295,12 @@ def revoke(
                 vault.request("POST", f"identity/entity/id/{entity}", {"disabled": True})
             say(f"vault        {'disabled' if yes else 'would disable'} identity entity {entity} (any token "
                 f"it still holds is refused; re-enable with `vault write identity/entity/id/{entity} disabled=false`)")
-        else:
+        elif plan.auth == "jwt":
             say("vault        no identity entity for this SPIFFE ID (never logged in)")
+        else:
+            say("vault        entity not disabled: under cert auth Vault names the entity after the "
+                "certificate's common name, which SVIDs lack; tokens the agent still holds (batch tokens "
+                "included) stay valid until their TTL")
     else:
         say("vault        not deployed in this stack")
 
