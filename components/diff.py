@@ -133,6 +133,30 @@ def _ttl_change(what: str, old: str, new: str) -> Iterator[Change]:
                      f"{what} {format_duration(a)} → {format_duration(b)}")
 
 
+def holder_conditions(agent: ResolvedAgent) -> list[str]:
+    """What a workload must show to receive the agent's identity (fewer conditions: more holders)."""
+    p = agent.manifest.spec.platform
+    if p.kubernetes is not None:
+        k = p.kubernetes
+        return [f"namespace {k.namespace}", f"serviceAccount {k.service_account}",
+                *(f"pod label {key}={value}" for key, value in k.pod_labels.items())]
+    if p.windows is not None:
+        w = p.windows
+        out = [f"gMSA {w.gmsa_account}", f"host group {w.host_group}",
+               *(f"host tag {key}={value}" for key, value in (w.ssm_target_tags or {}).items())]
+        if w.pod is not None:
+            out += [f"pod namespace {w.pod.namespace}", f"pod serviceAccount {w.pod.service_account}"]
+        return out
+    assert p.vm is not None
+    v = p.vm
+    return [f"attestation {v.attestation}",
+            *([f"AWS account {v.aws_account_id}"] if v.aws_account_id else []),
+            *([f"AWS region {v.aws_region}"] if v.aws_region else []),
+            *(f"instance tag {key}={value}" for key, value in v.aws_instance_tags.items()),
+            *(f"node selector {s}" for s in v.node_selectors),
+            *(f"workload selector {s}" for s in v.workload_selectors)]
+
+
 def grant_key(grant: Grant) -> tuple[str, ...]:
     """What a grant is *about*: the same key on both sides means the grant was edited."""
     if grant.http is not None:
@@ -216,6 +240,9 @@ def compare_agent(old: ResolvedAgent, new: ResolvedAgent) -> list[Change]:
     changes += _ttl_change("X.509-SVID ttl", oi.x509_svid_ttl, ni.x509_svid_ttl)
     changes += _ttl_change("JWT-SVID ttl", oi.jwt_svid_ttl, ni.jwt_svid_ttl)
     changes += _set_change("JWT audiences", oi.jwt_audiences, ni.jwt_audiences)
+    # conditions on who receives the identity: dropping one hands it to more workloads
+    changes += _set_change("identity holders must match", holder_conditions(old), holder_conditions(new),
+                           more_is_wider=False)
     if old.manifest.spec.source_networks != new.manifest.spec.source_networks:
         changes.append(Change("changed", "source networks " + ", ".join(old.manifest.spec.source_networks or ["any"])
                               + " → " + ", ".join(new.manifest.spec.source_networks or ["any"])))

@@ -215,3 +215,15 @@ def test_a_second_grant_to_the_same_service_cannot_hide_a_widening(
     out = capsys.readouterr().out
     assert "1 widened" in out
     assert "**widened** — http `inference`: allows + DELETE prefix:/, POST prefix:/, PUT prefix:/" in out
+
+
+def test_dropping_a_condition_on_who_gets_the_identity_is_a_widening(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # agent-cortex's pods must carry app=agent-cortex; dropping it gives the SVID to every pod of the SA
+    edit(repo / CORTEX, """      podLabels:
+        app: agent-cortex
+""", "")
+    assert main(["diff", "--base", "HEAD", "--stack", "dev", "--root", str(repo), "--no-resources"]) == 0
+    out = capsys.readouterr().out
+    assert "**widened** — identity holders must match - pod label app=agent-cortex" in out
