@@ -278,3 +278,64 @@ def test_spire_cli_runner_talks_to_the_server_socket_in_json(tmp_path: Path) -> 
     fake.write_text("#!/bin/sh\necho 'rpc error: code = PermissionDenied' >&2\nexit 1\n")
     with pytest.raises(RevokeRefused, match="PermissionDenied"):
         run(["entry", "show"])
+
+
+class FakeCertVault(FakeVault):
+    """The same Vault with agents logging in through the cert auth backend (vault.auth: cert)."""
+
+    def __init__(self, sans: list[str]) -> None:
+        super().__init__()
+        self.sans = sans
+        self.tokens = {"acc-cert-cortex": {"path": "auth/spiffe-cert/login",
+                                           "meta": {"cert_name": "agent-agent-cortex"}},
+                       "acc-cert-ledger": {"path": "auth/spiffe-cert/login",
+                                           "meta": {"cert_name": "agent-ledger-sync"}}}
+
+    def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        if path == "sys/auth":
+            return 200, {"data": {"spiffe-cert/": {"type": "cert", "accessor": "auth_cert_9"}}}
+        if method == "LIST" and path == "auth/spiffe-cert/certs":
+            return 200, {"data": {"keys": ["agent-agent-cortex"]}}
+        if path == "auth/spiffe-cert/certs/agent-agent-cortex":
+            return 200, {"data": {"allowed_uri_sans": self.sans}}
+        assert path != "identity/lookup/entity", "cert auth has no SPIFFE-ID entity alias to look up"
+        return super().handle(method, path, body)
+
+
+def _cert_platform() -> Any:
+    from components.config import load_stack_config
+    from components.manifest.loader import load_manifests
+    from components.platform_model import build_platform
+
+    cfg = load_stack_config("dev")
+    cfg = cfg.model_copy(update={"vault": cfg.vault.model_copy(update={"auth": "cert"})})
+    return build_platform(cfg, load_manifests(["agents"]), "dev", "stacks/Pulumi.dev.yaml")
+
+
+def test_cert_auth_revokes_tokens_and_says_the_entity_stays(vault: tuple[FakeVault, str]) -> None:
+    _, addr = vault
+    fake = FakeCertVault([CORTEX])
+    vault[0].handle = fake.handle  # type: ignore[method-assign]
+    out = io.StringIO()
+    code = revoke(_cert_platform(), "agent-cortex", yes=True, env={"VAULT_TOKEN": "hvs.alice"}, out=out,
+                  vault_addr=addr, spire_runner=FakeSpire(), now=NOW, http_timeout=5)
+    assert code == 0
+    assert vault[0].changes == [
+        ("PUT", f"sys/leases/revoke-prefix/{LEASES}", {"sync": True}),
+        ("POST", "auth/token/revoke-accessor", {"accessor": "acc-cert-cortex"}),
+    ]
+    text = out.getvalue()
+    assert "vault        revoked 1 token(s) of role agent-agent-cortex" in text
+    assert "entity not disabled: under cert auth" in text
+    assert "never logged in" not in text
+
+
+def test_cert_auth_refuses_a_vault_whose_cert_roles_admit_another_trust_domain(
+    vault: tuple[FakeVault, str]
+) -> None:
+    _, addr = vault
+    vault[0].handle = FakeCertVault(["spiffe://prod.agents.acme-corp.net/ns/agents/sa/agent-cortex"]).handle  # type: ignore[method-assign]
+    with pytest.raises(RevokeRefused, match="no cert role on Vault's spiffe-cert mount admits SPIFFE IDs of"):
+        revoke(_cert_platform(), "agent-cortex", yes=True, env={"VAULT_TOKEN": "hvs.alice"}, out=io.StringIO(),
+               vault_addr=addr, spire_runner=FakeSpire(), now=NOW, http_timeout=5)
+    assert vault[0].changes == []
