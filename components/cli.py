@@ -1,4 +1,5 @@
-"""``passport``: validate, explain, render, check and diff agent identities offline; revoke in an incident.
+"""``passport``: validate, explain, render, check and diff agent identities offline; deploy them with
+the Pulumi engine (up, preview, refresh, destroy); revoke in an incident.
 
 Exit codes: 0 ok, 1 the command found what it checks for (e.g. policy violations), 2 bad
 input (every problem printed as ``file:line: field: reason``).
@@ -235,6 +236,14 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         return EXIT_INPUT
 
 
+def cmd_engine(args: argparse.Namespace) -> int:
+    """up / preview / refresh / destroy on the real Pulumi engine (components.engine)."""
+    from components.engine import run
+
+    return run(args.command, args.stack, root=Path(args.root).resolve(), yes=args.yes, diff=args.diff,
+               parallel=args.parallel)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -319,6 +328,21 @@ def parser() -> argparse.ArgumentParser:
     rv.add_argument("--yes", action="store_true", help="really revoke (default: dry run)")
     rv.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: the stack's agentsDir)")
     rv.set_defaults(func=cmd_revoke)
+
+    engine_help = {
+        "up": "deploy the stack with the Pulumi engine (the policy pack attached, mandatory)",
+        "preview": "show what `up` would change, with the policy pack",
+        "refresh": "read the deployed resources back into the stack's state",
+        "destroy": "delete every resource of the stack",
+    }
+    for action, text in engine_help.items():
+        en = sub.add_parser(action, help=text)
+        en.add_argument("--stack", required=True)
+        en.add_argument("--yes", action="store_true", help="do it without asking (up, destroy)")
+        en.add_argument("--diff", action="store_true", help="show property-level diffs (up, preview)")
+        en.add_argument("--parallel", type=_positive_int, default=None, help="resource operations at once")
+        en.add_argument("--root", default=".", help="project directory (default: .)")
+        en.set_defaults(func=cmd_engine)
     return p
 
 

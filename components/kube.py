@@ -94,3 +94,27 @@ def kube_objects(
             raise ValueError(f"two rendered objects share the key {key!r}")
         out[key] = kube_object(f"{prefix}-{key}", obj, parent)
     return out
+
+
+# Kinds whose readiness pulumi-kubernetes awaits (a bare API server never makes them ready).
+AWAITED_TYPES = frozenset(
+    f"kubernetes:{t}"
+    for t in ("apps/v1:Deployment", "apps/v1:StatefulSet", "apps/v1:DaemonSet", "core/v1:Service",
+              "batch/v1:Job", "core/v1:PersistentVolumeClaim", "networking.k8s.io/v1:Ingress", "core/v1:Pod")
+)
+SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
+
+
+def skip_await(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
+    """Transformation for ``kubernetes.skipAwait``: annotate awaited kinds so `up` does not wait
+    for pods that an API server without nodes never runs. Everything else is left unchanged."""
+    if args.type_ not in AWAITED_TYPES:
+        return None
+    props = dict(args.props)
+    meta = props.get("metadata")
+    meta = dict(meta) if isinstance(meta, Mapping) else {}
+    annotations = dict(meta.get("annotations") or {})
+    annotations[SKIP_AWAIT_ANNOTATION] = "true"
+    meta["annotations"] = annotations
+    props["metadata"] = meta
+    return pulumi.ResourceTransformationResult(props, args.opts)

@@ -28,6 +28,7 @@ from components.platform_model import Platform
 from components.render.mesh import (
     LinkerdIdentityProfile,
     NamespacePlan,
+    cert_manager_identity_objects,
     check_inbound_policy,
     control_plane_namespace,
     issuer_secret,
@@ -74,6 +75,9 @@ class LinkerdIdentity(pulumi.ComponentResource):
         super().__init__("agentpassport:mesh:LinkerdIdentity", name, None, opts)
         p = args.profile
         child = pulumi.ResourceOptions(parent=self)
+        if p.custody == "cert-manager":
+            self._cert_manager(name, p)
+            return
 
         issuer_key = tls.PrivateKey(f"{name}-issuer-key", algorithm="ECDSA", ecdsa_curve=p.ecdsa_curve, opts=child)
         issuer_csr = tls.CertRequest(
@@ -112,6 +116,22 @@ class LinkerdIdentity(pulumi.ComponentResource):
             "trustBundlePem": self.trust_bundle_pem,
             "issuerCertPem": self.issuer_cert_pem,
             "anchorCustody": p.custody,
+        })
+
+    # ----------------------------------------------------------------------- cert-manager (keys in-cluster)
+
+    def _cert_manager(self, name: str, p: LinkerdIdentityProfile) -> None:
+        """cert-manager issues and renews everything; Pulumi holds only the object definitions."""
+        kube_objects(name, [control_plane_namespace(p), *cert_manager_identity_objects(p)], self)
+        # The certificates exist only in the cluster (cert-manager Secrets, trust-manager's
+        # ConfigMap): nothing to export but where they are.
+        self.trust_anchor_pems = {}
+        self.trust_bundle_pem = pulumi.Output.from_input("")
+        self.issuer_cert_pem = pulumi.Output.from_input("")
+        self.register_outputs({
+            "anchorCustody": p.custody,
+            "issuerSecret": f"{p.control_plane_namespace}/linkerd-identity-issuer",
+            "anchorSecrets": [f"{p.cert_manager_namespace}/linkerd-trust-anchor-{g}" for g in p.anchor_generations],
         })
 
     # ----------------------------------------------------------------------- tls (keys in state)

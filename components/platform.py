@@ -145,7 +145,8 @@ class AgentPassport(pulumi.ComponentResource):
         if on.observe and trust is not None:
             self.observe = IdentityHealth(f"{name}-observe", IdentityHealthArgs(
                 platform=platform,
-                certificate_pems={"upstream-chain": trust.upstream_chain_pem, "trust-bundle": trust.trust_bundle_pem},
+                certificate_pems={} if trust.profile.upstream == "spire" else
+                {"upstream-chain": trust.upstream_chain_pem, "trust-bundle": trust.trust_bundle_pem},
             ), pulumi.ResourceOptions(parent=self))
         summary: dict[str, Any] = {
             "agents": len(platform.active_agents),

@@ -12,6 +12,7 @@ import pulumi
 
 from components.config import NAMESPACE, StackConfig, build_stack_config, config_from_runtime
 from components.errors import PassportError
+from components.kube import skip_await
 from components.manifest.loader import load_manifests
 from components.platform import AgentPassport, AgentPassportArgs
 from components.platform_model import Platform, build_platform, identity_bom
@@ -41,10 +42,12 @@ def main(root: Path | None = None) -> None:
         # Every renderer validates what it renders: running them all first surfaces every
         # user error before the first resource is registered (no partial deployment).
         render_all(platform)
+        transformations: list[pulumi.ResourceTransformation] = (
+            [skip_await] if platform.config.kubernetes.skip_await else [])
         passport = AgentPassport(
             "agent-passport",
             AgentPassportArgs(platform=platform),
-            pulumi.ResourceOptions(providers=stack_providers(platform.config)),
+            pulumi.ResourceOptions(providers=stack_providers(platform.config), transformations=transformations),
         )
     except PassportError as exc:
         raise pulumi.RunError("\n" + exc.report()) from None

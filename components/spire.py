@@ -78,7 +78,7 @@ class SpireServer(pulumi.ComponentResource):
         self.namespace = ns.metadata.apply(lambda m: m["name"] if isinstance(m, dict) else m.name)  # type: ignore[attr-defined]
         extra = self._deploy_time_objects(platform, args.trust)
         workload: pulumi.CustomResource | None = None
-        for obj in [*extra, *objects[1:], render.webhook_configuration(platform)]:
+        for obj in [*extra, *objects[1:], *render.webhook_objects(platform)]:
             key = object_key(obj)
             if obj["kind"] == "ValidatingWebhookConfiguration":
                 # typed class (components.kube maps the common kinds only)

@@ -1,6 +1,9 @@
 """The trust domain's CA hierarchy: a root CA and the intermediate SPIRE signs under.
 
-Three upstreams, selected by ``agent-passport:trust.upstream``:
+Four upstreams, selected by ``agent-passport:trust.upstream``:
+
+* ``spire`` — SPIRE is its own root: no UpstreamAuthority, the key in SPIRE's KeyManager (disk or
+  AWS KMS), rotated by SPIRE every ``spire.caTtl``; nothing is created here;
 
 * ``tls`` — pulumi-tls keys and certificates (dev only: the keys live, encrypted, in Pulumi state);
 * ``aws-pca`` — AWS Private CA (root or subordinate); the signing key never leaves AWS;
@@ -68,7 +71,12 @@ class TrustDomain(pulumi.ComponentResource):
         self.aws_pca_arn = None
         self.vault_pki_mount = None
         upstream = self.profile.upstream
-        if upstream == "tls":
+        if upstream == "spire":
+            # SPIRE is its own root (its KeyManager holds the key): nothing to create here, and
+            # the bundle is published by SPIRE itself (bundle endpoint, k8sbundle ConfigMap).
+            self.trust_bundle_pem = pulumi.Output.from_input("")
+            self.upstream_chain_pem = pulumi.Output.from_input("")
+        elif upstream == "tls":
             self._tls(name)
         elif upstream == "aws-pca":
             self._aws_pca(name, platform.config)

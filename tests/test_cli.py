@@ -15,7 +15,7 @@ from components.cli import main
 def test_validate_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "agents"]) == 0
     assert capsys.readouterr().out.strip() == (
-        "ok: 4 agents, 3 services valid for stacks dev, prod, prod-base, prod-shard-0, prod-shard-1, staging")
+        "ok: 4 agents, 3 services valid for stacks dev, local, prod, prod-base, prod-shard-0, prod-shard-1, staging")
 
 
 def test_validate_reports_every_problem_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

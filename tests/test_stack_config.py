@@ -11,13 +11,17 @@ from components.errors import ConfigError
 
 
 def test_example_stacks() -> None:
-    assert list_stacks() == ["dev", "prod", "prod-base", "prod-shard-0", "prod-shard-1", "staging"]
+    assert list_stacks() == ["dev", "local", "prod", "prod-base", "prod-shard-0", "prod-shard-1", "staging"]
     dev, prod = load_stack_config("dev"), load_stack_config("prod")
     assert not dev.is_strict and prod.is_strict
     assert (dev.trust.upstream, dev.spire.datastore, dev.kubernetes.mode) == ("tls", "sqlite3", "render")
     assert (prod.trust.upstream, prod.spire.datastore, prod.spire.replicas) == ("aws-pca", "postgres", 3)
     assert dev.subsystems.aws is False and prod.subsystems.aws is True
     assert prod.jwt_issuer == "https://oidc-discovery.prod.agents.acme-corp.net"
+    local = load_stack_config("local")
+    assert (local.trust.upstream, local.mesh.anchor_custody, local.kubernetes.mode) == ("spire", None, "cluster")
+    assert local.subsystems.vault is False and local.kubernetes.skip_await
+    assert not local.spire.controller_manager_webhook
 
 
 def _stack(tmp_path: Path, name: str, body: str) -> Path:
@@ -91,7 +95,8 @@ def test_contradicting_lifetimes(tmp_path: Path) -> None:
 
 
 def test_unknown_stack_lists_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"stacks found: dev, prod, prod-base, prod-shard-0, prod-shard-1, staging"):
+    known = "dev, local, prod, prod-base, prod-shard-0, prod-shard-1, staging"
+    with pytest.raises(ConfigError, match=rf"stacks found: {known}"):
         load_stack_config("qa")
 
 

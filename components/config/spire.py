@@ -64,6 +64,18 @@ class SpireConfig(Section):
         "balancer or DNS name in front of the spire-server Service). Default: the in-cluster Service "
         "name, which only resolves inside the cluster.",
     )
+    key_manager: Literal["disk", "aws_kms"] = Field(
+        default="disk",
+        description="Where the SPIRE server keeps its CA and JWT signing keys. disk: a file in "
+        "the server's data volume (never in Pulumi state); aws_kms: AWS KMS keys in aws.region "
+        "(the key never leaves KMS; the server's ServiceAccount needs a KMS role, e.g. IRSA).",
+    )
+    controller_manager_webhook: bool = Field(
+        default=True,
+        description="Register spire-controller-manager's validating webhook for ClusterSPIFFEID / "
+        "ClusterStaticEntry objects. Turn off only where no pod can answer it (a bare local API "
+        "server without a kubelet), since the webhook fails closed.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARN", "ERROR"] = Field(
         default="INFO", description="Log level of the SPIRE server, agents and OIDC discovery provider."
     )

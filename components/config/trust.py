@@ -50,10 +50,13 @@ class VaultPkiSettings(Section):
 class TrustConfig(Section):
     """Root and intermediate CAs."""
 
-    upstream: Literal["tls", "aws-pca", "vault-pki"] = Field(
+    upstream: Literal["tls", "aws-pca", "vault-pki", "spire"] = Field(
         default="tls",
         description="Who holds the signing keys. tls: pulumi-tls keys in Pulumi state (dev "
-        "only); aws-pca: AWS Private CA; vault-pki: Vault's PKI engine. Strict stacks refuse tls.",
+        "only); aws-pca: AWS Private CA; vault-pki: Vault's PKI engine; spire: SPIRE is its own "
+        "root (no UpstreamAuthority; its KeyManager holds the key, spire.keyManager) and rotates "
+        "it every spire.caTtl, so no CA key or certificate ever passes through Pulumi. Strict "
+        "stacks refuse tls.",
     )
     key_algorithm: Literal["ecdsa-p256", "ecdsa-p384", "rsa-3072"] = Field(
         default="ecdsa-p256", description="Key algorithm of the root and intermediates."

@@ -72,6 +72,10 @@ CA_USES = ("cert_signing", "crl_signing")
 """pulumi-tls allowed_uses of the anchor and the issuer: keyCertSign + cRLSign (step's CA profiles)."""
 
 
+Custody = Literal["tls", "vault-pki", "aws-pca", "cert-manager"]
+"""Who holds the Linkerd trust anchors' keys (mesh.anchorCustody)."""
+
+
 @dataclass(frozen=True)
 class LinkerdIdentityProfile:
     """The trust anchor(s) and issuer Linkerd's identity controller needs, independent of keys."""
@@ -86,8 +90,9 @@ class LinkerdIdentityProfile:
     issuer_early_renewal_hours: int
     extra_anchors_pem: tuple[str, ...]
     cni_enabled: bool
-    custody: Literal["tls", "vault-pki", "aws-pca"] = "tls"
-    """Who holds the anchors' keys (the issuer key is always pulumi-tls: Linkerd needs it)."""
+    custody: Custody = "tls"
+    """Who holds the anchors' keys (the issuer key is pulumi-tls's unless cert-manager issues it)."""
+    cert_manager_namespace: str = "cert-manager"
     vault_pki_mount: str = "pki-linkerd"
     aws_region: str = "us-east-1"
     issuer_rotation: str = "1"
@@ -147,9 +152,12 @@ def _extra_anchor_problem(index: int, pem: str) -> str | None:
     return None
 
 
-def anchor_custody(cfg: StackConfig) -> Literal["tls", "vault-pki", "aws-pca"]:
-    """mesh.anchorCustody, defaulting to the trust domain's own key custody (trust.upstream)."""
-    return cfg.mesh.anchor_custody or cfg.trust.upstream
+def anchor_custody(cfg: StackConfig) -> Custody:
+    """mesh.anchorCustody, defaulting to the trust domain's own key custody (trust.upstream;
+    cert-manager when SPIRE is its own root, so that no key of the stack sits in Pulumi state)."""
+    if cfg.mesh.anchor_custody is not None:
+        return cfg.mesh.anchor_custody
+    return "cert-manager" if cfg.trust.upstream == "spire" else cfg.trust.upstream
 
 
 def linkerd_identity_problems(cfg: StackConfig, file: str) -> list[Problem]:
@@ -202,6 +210,7 @@ def linkerd_identity_profile(cfg: StackConfig, file: str = "stack configuration"
         extra_anchors_pem=tuple(m.extra_trust_anchors_pem),
         cni_enabled=m.cni_enabled,
         custody=anchor_custody(cfg),
+        cert_manager_namespace=m.cert_manager_namespace,
         vault_pki_mount=m.vault_pki_mount,
         aws_region=cfg.aws.region,
         issuer_rotation=m.issuer_rotation,
@@ -247,6 +256,78 @@ def control_plane_namespace(profile: LinkerdIdentityProfile) -> dict[str, Any]:
 
 
 V = TypeVar("V")
+
+
+def cert_manager_identity_objects(profile: LinkerdIdentityProfile) -> list[dict[str, Any]]:
+    """Linkerd's identity from cert-manager (anchorCustody cert-manager), as Linkerd documents it
+    for production: cert-manager makes each anchor generation (self-signed; its key is kept across
+    renewals, so chains stay valid) and issues the identity issuer from the signing anchor,
+    renewing it ``issuerEarlyRenewal`` before it expires; trust-manager writes every anchor (and
+    extraTrustAnchorsPem) into ``linkerd-identity-trust-roots``. No key passes through Pulumi."""
+    p = profile
+    cm_ns, ns = p.cert_manager_namespace, p.control_plane_namespace
+    labels = {LABEL_MANAGED_BY: MANAGED_BY}
+    self_signed = "linkerd-trust-anchor-selfsigned"
+    objects: list[dict[str, Any]] = [{
+        "apiVersion": "cert-manager.io/v1", "kind": "Issuer",
+        "metadata": {"name": self_signed, "namespace": cm_ns, "labels": labels},
+        "spec": {"selfSigned": {}},
+    }]
+    for gen in p.anchor_generations:
+        objects.append({
+            "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+            "metadata": {"name": f"linkerd-trust-anchor-{gen}", "namespace": cm_ns, "labels": labels},
+            "spec": {
+                "secretName": f"linkerd-trust-anchor-{gen}",
+                "isCA": True,
+                "commonName": p.anchor_common_name,
+                "subject": {"organizations": [p.organization], "organizationalUnits": [p.anchor_unit(gen)]},
+                "duration": f"{p.anchor_validity_hours}h",
+                # A renewal keeps the key: issuers (and proxies' leaves) chained to it stay valid.
+                "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Never"},
+                "usages": ["cert sign", "crl sign"],
+                "issuerRef": {"name": self_signed, "kind": "Issuer", "group": "cert-manager.io"},
+            },
+        })
+    objects += [
+        {
+            "apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer",
+            "metadata": {"name": "linkerd-trust-anchor", "labels": labels},
+            "spec": {"ca": {"secretName": f"linkerd-trust-anchor-{p.signing_anchor}"}},
+        },
+        {
+            "apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+            "metadata": {"name": ISSUER_SECRET, "namespace": ns, "labels": _control_plane_labels(ns)},
+            "spec": {
+                "secretName": ISSUER_SECRET,
+                "isCA": True,
+                "commonName": p.issuer_common_name,
+                "dnsNames": [p.issuer_common_name],
+                "subject": {"organizations": [p.organization], "organizationalUnits": [p.issuer_unit]},
+                "duration": f"{p.issuer_validity_hours}h",
+                "renewBefore": f"{p.issuer_early_renewal_hours}h",
+                "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+                "usages": ["cert sign", "crl sign", "server auth", "client auth"],
+                "issuerRef": {"name": "linkerd-trust-anchor", "kind": "ClusterIssuer", "group": "cert-manager.io"},
+            },
+        },
+        {
+            "apiVersion": "trust.cert-manager.io/v1alpha1", "kind": "Bundle",
+            "metadata": {"name": TRUST_ROOTS_CONFIGMAP, "labels": labels},
+            "spec": {
+                "sources": [
+                    *({"secret": {"name": f"linkerd-trust-anchor-{gen}", "key": "tls.crt"}}
+                      for gen in p.anchor_generations),
+                    *({"inLine": pem.strip() + "\n"} for pem in p.extra_anchors_pem),
+                ],
+                "target": {
+                    "configMap": {"key": TRUST_ROOTS_KEY},
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                },
+            },
+        },
+    ]
+    return objects
 
 
 def trust_roots_configmap(namespace: str, bundle: V) -> dict[str, Any]:
@@ -703,13 +784,15 @@ def mesh_objects(platform: Platform) -> list[dict[str, Any]]:
 
     The trust roots ConfigMap and issuer Secret hold certificates generated at deploy time, so
     they are not part of the reviewed render; their shape is :func:`trust_roots_configmap` and
-    :func:`issuer_secret`.
+    :func:`issuer_secret`. With anchorCustody cert-manager, the cert-manager and trust-manager
+    objects that make them in the cluster are part of it.
     """
     scope = stack_scope(platform.config)
     if not deploys_shared(scope):
         return shard_objects(platform)
     profile = linkerd_identity_profile(platform.config, platform.config_file)
-    return [control_plane_namespace(profile), *mesh_plan(platform, scope).objects()]
+    identity = cert_manager_identity_objects(profile) if profile.custody == "cert-manager" else []
+    return [control_plane_namespace(profile), *identity, *mesh_plan(platform, scope).objects()]
 
 
 def mesh_artifacts(platform: Platform) -> list[Artifact]:

@@ -192,7 +192,7 @@ def spire_problems(platform: Platform) -> list[Problem]:
             "spire.defaultX509SvidTtl",
             f"{sp.default_x509_svid_ttl} is above caTtl/6 ({sp.ca_ttl}/6), SPIRE's rotation limit",
         )
-    if seconds(sp.ca_ttl) >= seconds(cfg.trust.intermediate_lifetime):
+    if cfg.trust.upstream != "spire" and seconds(sp.ca_ttl) >= seconds(cfg.trust.intermediate_lifetime):
         cp(
             "spire.caTtl",
             f"{sp.ca_ttl} is not shorter than trust.intermediateLifetime "
@@ -262,9 +262,12 @@ def _plugin(name: str, data: dict[str, Any]) -> list[dict[str, Any]]:
     return [{name: {"plugin_data": data}}]
 
 
-def upstream_plugin(cfg: StackConfig) -> tuple[str, dict[str, Any]]:
-    """SPIRE UpstreamAuthority plugin name and plugin_data for the stack's trust upstream."""
+def upstream_plugin(cfg: StackConfig) -> tuple[str, dict[str, Any]] | None:
+    """SPIRE UpstreamAuthority plugin name and plugin_data for the stack's trust upstream
+    (None for upstream spire: SPIRE is then its own root)."""
     t = cfg.trust
+    if t.upstream == "spire":
+        return None
     if t.upstream == "tls":
         return "disk", {
             "cert_file_path": f"{UPSTREAM_DIR}/chain.pem",
@@ -291,6 +294,14 @@ def upstream_plugin(cfg: StackConfig) -> tuple[str, dict[str, Any]]:
     }
 
 
+def key_manager(cfg: StackConfig) -> list[dict[str, Any]]:
+    """The server's KeyManager: its CA and JWT keys on the data volume, or in AWS KMS."""
+    if cfg.spire.key_manager == "aws_kms":
+        return _plugin("aws_kms", {"region": cfg.aws.region,
+                                   "key_identifier_file": f"{SERVER_DATA_DIR}/aws-kms-key-id"})
+    return _plugin("disk", {"keys_path": f"{SERVER_DATA_DIR}/keys.json"})
+
+
 def node_attestations(platform: Platform) -> list[str]:
     """Node attestors the server needs: k8s_psat always, plus what active VM/Windows agents use."""
     used = {"k8s_psat"}
@@ -313,7 +324,7 @@ def server_config(platform: Platform) -> dict[str, Any]:
         datastore = {"database_type": "postgres", "connection_string": f"${{{DB_CONNECTION_ENV}}}"}
     else:
         datastore = {"database_type": "sqlite3", "connection_string": f"{SERVER_DATA_DIR}/datastore.sqlite3"}
-    upstream_name, upstream_data = upstream_plugin(cfg)
+    upstream = upstream_plugin(cfg)
     attestors: list[dict[str, Any]] = []
     for kind in node_attestations(platform):
         if kind == "k8s_psat":
@@ -350,9 +361,9 @@ def server_config(platform: Platform) -> dict[str, Any]:
         },
         "plugins": {
             "DataStore": _plugin("sql", datastore),
-            "KeyManager": _plugin("disk", {"keys_path": f"{SERVER_DATA_DIR}/keys.json"}),
+            "KeyManager": key_manager(cfg),
             "NodeAttestor": attestors,
-            "UpstreamAuthority": _plugin(upstream_name, upstream_data),
+            **({"UpstreamAuthority": _plugin(*upstream)} if upstream is not None else {}),
             "Notifier": _plugin(
                 "k8sbundle",
                 {
@@ -906,6 +917,11 @@ def oidc_objects(platform: Platform) -> list[dict[str, Any]]:
     ]
 
 
+def webhook_objects(platform: Platform) -> list[dict[str, Any]]:
+    """The controller manager's webhook configuration, unless spire.controllerManagerWebhook is off."""
+    return [webhook_configuration(platform)] if platform.config.spire.controller_manager_webhook else []
+
+
 def webhook_configuration(platform: Platform) -> dict[str, Any]:
     """ValidatingWebhookConfiguration the controller manager serves and keeps the CA bundle of."""
     ns = platform.config.spire.namespace
@@ -1281,7 +1297,7 @@ def spire_artifacts(platform: Platform) -> list[Any]:
         return kubernetes_artifacts("spire", registration_objects(platform, scope))
     objects = [
         *server_objects(platform),
-        webhook_configuration(platform),
+        *webhook_objects(platform),
         *agent_objects(platform),
         *registration_objects(platform, scope),
     ]

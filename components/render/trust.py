@@ -51,7 +51,7 @@ class TrustProfile:
     """Everything about the CA certificates that does not depend on who holds the keys."""
 
     trust_domain: str
-    upstream: Literal["tls", "aws-pca", "vault-pki"]
+    upstream: Literal["tls", "aws-pca", "vault-pki", "spire"]
     key: KeySpec
     organization: str
     root_common_name: str
@@ -134,6 +134,17 @@ def trust_problems(cfg: StackConfig, file: str) -> list[Problem]:
         )
     if t.upstream == "aws-pca" and not cfg.subsystems.aws:
         p("upstream", "aws-pca needs subsystems.aws (AWS credentials and region); enable it or choose another upstream")
+    if t.upstream == "spire":
+        # SPIRE's own root rotates every caTtl and exists only inside SPIRE: consumers that pin a
+        # CA certificate at deploy time cannot follow it.
+        if cfg.subsystems.vault and cfg.vault.auth == "cert":
+            p("upstream", "spire keeps its root inside SPIRE and rotates it every spire.caTtl, so Vault cert "
+              "auth (vault.auth: cert) would pin a CA that goes away; use vault.auth: jwt, or an upstream "
+              "CA (tls, vault-pki, aws-pca)")
+        if cfg.subsystems.aws and cfg.aws.federation == "roles-anywhere":
+            p("upstream", "spire keeps its root inside SPIRE and rotates it every spire.caTtl, so an IAM Roles "
+              "Anywhere trust anchor would pin a CA that goes away; use aws.federation: oidc, or an upstream "
+              "CA (tls, vault-pki, aws-pca)")
     return out
 
 

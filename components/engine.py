@@ -1,0 +1,333 @@
+"""``passport up | preview | refresh | destroy``: the Pulumi program on the real engine.
+
+The program of ``__main__.py`` (:func:`components.program.main`) runs as an Automation API
+*inline* program: the Pulumi CLI talks to this Python process over gRPC, so no Python language
+host is needed, while the engine, the providers and the state are the real ones.
+
+* Config comes from ``stacks/Pulumi.<env>.yaml`` (``Pulumi.yaml`` sets ``stackConfigDir``).
+* The backend is ``PULUMI_BACKEND_URL`` when set; otherwise non-strict stacks use a file backend
+  under ``.pulumi-local/state`` with a local passphrase, and strict stacks are refused (their
+  state belongs in the team's backend, not on a laptop).
+* The policy pack (``policy-packs/no-static-credentials``) is always attached, mandatory; its
+  ``analyzer`` launcher is run by the engine directly (no language host either).
+* Before anything starts, :func:`preflight` names every missing piece (CLI, provider plugins,
+  kubeconfig) with how to get it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from components.config import STACKS_DIR, StackConfig, load_stack_config
+
+Action = Literal["up", "preview", "refresh", "destroy"]
+ACTIONS: tuple[Action, ...] = ("up", "preview", "refresh", "destroy")
+
+PROJECT = "agent-passport"
+LOCAL_DIR = ".pulumi-local"
+LOCAL_PASSPHRASE = "agent-passport-local-dev"
+POLICY_PACK = Path("policy-packs") / "no-static-credentials"
+POLICY_LAUNCHER = "analyzer"
+TOOLS_BIN = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agent-passport" / "tools" / "bin"
+
+# PyPI SDK distribution -> provider plugin name. The engine asks for the plugin version the SDK
+# was generated for, so these versions come from the installed SDKs.
+_SDKS = {"kubernetes": "pulumi-kubernetes", "tls": "pulumi-tls", "vault": "pulumi-vault", "aws": "pulumi-aws"}
+
+
+def stack_file(stack: str) -> str:
+    """The stack's config file, as the user names it."""
+    return str(STACKS_DIR / f"Pulumi.{stack}.yaml")
+
+
+class EngineUnavailable(Exception):
+    """Something the engine needs is missing; the message lists every piece and how to get it."""
+
+
+# --------------------------------------------------------------------------- what a stack needs
+
+
+def required_providers(cfg: StackConfig) -> list[str]:
+    """Provider plugins the program registers resources with for this stack, in a stable order."""
+    on = cfg.subsystems
+    needed = {"kubernetes"}
+    custody = cfg.mesh.anchor_custody or _default_custody(cfg)
+    if cfg.trust.upstream == "tls" or (on.mesh and custody == "tls") or (on.mesh and custody != "cert-manager"):
+        # pulumi-tls: the tls upstream, and Linkerd's issuer key unless cert-manager issues it
+        needed.add("tls")
+    if on.vault or cfg.trust.upstream == "vault-pki" or (on.mesh and custody == "vault-pki"):
+        needed.add("vault")
+    if on.aws or cfg.trust.upstream == "aws-pca" or (on.mesh and custody == "aws-pca"):
+        needed.add("aws")
+    return [p for p in _SDKS if p in needed]
+
+
+def _default_custody(cfg: StackConfig) -> str:
+    from components.render.mesh import anchor_custody
+
+    return anchor_custody(cfg)
+
+
+def plugin_version(provider: str) -> str:
+    return metadata.version(_SDKS[provider])
+
+
+def find_pulumi() -> str | None:
+    """The Pulumi CLI: the bootstrap cache first, then PATH."""
+    cached = TOOLS_BIN / "pulumi"
+    if cached.is_file() and os.access(cached, os.X_OK):
+        return str(cached)
+    return shutil.which("pulumi")
+
+
+def installed_plugins(pulumi: str, env: Mapping[str, str]) -> set[tuple[str, str]]:
+    """``(name, version)`` of every resource plugin the CLI has installed."""
+    out = subprocess.run([pulumi, "plugin", "ls", "--json"], capture_output=True, text=True, env=dict(env),
+                         check=False, timeout=60)
+    if out.returncode != 0:
+        return set()
+    import json
+
+    found: set[tuple[str, str]] = set()
+    for p in json.loads(out.stdout or "[]") or []:
+        if p.get("kind") == "resource":
+            found.add((str(p.get("name")), str(p.get("version", "")).lstrip("v")))
+    return found
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Where the engine runs, keeps state and finds its pieces for one stack."""
+
+    root: Path
+    stack: str
+    config: StackConfig
+    backend_url: str
+    local_backend: bool
+    env: dict[str, str] = field(repr=False)
+
+    @property
+    def policy_launcher(self) -> Path:
+        return self.root / POLICY_PACK / POLICY_LAUNCHER
+
+
+def settings_for(stack: str, root: Path, environ: Mapping[str, str] | None = None) -> EngineSettings:
+    """Resolve the backend, secrets passphrase and process environment for ``stack``."""
+    environ = dict(os.environ if environ is None else environ)
+    root = root.resolve()
+    cfg = load_stack_config(stack, root)
+    backend = environ.get("PULUMI_BACKEND_URL", "")
+    local = not backend
+    if local:
+        if cfg.is_strict:
+            raise EngineUnavailable(
+                f"{stack_file(stack)}: stack {stack!r} is strict, so its state belongs in your team's backend: "
+                "set PULUMI_BACKEND_URL (e.g. s3://bucket/prefix or https://api.pulumi.com) and run again. "
+                f"Only non-strict stacks fall back to the local file backend under {LOCAL_DIR}/state."
+            )
+        state = root / LOCAL_DIR / "state"
+        state.mkdir(parents=True, exist_ok=True)
+        backend = state.as_uri()
+        # Local only: a passphrase you may override; real stacks use their own secrets provider.
+        environ.setdefault("PULUMI_CONFIG_PASSPHRASE", LOCAL_PASSPHRASE)
+    tmp = root / LOCAL_DIR / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    pulumi = find_pulumi()
+    path = environ.get("PATH", "")
+    if pulumi is not None:
+        path = f"{Path(pulumi).parent}{os.pathsep}{path}"
+    environ.update({
+        "PULUMI_BACKEND_URL": backend,
+        "PATH": path,
+        "TMPDIR": str(tmp),
+        "PULUMI_SKIP_UPDATE_CHECK": "true",
+        "PULUMI_DIY_BACKEND_NO_LEGACY_WARNING": "true",
+        # Use the plugins installed for this project; never download one behind the user's back.
+        "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+        # The policy pack's launcher runs the pack with this interpreter (the project's venv).
+        "PASSPORT_PYTHON": sys.executable,
+    })
+    return EngineSettings(root=root, stack=stack, config=cfg, backend_url=backend, local_backend=local, env=environ)
+
+
+def preflight(settings: EngineSettings) -> list[str]:
+    """Every missing piece, each with how to get it; empty when the engine can run."""
+    missing: list[str] = []
+    pulumi = find_pulumi()
+    if pulumi is None:
+        missing.append("the Pulumi CLI (`pulumi`): scripts/bootstrap-tools --only pulumi, or https://www.pulumi.com/docs/install/")
+    else:
+        have = installed_plugins(pulumi, settings.env)
+        for provider in required_providers(settings.config):
+            version = plugin_version(provider)
+            if (provider, version) not in have:
+                how = ("scripts/bootstrap-tools --only pulumi-resource-kubernetes" if provider == "kubernetes"
+                       else f"pulumi plugin install resource {provider} {version}")
+                missing.append(f"the Pulumi {provider} provider plugin v{version}: {how}")
+    launcher = settings.policy_launcher
+    if not os.access(launcher, os.X_OK):
+        missing.append(f"the policy pack launcher {launcher.relative_to(settings.root)} (executable): "
+                       "restore it from git")
+    kube = settings.config.kubernetes
+    if kube.mode == "cluster" and kube.kubeconfig and not (settings.root / kube.kubeconfig).is_file():
+        missing.append(f"the kubeconfig {kube.kubeconfig} named by {stack_file(settings.stack)} "
+                       "(kubernetes.kubeconfig): for the local stack, scripts/local-cluster start")
+    return missing
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class Tally:
+    """What the engine did (or would do), by operation and resource type; policy violations."""
+
+    ops: Counter[tuple[str, str]] = field(default_factory=Counter)
+    violations: list[str] = field(default_factory=list)
+
+    def on_event(self, preview: bool) -> Callable[[Any], None]:
+        def handle(event: Any) -> None:
+            pre = getattr(event, "resource_pre_event", None)
+            done = getattr(event, "res_outputs_event", None)
+            step = (pre if preview else done)
+            if step is not None and step.metadata is not None:
+                op = str(getattr(step.metadata.op, "value", step.metadata.op))
+                if op not in ("same", "read") and step.metadata.type != "pulumi:pulumi:Stack":
+                    self.ops[(op, step.metadata.type)] += 1
+            pol = getattr(event, "policy_event", None)
+            if pol is not None and pol.enforcement_level in ("mandatory", "remediate"):
+                name = pol.resource_urn.rsplit("::", 1)[-1] if pol.resource_urn else "stack"
+                self.violations.append(f"[{pol.enforcement_level}] {pol.policy_name} ({name}): {pol.message.strip()}")
+
+        return handle
+
+    def changes(self) -> int:
+        return sum(self.ops.values())
+
+    def summary(self) -> str:
+        if not self.ops:
+            return "no changes"
+        by_op: dict[str, Counter[str]] = {}
+        for (op, typ), n in self.ops.items():
+            by_op.setdefault(op, Counter())[typ] += n
+        lines = []
+        for op in sorted(by_op):
+            total = sum(by_op[op].values())
+            lines.append(f"{op}: {total}")
+            lines += [f"    {n:5d}  {typ}" for typ, n in sorted(by_op[op].items())]
+        return "\n".join(lines)
+
+
+def _workspace(settings: EngineSettings) -> Any:
+    from pulumi import automation as auto
+
+    from components.program import main as program_main
+
+    root = settings.root
+
+    def program() -> None:
+        program_main(root)
+
+    pulumi = find_pulumi()
+    assert pulumi is not None  # preflight
+    # PulumiCommand(root) runs <root>/bin/pulumi: the CLI preflight found, not whatever is on PATH.
+    command = auto.PulumiCommand(root=str(Path(pulumi).parent.parent))
+    opts = auto.LocalWorkspaceOptions(work_dir=str(root), env_vars=settings.env, pulumi_command=command)
+    # The Automation API passes env_vars to the CLI; the Python side (this process) needs the
+    # same backend and passphrase when it reads stack outputs.
+    os.environ.update({k: v for k, v in settings.env.items() if k != "PATH"})
+    return auto.create_or_select_stack(stack_name=settings.stack, project_name=PROJECT, program=program, opts=opts)
+
+
+def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool = False,
+        out: TextIO | None = None, err: TextIO | None = None, parallel: int | None = None,
+        environ: Mapping[str, str] | None = None) -> int:
+    """Run one engine action; 0 on success, 1 on failure or a policy violation, 2 on bad input,
+    3 when a piece of the engine is missing."""
+    out, err = out or sys.stdout, err or sys.stderr
+    from pulumi import automation as auto
+
+    from components.cli import load_platform
+    from components.errors import PassportError
+
+    os.chdir(root)  # stack files, agentsDir and renderDir are relative to the project
+
+    try:
+        settings = settings_for(stack, root, environ)
+    except EngineUnavailable as exc:
+        print(str(exc), file=err)
+        return 2
+    missing = preflight(settings)
+    if missing:
+        print(f"cannot run `passport {action}` of stack {stack!r}; missing:", file=err)
+        for m in missing:
+            print(f"  - {m}", file=err)
+        return 3
+    try:
+        # Every user error before the engine starts: nothing is half-deployed.
+        platform = load_platform(stack)
+        from components.render.artifacts import render_all
+
+        render_all(platform)
+    except PassportError as exc:
+        print(exc.report(), file=err)
+        return 2
+    if action in ("up", "destroy") and not yes:
+        print(f"`passport {action}` changes stack {stack!r}: run `passport preview --stack {stack}` to see what, "
+              f"then again with --yes", file=err)
+        return 2
+    where = "local file backend " + settings.backend_url if settings.local_backend else settings.backend_url
+    print(f"[passport] {action} stack {stack} ({len(platform.active_agents)} agents) on {where}", file=out)
+    stack_obj = _workspace(settings)
+    tally = Tally()
+    common: dict[str, Any] = {"on_output": lambda line: print(line, file=out, flush=True),
+                              "color": "never"}
+    if parallel is not None:
+        common["parallel"] = parallel
+    started = time.monotonic()
+    try:
+        if action == "preview":
+            stack_obj.preview(diff=diff, policy_packs=[str(settings.policy_launcher)],
+                              on_event=tally.on_event(preview=True), **common)
+        elif action == "up":
+            stack_obj.up(diff=diff, policy_packs=[str(settings.policy_launcher)],
+                         on_event=tally.on_event(preview=False), **common)
+        elif action == "refresh":
+            stack_obj.refresh(on_event=tally.on_event(preview=False), **common)
+        else:
+            stack_obj.destroy(on_event=tally.on_event(preview=False), **common)
+    except auto.CommandError as exc:
+        print(f"\n[passport] {action} of stack {stack} FAILED after {time.monotonic() - started:.1f}s", file=err)
+        if tally.violations:
+            print("policy violations:", file=err)
+            for v in tally.violations:
+                print(f"  {v}", file=err)
+        else:
+            print(_last_lines(str(exc), 25), file=err)
+        return 1
+    print(f"\n[passport] {action} of stack {stack} finished in {time.monotonic() - started:.1f}s", file=out)
+    print(tally.summary(), file=out)
+    if tally.violations:
+        print("policy violations:", file=err)
+        for v in tally.violations:
+            print(f"  {v}", file=err)
+        return 1
+    return 0
+
+
+def _last_lines(text: str, n: int) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-n:])
