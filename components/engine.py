@@ -231,15 +231,17 @@ class Tally:
         return "\n".join(lines)
 
 
-def _workspace(settings: EngineSettings) -> Any:
+def _workspace(settings: EngineSettings, program: Callable[[], None] | None = None) -> Any:
     from pulumi import automation as auto
 
     from components.program import main as program_main
 
     root = settings.root
 
-    def program() -> None:
+    def default_program() -> None:
         program_main(root)
+
+    program = program or default_program
 
     pulumi = find_pulumi()
     assert pulumi is not None  # preflight
@@ -254,8 +256,8 @@ def _workspace(settings: EngineSettings) -> Any:
 
 def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool = False,
         out: TextIO | None = None, err: TextIO | None = None, parallel: int | None = None,
-        environ: Mapping[str, str] | None = None) -> int:
-    """Run one engine action; 0 on success, 1 on failure or a policy violation, 2 on bad input,
+        environ: Mapping[str, str] | None = None, program: Callable[[], None] | None = None) -> int:
+    """Run one engine action (``program``: the project's by default; tests pass a variant); 0 on success, 1 on failure or a policy violation, 2 on bad input,
     3 when a piece of the engine is missing."""
     out, err = out or sys.stdout, err or sys.stderr
     from pulumi import automation as auto
@@ -291,7 +293,7 @@ def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool
         return 2
     where = "local file backend " + settings.backend_url if settings.local_backend else settings.backend_url
     print(f"[passport] {action} stack {stack} ({len(platform.active_agents)} agents) on {where}", file=out)
-    stack_obj = _workspace(settings)
+    stack_obj = _workspace(settings, program)
     tally = Tally()
     common: dict[str, Any] = {"on_output": lambda line: print(line, file=out, flush=True),
                               "color": "never"}
