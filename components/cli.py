@@ -241,7 +241,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
     from components.engine import run
 
     return run(args.command, args.stack, root=Path(args.root).resolve(), yes=args.yes, diff=args.diff,
-               parallel=args.parallel)
+               parallel=args.parallel, checkpoints=args.checkpoints)
 
 
 def _positive_int(text: str) -> int:
@@ -341,6 +341,9 @@ def parser() -> argparse.ArgumentParser:
         en.add_argument("--yes", action="store_true", help="do it without asking (up, destroy)")
         en.add_argument("--diff", action="store_true", help="show property-level diffs (up, preview)")
         en.add_argument("--parallel", type=_positive_int, default=None, help="resource operations at once")
+        en.add_argument("--checkpoints", choices=["auto", "always", "never"], default="auto",
+                        help="save the state after every step (always), only at the end (never), or "
+                        "skip per-step saves only where a crash is repaired by re-running (auto)")
         en.add_argument("--root", default=".", help="project directory (default: .)")
         en.set_defaults(func=cmd_engine)
     return p

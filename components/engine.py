@@ -32,6 +32,13 @@ from components.config import STACKS_DIR, StackConfig, load_stack_config
 
 Action = Literal["up", "preview", "refresh", "destroy"]
 ACTIONS: tuple[Action, ...] = ("up", "preview", "refresh", "destroy")
+Checkpoints = Literal["always", "never", "auto"]
+
+# Resource families a re-run adopts or overwrites after a crash left them out of the state:
+# kubernetes objects under server-side apply (an apply of an existing object updates it) and
+# Vault's idempotent PUTs. Not tls (a re-run makes new keys, so a new CA), not aws (IAM roles and
+# buckets answer "already exists"; a second Private CA is billed).
+RECOVERABLE_PROVIDERS = frozenset({"kubernetes", "vault"})
 
 PROJECT = "agent-passport"
 LOCAL_DIR = ".pulumi-local"
@@ -188,6 +195,38 @@ def preflight(settings: EngineSettings) -> list[str]:
     return missing
 
 
+def checkpoint_policy(cfg: StackConfig, mode: Checkpoints) -> tuple[bool, str]:
+    """Whether to skip the per-step state checkpoints (PULUMI_SKIP_CHECKPOINTS), and why.
+
+    A file/S3 backend rewrites the whole state after every step, so an update's cost grows with
+    the square of the stack's size (docs/sharding.md has the measurements). Skipping is safe only
+    where a crash mid-update is repaired by running `up` again.
+    """
+    if mode == "always":
+        return False, "checkpointing after every step (--checkpoints=always)"
+    if mode == "never":
+        return True, "not checkpointing (--checkpoints=never): a crash mid-update leaves resources out of the state"
+    unsafe = [p for p in required_providers(cfg) if p not in RECOVERABLE_PROVIDERS]
+    if unsafe:
+        return False, (f"checkpointing after every step: {', '.join(unsafe)} resources left out of the state by a "
+                       "crash would not be adopted by the next `up`")
+    return True, ("not checkpointing each step: every resource here is adopted by the next `up` after a crash "
+                  "(kubernetes server-side apply, Vault PUTs); the state is backed up first")
+
+
+def backup_state(stack_obj: Any, root: Path, stack: str) -> Path:
+    """The stack's current state, exported before an update that skips checkpoints."""
+    backups = root / LOCAL_DIR / "backups"
+    backups.mkdir(parents=True, exist_ok=True)
+    path = backups / f"{stack}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    deployment = stack_obj.export_stack()
+    import json
+
+    path.write_text(json.dumps({"version": deployment.version, "deployment": deployment.deployment}), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -256,15 +295,19 @@ def _workspace(settings: EngineSettings, program: Callable[[], None] | None = No
 
 def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool = False,
         out: TextIO | None = None, err: TextIO | None = None, parallel: int | None = None,
-        environ: Mapping[str, str] | None = None, program: Callable[[], None] | None = None) -> int:
-    """Run one engine action (``program``: the project's by default; tests pass a variant); 0 on success, 1 on failure or a policy violation, 2 on bad input,
-    3 when a piece of the engine is missing."""
-    out, err = out or sys.stdout, err or sys.stderr
+        environ: Mapping[str, str] | None = None, program: Callable[[], None] | None = None,
+        checkpoints: Checkpoints = "auto") -> int:
+    """Run one engine action (``program``: the project's by default; tests pass a variant).
+
+    Exit codes: 0 success, 1 failure or a policy violation, 2 bad input, 3 a piece of the engine
+    is missing (each named).
+    """
     from pulumi import automation as auto
 
     from components.cli import load_platform
     from components.errors import PassportError
 
+    out, err = out or sys.stdout, err or sys.stderr
     os.chdir(root)  # stack files, agentsDir and renderDir are relative to the project
 
     try:
@@ -293,7 +336,14 @@ def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool
         return 2
     where = "local file backend " + settings.backend_url if settings.local_backend else settings.backend_url
     print(f"[passport] {action} stack {stack} ({len(platform.active_agents)} agents) on {where}", file=out)
+    skip, why = checkpoint_policy(settings.config, checkpoints)
+    if action in ("up", "destroy"):
+        print(f"[passport] {why}", file=out)
+        if skip:
+            settings.env["PULUMI_SKIP_CHECKPOINTS"] = "true"
     stack_obj = _workspace(settings, program)
+    if skip and action == "up":
+        print(f"[passport] state backed up to {backup_state(stack_obj, settings.root, stack)}", file=out)
     tally = Tally()
     common: dict[str, Any] = {"on_output": lambda line: print(line, file=out, flush=True),
                               "color": "never"}

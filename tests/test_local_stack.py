@@ -189,3 +189,14 @@ def test_engine_refuses_bad_input_before_starting(capsys: pytest.CaptureFixture[
         load_stack_config("no-such-stack")
     assert engine.run("preview", "prod", root=ROOT, environ={"PATH": "/usr/bin"}) == 2
     assert "PULUMI_BACKEND_URL" in capsys.readouterr().err
+
+
+def test_checkpoints_are_skipped_only_where_a_rerun_repairs_a_crash() -> None:
+    local, dev, prod = (load_stack_config(s) for s in ("local", "dev", "prod"))
+    assert engine.checkpoint_policy(local, "auto")[0] is True  # kubernetes only
+    skip, why = engine.checkpoint_policy(dev, "auto")
+    assert skip is False and "tls" in why  # a re-run would make new keys
+    skip, why = engine.checkpoint_policy(prod, "auto")
+    assert skip is False and "aws" in why
+    assert engine.checkpoint_policy(prod, "never")[0] is True
+    assert engine.checkpoint_policy(local, "always")[0] is False
