@@ -6,9 +6,9 @@ checked by the real ``kubeconform`` binary from ``scripts/bootstrap-tools``, off
 * built-in kinds against the Kubernetes JSON schemas stored in
   ``tests/fixtures/k8s-schemas/v<K8S_VERSION>-standalone-strict/`` (kubeconform's default layout;
   how they were made is in that folder's README and :func:`builtin_schemas` below);
-* custom resources against the real CRDs (``../shared/crds/{spire,linkerd,windows}`` beside the
-  repository and ``tests/fixtures/crds/prometheus-operator``), converted here at test time to
-  kubeconform's ``{kind}_{version}.json`` layout (:func:`crd_schemas`).
+* custom resources against the real CRDs (``crds/{spire,linkerd,windows}``, committed by
+  ``scripts/crds.py vendor``, and ``tests/fixtures/crds/prometheus-operator``), converted here at test
+  time to kubeconform's ``{kind}_{version}.json`` layout (:func:`crd_schemas`).
 
 Kubernetes silently prunes fields a structural schema does not declare, so a misspelt field would
 "apply" and vanish: the converter closes every object schema (``additionalProperties: false``)
@@ -36,21 +36,16 @@ import pytest
 import yaml
 
 from components.config import list_stacks
+from tests.support.tools import ROOT, require_tool
 
-ROOT = Path(__file__).resolve().parent.parent
-TOOLS_BIN = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agent-passport/tools/bin"
-KUBECONFORM = TOOLS_BIN / "kubeconform"
 K8S_VERSION = "1.35.0"  # k8s.io/kubernetes module version the built-in schemas come from
 K8S_SCHEMAS = ROOT / "tests/fixtures/k8s-schemas"
 BUILTIN_DIR = K8S_SCHEMAS / f"v{K8S_VERSION}-standalone-strict"
-SHARED_CRDS = ROOT.parent / "shared" / "crds"  # the shared folder sits beside the repository
+CRDS = ROOT / "crds"  # committed, made by scripts/crds.py vendor (the gMSA CRD serves the v1 the renderer emits)
 CRD_FILES = (
-    [SHARED_CRDS / d for d in ("spire", "linkerd", "windows")]
+    [CRDS / d for d in ("spire", "linkerd", "windows")]
     + [ROOT / "tests/fixtures/crds/prometheus-operator"]
 )
-# The stored windows-gmsa CRD has only v1alpha1; the project's current chart serves windows.k8s.io/v1
-# with this same body (../shared/crds/README.md), and the renderer emits v1.
-CRD_VERSION_ALIASES = {("windows.k8s.io", "v1alpha1"): ("v1",)}
 # Every built-in kind the renderers emit (apiVersion, kind) -> kubeconform schema file name.
 BUILTIN_KINDS = {
     ("v1", "ConfigMap"): "configmap-v1",
@@ -83,9 +78,6 @@ WINDOWS_DOMAIN_IDS = {"domainSid": "S-1-5-21-1004336348-1177238915-682003330",
                       "domainGuid": "5a4e3f2c-1b2d-4c5e-8f90-a1b2c3d4e5f6"}
 SUMMARY = re.compile(r"Summary: (\d+) resources? found in (\d+) files? - Valid: (\d+), Invalid: (\d+), "
                      r"Errors: (\d+),? Skipped: (\d+)")
-
-needs_kubeconform = pytest.mark.skipif(
-    not KUBECONFORM.exists(), reason=f"kubeconform not built ({KUBECONFORM}); run scripts/bootstrap-tools")
 
 
 # --------------------------------------------------------------------------- schema conversion
@@ -218,10 +210,9 @@ def _with_object_meta(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def crd_kinds(crd_paths: Iterable[Path]) -> set[tuple[str, str]]:
-    """(apiVersion, kind) of every version (and alias) the CRDs define."""
-    return {(f"{crd['spec']['group']}/{name}", crd["spec"]["names"]["kind"])
-            for crd in _crds(crd_paths) for v in crd["spec"]["versions"]
-            for name in (v["name"], *CRD_VERSION_ALIASES.get((crd["spec"]["group"], v["name"]), ()))}
+    """(apiVersion, kind) of every version the CRDs define."""
+    return {(f"{crd['spec']['group']}/{v['name']}", crd["spec"]["names"]["kind"])
+            for crd in _crds(crd_paths) for v in crd["spec"]["versions"]}
 
 
 def crd_schemas(crd_paths: Iterable[Path], out: Path) -> list[Path]:
@@ -238,11 +229,10 @@ def crd_schemas(crd_paths: Iterable[Path], out: Path) -> list[Path]:
             if schema is None:
                 continue
             converted = int_or_string(close_objects(_with_object_meta(schema), include_self=True))
-            for name in (version["name"], *CRD_VERSION_ALIASES.get((group, version["name"]), ())):
-                target = out / group / f"{kind.lower()}_{name}.json"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(json.dumps(converted, indent=1, sort_keys=True), encoding="utf-8")
-                written.append(target)
+            target = out / group / f"{kind.lower()}_{version['name']}.json"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(converted, indent=1, sort_keys=True), encoding="utf-8")
+            written.append(target)
     return written
 
 
@@ -277,11 +267,11 @@ def documents(files: Iterable[Path]) -> Iterator[dict[str, Any]]:
                 yield doc
 
 
-def kubeconform(files: list[Path], crd_dir: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, int]]:
+def kubeconform(exe: Path, files: list[Path], crd_dir: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, int]]:
     builtin = str(K8S_SCHEMAS) + "/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}" \
         "/{{ .ResourceKind }}{{ .KindSuffix }}.json"
     crds = str(crd_dir) + "/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"
-    cmd = [str(KUBECONFORM), "-strict", "-summary", "-output", "text", "-kubernetes-version", K8S_VERSION,
+    cmd = [str(exe), "-strict", "-summary", "-output", "text", "-kubernetes-version", K8S_VERSION,
            "-schema-location", builtin, "-schema-location", crds, *map(str, files)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     match = SUMMARY.search(run.stdout)
@@ -291,10 +281,16 @@ def kubeconform(files: list[Path], crd_dir: Path) -> tuple[subprocess.CompletedP
 
 
 @pytest.fixture(scope="module")
+def kubeconform_bin() -> Path:
+    """The real kubeconform (skips on a user's machine without it, fails in CI)."""
+    return require_tool("kubeconform")
+
+
+@pytest.fixture(scope="module")
 def crd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    missing = [str(p) for p in CRD_FILES if not p.exists()]
+    missing = [str(p.relative_to(ROOT)) for p in CRD_FILES if not any(p.glob("*.yaml"))]
     if missing:
-        pytest.fail(f"CRD folders missing (../shared/crds sits beside the repository): {missing}")
+        pytest.fail(f"committed CRD folders missing or empty: {missing} (scripts/crds.py vendor makes crds/)")
     out = tmp_path_factory.mktemp("crd-schemas")
     crd_schemas(CRD_FILES, out)
     return out
@@ -368,11 +364,10 @@ def test_stored_builtin_schemas_are_what_the_generator_makes() -> None:
     assert sorted(p.stem for p in BUILTIN_DIR.glob("*.json")) == sorted(made)
 
 
-@needs_kubeconform
-def test_all_rendered_kubernetes_yaml_validates_strictly(rendered: Path, crd_dir: Path) -> None:
+def test_all_rendered_kubernetes_yaml_validates_strictly(kubeconform_bin: Path, rendered: Path, crd_dir: Path) -> None:
     files = kubernetes_yaml(rendered)
     objects = list(documents(files))
-    run, summary = kubeconform(files, crd_dir)
+    run, summary = kubeconform(kubeconform_bin, files, crd_dir)
     problems = [line for line in run.stdout.splitlines() if not line.startswith("Summary:")]
     assert summary["invalid"] == 0 and summary["errors"] == 0, "\n".join(problems) + run.stderr
     assert summary == {"resources": len(objects), "files": len(files), "valid": len(objects),
@@ -380,9 +375,8 @@ def test_all_rendered_kubernetes_yaml_validates_strictly(rendered: Path, crd_dir
     assert run.returncode == 0
 
 
-@needs_kubeconform
 def test_kubeconform_reports_a_broken_deployment_and_a_misspelt_custom_resource_field(
-        rendered: Path, crd_dir: Path, tmp_path: Path) -> None:
+        kubeconform_bin: Path, rendered: Path, crd_dir: Path, tmp_path: Path) -> None:
     deployment = next(d for d in documents(kubernetes_yaml(rendered / "dev")) if d["kind"] == "Deployment")
     deployment["spec"]["replicas"] = "three"  # not an integer
     deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy2"] = "Always"  # no such field
@@ -390,7 +384,7 @@ def test_kubeconform_reports_a_broken_deployment_and_a_misspelt_custom_resource_
     spiffe_id["spec"]["spiffeIdTemplate"] = spiffe_id["spec"].pop("spiffeIDTemplate")  # misspelt
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump_all([deployment, spiffe_id]), encoding="utf-8")
-    run, summary = kubeconform([broken], crd_dir)
+    run, summary = kubeconform(kubeconform_bin, [broken], crd_dir)
     assert run.returncode == 1
     assert summary["invalid"] == 2 and summary["valid"] == 0 and summary["errors"] == 0, run.stdout
     assert re.search(r"Deployment .* is invalid: .*/spec/replicas.*", run.stdout), run.stdout
@@ -398,12 +392,11 @@ def test_kubeconform_reports_a_broken_deployment_and_a_misspelt_custom_resource_
     assert re.search(r"ClusterSPIFFEID .* is invalid: .*spiffeIdTemplate", run.stdout), run.stdout
 
 
-@needs_kubeconform
-def test_a_kind_without_a_schema_is_an_error_not_a_pass(crd_dir: Path, tmp_path: Path) -> None:
+def test_a_kind_without_a_schema_is_an_error_not_a_pass(kubeconform_bin: Path, crd_dir: Path, tmp_path: Path) -> None:
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text(yaml.safe_dump({"apiVersion": "example.dev/v1", "kind": "Gadget",
                                        "metadata": {"name": "x"}}), encoding="utf-8")
-    run, summary = kubeconform([unknown], crd_dir)
+    run, summary = kubeconform(kubeconform_bin, [unknown], crd_dir)
     assert summary["errors"] == 1 and run.returncode == 1
     assert "could not find schema for Gadget" in run.stdout, run.stdout
 

@@ -93,10 +93,9 @@ def test_type_tokens_exist_in_the_installed_sdks() -> None:
             continue
         if any(g in token for g in crd_groups):
             group_version, kind = token.split(":")[1:]
-            crds = [p for p in (Path("/work/shared/crds"), ROOT / "tests/fixtures/crds") if p.exists()]
+            crds = (ROOT / "crds", ROOT / "tests/fixtures/crds")  # committed CRD data
             texts = " ".join(f.read_text(encoding="utf-8") for d in crds for f in d.rglob("*.yaml"))
-            if texts:
-                assert f"kind: {kind}" in texts, key
+            assert f"kind: {kind}" in texts, key
             assert group_version.split("/")[0] in {g.rstrip("/") for g in crd_groups}
             continue
         assert token in known, f"{key}={token} is not a type token of the installed SDKs"

@@ -25,6 +25,7 @@ from components.platform_model import Platform, ResolvedAgent
 from components.render.windows import (
     _ENV,
     DSC_TEMPLATE,
+    GMSA_CREDSPEC_API,
     GmsaAgent,
     PowerShellQuoteError,
     check_credential_spec,
@@ -42,9 +43,9 @@ from components.render.windows import (
     windows_artifacts,
     windows_problems,
 )
+from tests.support.tools import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-CRD = ROOT.parent / "shared" / "crds" / "windows" / "gmsacredentialspecs.windows.k8s.io.yaml"
+CRD = ROOT / "crds" / "windows" / "gmsacredentialspecs.windows.k8s.io.yaml"  # made by scripts/crds.py vendor
 
 try:  # optional real parser (PyPI tree-sitter + tree-sitter-powershell)
     import tree_sitter
@@ -480,12 +481,13 @@ def _pod_platform(prod: Platform, ledger: GmsaAgent) -> tuple[Platform, GmsaAgen
     return platform, g
 
 
-def _crd_schema() -> dict[str, Any]:
-    if not CRD.exists():
-        pytest.skip(f"{CRD} missing (the shared CRD folder sits beside the repository)")
+def _crd_schema(api_version: str = GMSA_CREDSPEC_API) -> dict[str, Any]:
+    """The committed CRD's schema for ``api_version`` (what the renderer emits), its storage version."""
     crd = yaml.safe_load(CRD.read_text(encoding="utf-8"))
-    (version,) = [v for v in crd["spec"]["versions"] if v["served"]]
-    assert crd["spec"]["group"] == "windows.k8s.io" and crd["spec"]["names"]["kind"] == "GMSACredentialSpec"
+    group, name = api_version.split("/")
+    assert crd["spec"]["group"] == group and crd["spec"]["names"]["kind"] == "GMSACredentialSpec"
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == name]
+    assert version["served"] is True and version["storage"] is True
     schema: dict[str, Any] = version["schema"]["openAPIV3Schema"]
     return schema
 
