@@ -103,6 +103,14 @@ FROM_MODULES = (
         licence="Apache-2.0",
     ),
     FromModule(
+        module="github.com/cert-manager/trust-manager",
+        version="v0.25.0",  # newest the module proxy lists
+        folder="deploy/crds",  # controller-gen output, plain YAML
+        files=("trust.cert-manager.io_bundles.yaml",),
+        kinds=("Bundle",),  # publishes Linkerd's trust roots (mesh.anchorCustody cert-manager)
+        licence="Apache-2.0",
+    ),
+    FromModule(
         module="github.com/prometheus-operator/prometheus-operator",
         version="v0.85.0",  # the only version of the module the proxy lists
         folder="example/prometheus-operator-crd",
