@@ -5,8 +5,9 @@ For each fleet size, in a throw-away copy of the project (its own state and kube
 * ``render`` — the kubernetes provider writes YAML (no API server);
 * ``cluster`` — into a real kube-apiserver on 127.0.0.1 (scripts/local-cluster);
 
-each as ``preview`` then ``up`` (file backend), optionally with ``PULUMI_SKIP_CHECKPOINTS=true``
-(``--skip-checkpoints``; see docs/sharding.md for the durability trade-off). Printed per run:
+each as ``preview``, ``up`` and ``preview`` again (file backend), with the state saved after every
+step (``--checkpoints=always``) or only at the end (``never``; ``--skip-checkpoints``; see
+docs/sharding.md for the durability trade-off). Printed per run:
 wall and CPU seconds (every process of the run), resources, resources per second, and the peak
 RSS of the Python process (program + Automation API), the engine (``pulumi``) and the
 kubernetes provider, sampled from /proc every 100 ms.
@@ -42,7 +43,8 @@ from benchmarks.synthetic import overrides, write_fleet  # noqa: E402
 from components.config import NAMESPACE, read_stack_file, stack_file  # noqa: E402
 
 PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "policy-packs")
-ROLES = {"python": "python", "pulumi": "engine", "pulumi-resource-kubernetes": "provider"}
+# /proc/<pid>/status Name: is the command truncated to 15 characters.
+ROLES = {"python": "python", "pulumi": "engine", "pulumi-resource": "provider"}
 
 
 def make_project(base: Path, agents: int, mode: str) -> Path:
@@ -107,9 +109,8 @@ class Sampler(threading.Thread):
 def run_step(proj: Path, step: str, skip_checkpoints: bool) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("PULUMI_BACKEND_URL", None)
-    if skip_checkpoints:
-        env["PULUMI_SKIP_CHECKPOINTS"] = "true"
-    argv = [sys.executable, "-m", "components.cli", step, "--stack", "local", "--root", str(proj)]
+    argv = [sys.executable, "-m", "components.cli", step, "--stack", "local", "--root", str(proj),
+            "--checkpoints", "never" if skip_checkpoints else "always"]
     if step == "up":
         argv.append("--yes")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
