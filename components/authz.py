@@ -11,7 +11,7 @@ deployed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -30,6 +30,8 @@ class AuthzGatewayArgs:
     """The validated platform; only its active agents get a data entry."""
     service: str
     """Name of the Service manifest (``spec.gateway: true``, called by an active agent)."""
+    namespaces: Mapping[str, pulumi.Resource] = field(default_factory=dict)
+    """Namespaces this stack creates (MeshNamespace), by name: objects in them are created after."""
 
 
 class AuthzGateway(pulumi.ComponentResource):
@@ -57,7 +59,7 @@ class AuthzGateway(pulumi.ComponentResource):
             )
         gw = envoy.gateway_of(platform, service)
         objects: list[Mapping[str, Any]] = list(render.gateway_objects(platform, service))
-        created = kube_objects(name, objects, self)
+        created = kube_objects(name, objects, self, args.namespaces)
         deployment = created[object_key(next(o for o in objects if o["kind"] == "Deployment"))]
 
         self.gateway_name = pulumi.Output.from_input(gw.name)

@@ -59,10 +59,11 @@ class _CustomResourceBody(k8s.apiextensions.CustomResource):
         pulumi.CustomResource.__init__(self, f"kubernetes:{obj['apiVersion']}:{obj['kind']}", resource_name, obj, opts)
 
 
-def kube_object(resource_name: str, obj: Mapping[str, Any], parent: pulumi.Resource) -> pulumi.CustomResource:
+def kube_object(resource_name: str, obj: Mapping[str, Any], parent: pulumi.Resource,
+                depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.CustomResource:
     """Register one object with ``parent`` as its parent (and provider source)."""
     api_version, kind = str(obj["apiVersion"]), str(obj["kind"])
-    opts = pulumi.ResourceOptions(parent=parent)
+    opts = pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on) or None)
     cls = _TYPED.get((api_version, kind))
     if cls is None:
         extra = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
@@ -84,15 +85,28 @@ def kube_object(resource_name: str, obj: Mapping[str, Any], parent: pulumi.Resou
 
 
 def kube_objects(
-    prefix: str, objects: Sequence[Mapping[str, Any]], parent: pulumi.Resource
+    prefix: str, objects: Sequence[Mapping[str, Any]], parent: pulumi.Resource,
+    namespaces: Mapping[str, pulumi.Resource] | None = None,
 ) -> dict[str, pulumi.CustomResource]:
-    """Register many objects; resource names are ``<prefix>-<object_key>`` and must be unique."""
+    """Register many objects; resource names are ``<prefix>-<object_key>`` and must be unique.
+
+    An object in a namespace this stack creates is created after that Namespace: the ones in
+    ``objects`` (registered first) and the ones in ``namespaces`` (created by another component).
+    The API server refuses an object whose namespace does not exist yet, and the engine would
+    otherwise create both at once.
+    """
     out: dict[str, pulumi.CustomResource] = {}
-    for obj in objects:
+    created_ns: dict[str, pulumi.Resource] = dict(namespaces or {})
+    ordered = sorted(objects, key=lambda o: o["kind"] != "Namespace")  # stable: Namespaces first
+    for obj in ordered:
         key = object_key(obj)
         if key in out:
             raise ValueError(f"two rendered objects share the key {key!r}")
-        out[key] = kube_object(f"{prefix}-{key}", obj, parent)
+        ns = (obj.get("metadata") or {}).get("namespace")
+        after = [created_ns[ns]] if ns in created_ns else []
+        out[key] = kube_object(f"{prefix}-{key}", obj, parent, after)
+        if obj["kind"] == "Namespace":
+            created_ns[obj["metadata"]["name"]] = out[key]
     return out
 
 

@@ -327,6 +327,8 @@ class MeshNamespace(pulumi.ComponentResource):
 
     namespace: pulumi.Output[str]
     """The namespace's name, once the Namespace exists."""
+    namespace_resource: pulumi.Resource
+    """The Namespace object: what other components' objects in this namespace are created after."""
 
     def __init__(self, name: str, args: MeshNamespaceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         # Guard before anything is registered: a strict stack never builds an unauthenticated default,
@@ -338,7 +340,8 @@ class MeshNamespace(pulumi.ComponentResource):
         super().__init__("agentpassport:mesh:MeshNamespace", name, None, opts)
         created = kube_objects(name, [namespace_object(args.namespace, args.default_inbound_policy),
                                       *args.objects], self)
-        self.namespace = created[f"namespace-{args.namespace}"].id.apply(lambda _: args.namespace)
+        self.namespace_resource = created[f"namespace-{args.namespace}"]
+        self.namespace = self.namespace_resource.id.apply(lambda _: args.namespace)
         self.register_outputs({"namespace": self.namespace, "agents": list(args.agents),
                                "services": list(args.services)})
 

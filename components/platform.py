@@ -101,12 +101,15 @@ class AgentPassport(pulumi.ComponentResource):
                                   server_workload=None if shared else from_base("spireServerWorkload")),
                 pulumi.ResourceOptions(parent=self))
         # [mesh]    LinkerdIdentity + MeshNamespace per namespace (if on.mesh); a shard: MeshCallers
+        namespaces: dict[str, pulumi.Resource] = {}  # created here: other objects in them wait for them
         if on.mesh:
             if shared:
                 LinkerdIdentity(f"{name}-linkerd-identity", LinkerdIdentityArgs.from_platform(platform),
                                 pulumi.ResourceOptions(parent=self))
                 for ns_args in mesh_namespace_args(platform, scope):
-                    MeshNamespace(f"{name}-mesh-{ns_args.namespace}", ns_args, pulumi.ResourceOptions(parent=self))
+                    meshed = MeshNamespace(f"{name}-mesh-{ns_args.namespace}", ns_args,
+                                           pulumi.ResourceOptions(parent=self))
+                    namespaces[ns_args.namespace] = meshed.namespace_resource
             else:
                 callers = MeshCallersArgs.from_platform(platform)
                 if callers.objects:
@@ -116,7 +119,8 @@ class AgentPassport(pulumi.ComponentResource):
             validate_authz(platform)  # every gateway's problems, before any gateway registers
             if shared:
                 for svc in gateway_services(platform):
-                    AuthzGateway(f"{name}-authz-{svc.name}", AuthzGatewayArgs(platform=platform, service=svc.name),
+                    AuthzGateway(f"{name}-authz-{svc.name}", AuthzGatewayArgs(platform=platform, service=svc.name,
+                                                                    namespaces=namespaces),
                                  pulumi.ResourceOptions(parent=self))
             elif gateway_services(platform):
                 GatewayData(f"{name}-authz-data", GatewayDataArgs(platform=platform),
@@ -128,7 +132,8 @@ class AgentPassport(pulumi.ComponentResource):
                           pulumi.ResourceOptions(parent=self))
         # [windows] GmsaAgents (if on.windows; not in a base)
         if on.windows and per_agent:
-            GmsaAgents(f"{name}-windows", GmsaAgentsArgs(platform=platform, deliver_with_ssm=on.aws),
+            GmsaAgents(f"{name}-windows", GmsaAgentsArgs(platform=platform, deliver_with_ssm=on.aws,
+                                                                  namespaces=namespaces),
                        pulumi.ResourceOptions(parent=self))
         # [aws]     AwsFederation (if on.aws), AuditTrail (not in a shard)
         aws: AwsFederation | None = None

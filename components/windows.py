@@ -10,7 +10,7 @@ or with your own tooling.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pulumi
@@ -38,6 +38,9 @@ class GmsaAgentsArgs:
 
     deliver_with_ssm: bool
     """Create the SSM documents and associations (needs AWS; the stack's subsystems.aws)."""
+
+    namespaces: Mapping[str, pulumi.Resource] = field(default_factory=dict)
+    """Namespaces this stack creates (MeshNamespace), by name: objects in them are created after."""
 
 
 class GmsaAgents(pulumi.ComponentResource):
@@ -90,7 +93,7 @@ class GmsaAgents(pulumi.ComponentResource):
             )
             documents[g.name] = document.name
         objects: list[Mapping[str, Any]] = list(windows_kubernetes_objects(platform))
-        kube_objects(f"{name}-k8s", objects, self)
+        kube_objects(f"{name}-k8s", objects, self, args.namespaces)
         self.scripts = pulumi.Output.from_input(scripts)
         self.ssm_documents = (
             pulumi.Output.all(**documents).apply(lambda d: dict(sorted(d.items())))

@@ -200,3 +200,17 @@ def test_checkpoints_are_skipped_only_where_a_rerun_repairs_a_crash() -> None:
     assert skip is False and "aws" in why
     assert engine.checkpoint_policy(prod, "never")[0] is True
     assert engine.checkpoint_policy(local, "always")[0] is False
+
+
+@pytest.mark.parametrize("stack", ["local", "dev"])
+def test_objects_wait_for_the_namespaces_the_stack_creates(stack_graph: Callable[[str], Graph], stack: str) -> None:
+    """Found by the real API server: a gateway's objects raced the Namespace MeshNamespace creates."""
+    graph = stack_graph(stack)
+    namespaces = {(r.inputs.get("metadata") or {}).get("name"): r.urn
+                  for r in graph.resources if r.type == "kubernetes:core/v1:Namespace"}
+    racing = []
+    for r in graph.resources:
+        ns = (r.inputs.get("metadata") or {}).get("namespace") if r.type.startswith("kubernetes:") else None
+        if ns in namespaces and namespaces[ns] not in r.dependencies:
+            racing.append(f"{r.type} {r.name}")
+    assert racing == []
