@@ -229,6 +229,8 @@ def backup_state(stack_obj: Any, root: Path, stack: str) -> Path:
 
 # --------------------------------------------------------------------------- running
 
+IGNORED_OPS = frozenset({"same", "read", "create-replacement", "delete-replaced", "discard-replaced"})
+
 
 @dataclass
 class Tally:
@@ -244,7 +246,8 @@ class Tally:
             step = (pre if preview else done)
             if step is not None and step.metadata is not None:
                 op = str(getattr(step.metadata.op, "value", step.metadata.op))
-                if op not in ("same", "read") and step.metadata.type != "pulumi:pulumi:Stack":
+                # a replacement is one "replace" step; its create/delete halves are not counted again
+                if op not in IGNORED_OPS and step.metadata.type != "pulumi:pulumi:Stack":
                     self.ops[(op, step.metadata.type)] += 1
             pol = getattr(event, "policy_event", None)
             if pol is not None and pol.enforcement_level in ("mandatory", "remediate"):

@@ -107,8 +107,8 @@ def _summary(stdout: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w[\w-]*): (\d+)$", tail, re.M)}
 
 
-def _changed(stdout: str) -> set[tuple[str, str]]:
-    """(op, type) pairs of the summary's per-type lines."""
+def _changed(stdout: str) -> set[tuple[str, str, int]]:
+    """(op, type, count) of the summary's per-type lines."""
     tail = stdout[stdout.rindex("[passport]"):]
     op = ""
     found = set()
@@ -116,9 +116,9 @@ def _changed(stdout: str) -> set[tuple[str, str]]:
         head = re.match(r"^(\w[\w-]*): \d+$", line)
         if head:
             op = head.group(1)
-        typed = re.match(r"^\s+\d+\s+(\S+)$", line)
+        typed = re.match(r"^\s+(\d+)\s+(\S+)$", line)
         if typed and op:
-            found.add((op, typed.group(1)))
+            found.add((op, typed.group(2), int(typed.group(1))))
     return found
 
 
@@ -152,10 +152,14 @@ def test_one_more_grant_previews_exactly_its_changes(project: Path) -> None:
         manifest.write_text(original)
 
 
-# A grant on a gateway service: the gateway's OPA data and the identities its Server admits.
+# A grant on a gateway service: the gateway's OPA data (an immutable ConfigMap, so replaced, and
+# the Deployment rolls to it), the mesh identities its Server admits, and the agent label that
+# the gateway's policy objects carry only while a single agent calls it.
 EXPECTED_FOR_NEW_GRANT = {
-    ("update", "kubernetes:core/v1:ConfigMap"),
-    ("update", "kubernetes:policy.linkerd.io/v1alpha1:MeshTLSAuthentication"),
+    ("replace", "kubernetes:core/v1:ConfigMap", 1),
+    ("update", "kubernetes:apps/v1:Deployment", 1),
+    ("update", "kubernetes:policy.linkerd.io/v1alpha1:MeshTLSAuthentication", 1),
+    ("update", "kubernetes:policy.linkerd.io/v1alpha1:AuthorizationPolicy", 1),
 }
 
 
