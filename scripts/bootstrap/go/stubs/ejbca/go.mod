@@ -1,0 +1,3 @@
+module github.com/Keyfactor/ejbca-go-client-sdk
+
+go 1.22
