@@ -286,13 +286,29 @@ def kubeconform_bin() -> Path:
     return require_tool("kubeconform")
 
 
+# cert-manager and trust-manager (the local stack's Linkerd identity) come from the Go module
+# cache through scripts/crds.py, never committed.
+MODULE_CRDS = ("cert-manager/cert-manager@", "cert-manager/trust-manager@")
+
+
 @pytest.fixture(scope="module")
-def crd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def crd_files() -> list[Path]:
     missing = [str(p.relative_to(ROOT)) for p in CRD_FILES if not any(p.glob("*.yaml"))]
     if missing:
         pytest.fail(f"committed CRD folders missing or empty: {missing} (scripts/crds.py vendor makes crds/)")
+    require_tool("go")
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "crds.py"), "paths"], capture_output=True,
+                         text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr
+    from_modules = [Path(line) for line in out.stdout.splitlines() if any(m in line for m in MODULE_CRDS)]
+    assert from_modules, out.stdout
+    return [*CRD_FILES, *from_modules]
+
+
+@pytest.fixture(scope="module")
+def crd_dir(tmp_path_factory: pytest.TempPathFactory, crd_files: list[Path]) -> Path:
     out = tmp_path_factory.mktemp("crd-schemas")
-    crd_schemas(CRD_FILES, out)
+    crd_schemas(crd_files, out)
     return out
 
 
@@ -317,18 +333,19 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --------------------------------------------------------------------------- tests
 
 
-def test_every_stack_is_rendered_with_every_kind_it_uses(rendered: Path) -> None:
+def test_every_stack_is_rendered_with_every_kind_it_uses(rendered: Path, crd_files: list[Path]) -> None:
     stacks = list_stacks(ROOT)
     assert stacks and sorted(p.name for p in rendered.iterdir()) == sorted([*stacks, "prod-windows-pods"])
     kinds = {(d["apiVersion"], d["kind"]) for d in documents(kubernetes_yaml(rendered))}
-    custom = kinds & crd_kinds(CRD_FILES)
+    custom = kinds & crd_kinds(crd_files)
     # Everything that is not a custom resource of the CRDs is a built-in kind with a stored schema.
     assert kinds - custom == set(BUILTIN_KINDS), sorted((kinds - custom) ^ set(BUILTIN_KINDS))
     for name in BUILTIN_KINDS.values():
         assert (BUILTIN_DIR / f"{name}.json").is_file(), name
     assert {k for _, k in custom} == {"ClusterSPIFFEID", "ClusterStaticEntry",
                                       "Server", "HTTPRoute", "AuthorizationPolicy", "MeshTLSAuthentication",
-                                      "GMSACredentialSpec", "PodMonitor", "PrometheusRule"}
+                                      "GMSACredentialSpec", "PodMonitor", "PrometheusRule",
+                                      "Issuer", "ClusterIssuer", "Certificate", "Bundle"}
 
 
 def test_crd_conversion_closes_objects_unless_unknown_fields_are_preserved(tmp_path: Path) -> None:

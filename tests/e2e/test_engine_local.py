@@ -54,7 +54,7 @@ def _ok(result: subprocess.CompletedProcess[str], what: str) -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    for tool in ("pulumi", "etcd", "kube-apiserver"):
+    for tool in ("pulumi", "etcd", "kube-apiserver", "kube-controller-manager"):
         require_tool(tool)
     proj = tmp_path_factory.mktemp("project")
     for rel in PROJECT_FILES:

