@@ -244,6 +244,12 @@ def cmd_engine(args: argparse.Namespace) -> int:
                parallel=args.parallel, checkpoints=args.checkpoints)
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    from components.engine import recover
+
+    return recover(args.stack, root=Path(args.root).resolve(), yes=args.yes)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -346,6 +352,12 @@ def parser() -> argparse.ArgumentParser:
                         "skip per-step saves only where a crash is repaired by re-running (auto)")
         en.add_argument("--root", default=".", help="project directory (default: .)")
         en.set_defaults(func=cmd_engine)
+
+    rc = sub.add_parser("recover", help="after an engine crash: drop its stale lock, refresh, then up")
+    rc.add_argument("--stack", required=True)
+    rc.add_argument("--yes", action="store_true", help="do it (default: print the plan)")
+    rc.add_argument("--root", default=".", help="project directory (default: .)")
+    rc.set_defaults(func=cmd_recover)
     return p
 
 

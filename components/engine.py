@@ -383,6 +383,90 @@ def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool
     return 0
 
 
+# --------------------------------------------------------------------------- recovering from a crash
+
+
+@dataclass(frozen=True)
+class StackLock:
+    """One lock file of a file backend (what `pulumi up` writes while it runs)."""
+
+    path: Path
+    pid: int
+    hostname: str
+
+    @property
+    def stale(self) -> bool:
+        """Held by a process of this host that no longer exists."""
+        import socket
+
+        return self.hostname == socket.gethostname() and not Path(f"/proc/{self.pid}").exists()
+
+
+def stack_locks(settings: EngineSettings) -> list[StackLock]:
+    """The locks a file backend holds for this stack (none for other backends: they are not read)."""
+    import json
+
+    if not settings.backend_url.startswith("file://"):
+        return []
+    state = Path(settings.backend_url[len("file://"):])
+    locks = []
+    for f in sorted(state.glob(f".pulumi/locks/**/{settings.stack}/*.json")):
+        try:
+            content = json.loads(f.read_text(encoding="utf-8"))
+            locks.append(StackLock(f, int(content.get("pid", 0)), str(content.get("hostname", ""))))
+        except (OSError, ValueError):
+            locks.append(StackLock(f, 0, ""))
+    return locks
+
+
+def recover(stack: str, *, root: Path, yes: bool = False, out: TextIO | None = None,
+            err: TextIO | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """After an engine crash: drop the dead run's lock, reconcile the state with what exists
+    (refresh, clearing pending creates), then `up`, which adopts what the crash left out of the
+    state where the provider can (kubernetes server-side apply, Vault PUTs)."""
+    from pulumi import automation as auto
+
+    out, err = out or sys.stdout, err or sys.stderr
+    os.chdir(root)
+    try:
+        settings = settings_for(stack, root, environ)
+    except EngineUnavailable as exc:
+        print(str(exc), file=err)
+        return 2
+    missing = preflight(settings)
+    if missing:
+        print(f"cannot run `passport recover` of stack {stack!r}; missing:", file=err)
+        for m in missing:
+            print(f"  - {m}", file=err)
+        return 3
+    locks = stack_locks(settings)
+    live = [lk for lk in locks if not lk.stale]
+    if live:
+        for lk in live:
+            print(f"stack {stack} is locked by pid {lk.pid} on {lk.hostname or '?'} ({lk.path}), which may still "
+                  "be running: wait for it, or make sure it is gone and delete the lock file", file=err)
+        return 1
+    plan = [f"remove {len(locks)} stale lock(s) of a crashed run" if locks else "no stale lock",
+            "refresh the state from what exists (clearing pending creates)",
+            "up: create what is missing, adopt what the crash left out of the state"]
+    print(f"[passport] recover stack {stack}:", file=out)
+    for step in plan:
+        print(f"  - {step}", file=out)
+    if not yes:
+        print("run again with --yes to do it", file=err)
+        return 2
+    stack_obj = _workspace(settings)
+    say: dict[str, Any] = {"on_output": lambda line: print(line, file=out, flush=True), "color": "never"}
+    try:
+        if locks:
+            stack_obj.cancel()
+        stack_obj.refresh(clear_pending_creates=True, **say)
+    except auto.CommandError as exc:
+        print(f"[passport] recover of stack {stack} FAILED while refreshing:\n{_last_lines(str(exc), 25)}", file=err)
+        return 1
+    return run("up", stack, root=root, yes=True, out=out, err=err, environ=environ)
+
+
 def _last_lines(text: str, n: int) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     return "\n".join(lines[-n:])

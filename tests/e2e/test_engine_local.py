@@ -12,93 +12,42 @@ the kubeconfig and the manifests the tests edit are their own. The tests run in 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-from tests.support.tools import ROOT, require_tool
+from tests.support.engine import (
+    api_get,
+    copy_project,
+    inventory,
+    ok,
+    passport,
+    passport_env,
+    run,
+    start_cluster,
+    stop_cluster,
+)
+from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.e2e
 
-PASSPORT = [sys.executable, "-m", "components.cli"]
-LOCAL_CLUSTER = ROOT / "scripts" / "local-cluster"
-STEP_TIMEOUT_S = 900
-PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "stacks/Pulumi.local.yaml", "agents", "policy-packs")
-
-
-def _run(argv: list[str], cwd: Path, env: dict[str, str] | None = None,
-         timeout: int = STEP_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _passport(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("PULUMI_BACKEND_URL", None)
-    root = ["--root", str(project)] if args[0] in ("up", "preview", "refresh", "destroy") else []
-    return _run([*PASSPORT, *args, *root], cwd=project, env=env)
-
-
-def _ok(result: subprocess.CompletedProcess[str], what: str) -> str:
-    tail = f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    assert result.returncode == 0, f"{what} failed ({result.returncode}):\n{tail}"
-    return result.stdout
+ENGINE_TOOLS = ("pulumi", "etcd", "kube-apiserver", "kube-controller-manager")
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    for tool in ("pulumi", "etcd", "kube-apiserver", "kube-controller-manager"):
+    for tool in ENGINE_TOOLS:
         require_tool(tool)
-    proj = tmp_path_factory.mktemp("project")
-    for rel in PROJECT_FILES:
-        src, dst = ROOT / rel, proj / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dst)
-    cluster = proj / ".pulumi-local" / "cluster"
-    started = _run([str(LOCAL_CLUSTER), "start", "--dir", str(cluster)], cwd=ROOT, timeout=300)
+    proj = copy_project(tmp_path_factory.mktemp("project"))
     try:
-        assert started.returncode == 0, f"local cluster did not start:\n{started.stderr[-3000:]}"
+        start_cluster(proj)
         yield proj
     finally:
-        _run([str(LOCAL_CLUSTER), "stop", "--dir", str(cluster)], cwd=ROOT, timeout=120)
-
-
-def _inventory(project: Path) -> dict[str, Any]:
-    render = project / "build" / "render-local"
-    _ok(_passport(project, "render", "--stack", "local", "--out", str(render)), "passport render")
-    out = _run([str(LOCAL_CLUSTER), "inventory", "--dir", str(project / ".pulumi-local" / "cluster"),
-                "--render", str(render), "--json"], cwd=ROOT, timeout=300)
-    assert out.returncode == 0, out.stderr
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
-
-
-def _api_get(project: Path, path: str) -> tuple[int, Any]:
-    """GET from the local API server with the cluster's own admin token (urllib, CA-verified)."""
-    import ssl
-    import urllib.error
-    import urllib.request
-
-    cluster = project / ".pulumi-local" / "cluster"
-    port = json.loads((cluster / "ports.json").read_text())["apiserver"]
-    token = (cluster / "pki" / "admin.token").read_text().strip()
-    ctx = ssl.create_default_context(cafile=str(cluster / "pki" / "ca.crt"))
-    req = urllib.request.Request(f"https://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:  # noqa: S310 - https on loopback
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, None
+        stop_cluster(proj)
 
 
 def _summary(stdout: str) -> dict[str, int]:
@@ -123,16 +72,16 @@ def _changed(stdout: str) -> set[tuple[str, str, int]]:
 
 
 def test_up_creates_every_rendered_object(project: Path) -> None:
-    out = _ok(_passport(project, "up", "--stack", "local", "--yes"), "passport up")
+    out = ok(passport(project, "up", "--stack", "local", "--yes"), "passport up")
     assert _summary(out).get("create", 0) > 50
-    inv = _inventory(project)
+    inv = inventory(project)
     assert inv["missing"] == []
     assert inv["counts"]["ClusterSPIFFEID"] >= 4
     assert inv["counts"]["Certificate"] == 2  # Linkerd's trust anchor and identity issuer
 
 
 def test_a_second_preview_reports_no_changes(project: Path) -> None:
-    out = _ok(_passport(project, "preview", "--stack", "local"), "passport preview")
+    out = ok(passport(project, "preview", "--stack", "local"), "passport preview")
     assert "no changes" in out[out.rindex("[passport]"):], out[-3000:]
 
 
@@ -146,7 +95,7 @@ def test_one_more_grant_previews_exactly_its_changes(project: Path) -> None:
     })
     manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
     try:
-        out = _ok(_passport(project, "preview", "--stack", "local"), "passport preview with a new grant")
+        out = ok(passport(project, "preview", "--stack", "local"), "passport preview with a new grant")
         assert _changed(out) == EXPECTED_FOR_NEW_GRANT, out[-3000:]
     finally:
         manifest.write_text(original)
@@ -173,21 +122,21 @@ def test_suspending_an_agent_removes_its_registration_and_access(project: Path) 
     identity = "invoice-processor.finance-agents.serviceaccount.identity.linkerd.cluster.local"
     spiffe_id = "spiffe://local.agentpassport.internal/ns/finance-agents/sa/invoice-processor"
     try:
-        _ok(_passport(project, "up", "--stack", "local", "--yes"), "passport up with invoice-processor suspended")
-        status, _ = _api_get(project, "/apis/spire.spiffe.io/v1alpha1/clusterspiffeids/agent.invoice-processor")
+        ok(passport(project, "up", "--stack", "local", "--yes"), "passport up with invoice-processor suspended")
+        status, _ = api_get(project, "/apis/spire.spiffe.io/v1alpha1/clusterspiffeids/agent.invoice-processor")
         assert status == 404
         # No Server in the cluster admits its mesh identity any more (its only gateway may be gone
         # altogether), and no gateway's OPA data names its SPIFFE ID.
-        status, authns = _api_get(project, "/apis/policy.linkerd.io/v1alpha1/meshtlsauthentications")
+        status, authns = api_get(project, "/apis/policy.linkerd.io/v1alpha1/meshtlsauthentications")
         assert status == 200
         assert [a["metadata"]["name"] for a in authns["items"] if identity in a["spec"].get("identities", [])] == []
-        status, configmaps = _api_get(project, "/api/v1/configmaps")
+        status, configmaps = api_get(project, "/api/v1/configmaps")
         assert status == 200
         assert [c["metadata"]["name"] for c in configmaps["items"] if spiffe_id in json.dumps(c.get("data"))] == []
     finally:
         manifest.write_text(original)
-    _ok(_passport(project, "up", "--stack", "local", "--yes"), "passport up after lifting the suspension")
-    status, _ = _api_get(project, "/apis/spire.spiffe.io/v1alpha1/clusterspiffeids/agent.invoice-processor")
+    ok(passport(project, "up", "--stack", "local", "--yes"), "passport up after lifting the suspension")
+    status, _ = api_get(project, "/apis/spire.spiffe.io/v1alpha1/clusterspiffeids/agent.invoice-processor")
     assert status == 200
 
 
@@ -221,16 +170,14 @@ sys.exit(engine.run("preview", "local", root=root, program=program))
 def test_the_policy_pack_inside_the_engine_stops_a_static_credential(project: Path) -> None:
     script = project / "variant.py"
     script.write_text(VARIANT)
-    env = {**os.environ, "PYTHONPATH": str(ROOT),
-           "KUBECONFIG": str(project / ".pulumi-local" / "cluster" / "kubeconfig")}
-    env.pop("PULUMI_BACKEND_URL", None)
-    result = _run([sys.executable, str(script), str(project)], cwd=project, env=env)
+    env = {**passport_env(), "KUBECONFIG": str(project / ".pulumi-local" / "cluster" / "kubeconfig")}
+    result = run([sys.executable, str(script), str(project)], cwd=project, env=env)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "no-service-account-token-secrets" in result.stderr
     assert "agent-cortex-sa-token" in result.stderr
 
 
 def test_destroy_leaves_nothing_behind(project: Path) -> None:
-    _ok(_passport(project, "destroy", "--stack", "local", "--yes"), "passport destroy")
-    inv = _inventory(project)
+    ok(passport(project, "destroy", "--stack", "local", "--yes"), "passport destroy")
+    inv = inventory(project)
     assert inv["present"] == []
