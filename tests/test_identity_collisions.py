@@ -356,3 +356,26 @@ def test_reservations_cover_every_service_account_the_program_creates(
             seen += 1
             assert res.account(str(ns), str(sa)) is not None, f"{r.type} {ns}/{sa} is not reserved"
     assert seen >= 6
+
+
+def test_the_policy_pack_reads_rendered_selectors_as_the_platform_model_reads_manifests() -> None:
+    """The pack's copy of the rule (it imports nothing of ours) agrees with the platform model on
+    the selector strings the SPIRE renderer writes, and its splitting agrees too."""
+    import random
+
+    from components.check import load_pack
+
+    pack = load_pack()
+    rng = random.Random(11)  # noqa: S311 - reproducible test data, not secrets
+    for _ in range(300):
+        tags = {k: rng.choice(["a", "b"]) for k in ("agentpassport:role", "team") if rng.random() < 0.6}
+        region = [f"aws_iid:region:{rng.choice(['us-east-1', 'eu-west-1'])}"]
+        extra = [s for s in ("aws_iid:az:us-east-1a", "aws_iid:sg:id:sg-1") if rng.random() < 0.3]
+        workload = [s for s in ("unix:uid:1001", "unix:uid:1002", "systemd:id:x.service",
+                                "windows:user_name:CORP\\Gmsa$") if rng.random() < 0.4]
+        rendered = [*region, *(f"aws_iid:tag:{k}:{v}" for k, v in tags.items()), *extra]
+        assert pack.exclusive_selector_values(rendered, workload) == exclusive_values(tags, [*region, *extra],
+                                                                                       workload)
+    for _ in range(100):
+        entries = [{k: rng.choice("ab") for k in "wxyz" if rng.random() < 0.6} for _ in range(rng.randint(2, 8))]
+        assert pack.first_compatible(entries) == first_compatible(entries)
