@@ -22,7 +22,7 @@ from components.errors import ManifestError, Problem
 from components.gcpause import gc_paused
 from components.identity import AgentIdentity, GatewayIdentity, derive_identity, gateway_identity
 from components.manifest.loader import ManifestSet, SourcedAgent, SourcedService
-from components.manifest.models import AgentManifest, Grant
+from components.manifest.models import AgentManifest, Grant, HttpGrant
 from components.shard import gatewayless_callers, in_environment, in_stack
 
 RESERVED_VAULT_PREFIXES = ("sys/", "auth/", "identity/", "cubbyhole/", "pki", "database/")
@@ -80,11 +80,29 @@ class Platform:
     def suspended_agents(self) -> tuple[ResolvedAgent, ...]:
         return tuple(a for a in self.agents if a.suspended)
 
+    @cached_property
+    def _agents_by_name(self) -> dict[str, ResolvedAgent]:
+        return {a.name: a for a in self.agents}
+
+    @cached_property
+    def _services_by_name(self) -> dict[str, SourcedService]:
+        return {s.name: s for s in self.services}
+
     def agent(self, name: str) -> ResolvedAgent | None:
-        return next((a for a in self.agents if a.name == name), None)
+        return self._agents_by_name.get(name)
 
     def service(self, name: str) -> SourcedService | None:
-        return next((s for s in self.services if s.name == name), None)
+        return self._services_by_name.get(name)
+
+    @cached_property
+    def http_grants_by_service(self) -> dict[str, tuple[tuple[ResolvedAgent, int, HttpGrant], ...]]:
+        """Service -> (active agent, grant index, grant) of every http grant on it, in agent
+        order: renderers look a service's callers up instead of scanning every agent per service."""
+        out: dict[str, list[tuple[ResolvedAgent, int, HttpGrant]]] = {}
+        for a in self.active_agents:
+            for i, g in a.grants_of("http"):
+                out.setdefault(g.service, []).append((a, i, g))
+        return {k: tuple(v) for k, v in out.items()}
 
     def gateway(self, service: SourcedService) -> GatewayIdentity:
         """The Envoy + OPA gateway in front of ``service`` (names, mesh and SPIFFE identity)."""
@@ -133,8 +151,15 @@ class PlatformClaim:
 
     what: str
     """e.g. "the Envoy + OPA gateway of service 'payments-api'"."""
-    where: str
-    """The file and field that create it."""
+    declared_in: str | SourcedService
+    """The stack file and field, or the Service manifest, that creates it."""
+
+    @property
+    def where(self) -> str:
+        """``file[:line] field``; a manifest's line is looked up only now (only errors need it)."""
+        if isinstance(self.declared_in, str):
+            return self.declared_in
+        return _where_service(self.declared_in)
 
 
 @dataclass(frozen=True)
@@ -180,12 +205,11 @@ def reservations(cfg: StackConfig, services: Iterable[SourcedService], config_fi
     dns: dict[str, PlatformClaim] = {}
     for s in services:
         ns = s.manifest.spec.namespace
-        where = _where_service(s)
-        dns.setdefault(f"{s.name}.{ns}.svc.{cd}", PlatformClaim(f"service {s.name!r}", where))
-        dns.setdefault(s.name, PlatformClaim(f"service {s.name!r}", where))
+        dns.setdefault(f"{s.name}.{ns}.svc.{cd}", PlatformClaim(f"service {s.name!r}", s))
+        dns.setdefault(s.name, PlatformClaim(f"service {s.name!r}", s))
         if s.manifest.spec.gateway:
             gw = gateway_identity(s.name, ns, cfg.trust_domain, cd, cfg.mesh.control_plane_namespace)
-            claim = PlatformClaim(f"the Envoy + OPA gateway of service {s.name!r}", where)
+            claim = PlatformClaim(f"the Envoy + OPA gateway of service {s.name!r}", s)
             accounts.setdefault((ns, gw.name), claim)
             dns.setdefault(f"{gw.name}.{ns}.svc.{cd}", claim)
             dns.setdefault(gw.name, claim)

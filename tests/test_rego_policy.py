@@ -285,7 +285,7 @@ def test_every_generated_case_gives_the_exact_decision_in_opa_eval(tmp_path: Pat
         assert any(c.expected["allowed"] for c in cases) and any(not c.expected["allowed"] for c in cases)
         for case in cases:
             got = opa_decision(bundle, case.input, case.request.now_ns)
-            assert got == case.expected, f"{label} {case.name}"
+            assert case.matches(got), f"{label} {case.name}: {got}"
 
 
 def test_generated_tests_catch_a_policy_that_drops_the_segment_boundary(tmp_path: Path) -> None:
