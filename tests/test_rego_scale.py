@@ -25,11 +25,13 @@ def many_grants(tmp_path: Path, grants: int) -> Platform:
 def test_every_generated_case_agrees_with_the_reference_decision(tmp_path: Path) -> None:
     platforms = [synthetic_platform(tmp_path / "s"), repo_platform("dev"), many_grants(tmp_path / "g", 120)]
     for platform in platforms:
-        data = rego.stack_data(platform)
+        data = rego.with_revocations(rego.stack_data(platform))
         cases = rego.rego_cases(platform)
         assert cases
         for case in cases:
-            assert case.matches(rego.decide(data, case.request)), case.name
+            mocked = data if case.revocations is None else {
+                **data, "agentpassport": {**data["agentpassport"], "revocations": case.revocations}}
+            assert case.matches(rego.decide(mocked, case.request)), case.name
 
 
 def test_large_entries_assert_the_grants_own_failure_small_ones_the_whole_decision(tmp_path: Path) -> None:
@@ -48,7 +50,7 @@ def test_large_entries_assert_the_grants_own_failure_small_ones_the_whole_decisi
 def test_partial_expectations_are_not_vacuous(tmp_path: Path) -> None:
     """A decision naming another grant's failure, or allowing, does not match a partial case."""
     case = next(c for c in rego.rego_cases(many_grants(tmp_path, 200)) if c.reason_contains is not None)
-    real = rego.decide(rego.stack_data(many_grants(tmp_path / "again", 200)), case.request)
+    real = rego.decide(rego.with_revocations(rego.stack_data(many_grants(tmp_path / "again", 200))), case.request)
     assert case.matches(real)
     assert not case.matches({**real, "reason": real["reason"].replace(case.reason_contains, "")})
     assert not case.matches({**real, "allowed": True})
@@ -64,7 +66,7 @@ def test_the_generated_test_file_uses_the_helper_only_when_needed(tmp_path: Path
 
 def test_the_indexed_decider_agrees_with_the_reference_on_random_requests(tmp_path: Path) -> None:
     platform = many_grants(tmp_path, 150)
-    data = rego.stack_data(platform)
+    data = rego.with_revocations(rego.stack_data(platform))
     decider = rego.Decider(data)
     cases = rego.rego_cases(platform)
     rng = random.Random(3)  # noqa: S311 - reproducible test data, not secrets
@@ -119,7 +121,7 @@ def test_opa_runs_the_generated_tests_of_an_agent_with_many_grants(tmp_path: Pat
     fmt = run_opa("fmt", "--list", "--fail", str(bundle / "policy_test.rego"))
     assert fmt.returncode == 0, f"not opa-fmt formatted: {fmt.stdout}"
     for case in [c for c in cases if c.reason_contains][:20]:
-        assert case.matches(opa_decision(bundle, case.input, case.request.now_ns)), case.name
+        assert case.matches(opa_decision(bundle, case.input, case.request.now_ns, case.revocations)), case.name
     # a policy whose reason leaves out the failures is caught by the partial tests
     broken = rego.POLICY.replace('concat("; ", failures)', '""')
     assert broken != rego.POLICY

@@ -144,9 +144,20 @@ matching := [rule | some rule in entry.rules; rule_failure(rule) == ""]
 
 failures := [sprintf("spec.grants[%d]: %s", [rule.grant, rule_failure(rule)]) | some rule in entry.rules]
 
+# Identities revoked by `passport revoke`, without a pulumi up: a list each gateway watches
+# (data.agentpassport.revocations, from its own ConfigMap). Until the list is loaded every
+# request is denied: a gateway that cannot read it fails closed.
+revocations_loaded if is_object(data.agentpassport.revocations.spiffeIds)
+
+revoked if data.agentpassport.revocations.spiffeIds[principal]
+
 default allow := false
 
-allow if count(matching) > 0
+allow if {
+\tcount(matching) > 0
+\trevocations_loaded
+\tnot revoked
+}
 
 # The reason recorded in the decision log (and Envoy's access log) for audit.
 reason := sprintf("allowed: %s %s granted to agent %s by spec.grants[%d]", [
@@ -155,6 +166,10 @@ reason := sprintf("allowed: %s %s granted to agent %s by spec.grants[%d]", [
 \tallow
 } else := "denied: the client certificate carries no SPIFFE ID" if {
 \tprincipal == ""
+} else := "denied: the revocation list is not loaded (fail closed)" if {
+\tnot revocations_loaded
+} else := sprintf("denied: SPIFFE ID %s is revoked (passport revoke)", [principal]) if {
+\trevoked
 } else := sprintf("denied: service %s is not protected by this gateway", [service]) if {
 \tnot data.agentpassport.services[service]
 } else := sprintf("denied: SPIFFE ID %s has no grant on service %s", [principal, service]) if {
@@ -284,6 +299,33 @@ def stack_data(platform: Platform) -> dict[str, Any]:
     return {"agentpassport": {**base_data(names)["agentpassport"], **shard_data(platform, names)["agentpassport"]}}
 
 
+REVOCATIONS_FILE = "revocations.json"
+"""The revocation list's file in a gateway's data directory (and in the rendered ``rego/``)."""
+
+
+def revocation_document(revoked: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The revocation list as OPA loads it: SPIFFE ID -> what ``passport revoke`` recorded."""
+    return {"agentpassport": {"revocations": {"spiffeIds": dict(sorted((revoked or {}).items()))}}}
+
+
+def revoked_ids(document: Any) -> dict[str, Any] | None:
+    """The SPIFFE IDs of a revocation document, or None when it is not one (unreadable)."""
+    if not isinstance(document, dict):
+        return None
+    inner = document.get("agentpassport")
+    inner = inner.get("revocations") if isinstance(inner, dict) else None
+    ids = inner.get("spiffeIds") if isinstance(inner, dict) else None
+    return dict(ids) if isinstance(ids, dict) else None
+
+
+def with_revocations(data: Mapping[str, Any], document: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``data`` with a revocation list merged in (default: the empty list), as a gateway loads
+    its data directory."""
+    doc = dict(data.get("agentpassport", {}))
+    doc["revocations"] = (document or revocation_document())["agentpassport"]["revocations"]
+    return {**data, "agentpassport": doc}
+
+
 def principals_of(data: Mapping[str, Any], service: str) -> dict[str, Any]:
     """Every entry of ``service`` in a data document, standalone and per shard."""
     doc = data.get("agentpassport", {})
@@ -375,10 +417,25 @@ def _denied(reason: str) -> dict[str, Any]:
     }
 
 
+def _revocation_state(data: Mapping[str, Any], principal: str) -> str:
+    """``loaded`` (and the principal not revoked), ``revoked``, or ``missing`` (fail closed)."""
+    revocations = data.get("agentpassport", {}).get("revocations")
+    ids = revocations.get("spiffeIds") if isinstance(revocations, dict) else None
+    if not isinstance(ids, dict):
+        return "missing"
+    return "revoked" if ids.get(principal) not in (None, False) else "loaded"
+
+
 def _denied_before_rules(data: Mapping[str, Any], req: Request, entry: Mapping[str, Any] | None) -> str | None:
-    """The reason of a denial that needs no rule (no SPIFFE ID, unknown service, no entry)."""
+    """The reason of a denial that needs no rule (no SPIFFE ID, no revocation list, a revoked
+    SPIFFE ID, unknown service, no entry)."""
     if req.principal == "":
         return "denied: the client certificate carries no SPIFFE ID"
+    state = _revocation_state(data, req.principal)
+    if state == "missing":
+        return "denied: the revocation list is not loaded (fail closed)"
+    if state == "revoked":
+        return f"denied: SPIFFE ID {req.principal} is revoked (passport revoke)"
     if req.service not in data.get("agentpassport", {}).get("services", {}):
         return f"denied: service {req.service} is not protected by this gateway"
     if entry is None:
@@ -395,7 +452,7 @@ def decide(data: Mapping[str, Any], req: Request) -> dict[str, Any]:
     entries = _entries(data, req.service, req.principal)
     entry = entries[0] if len(entries) == 1 else None
     matching = [r for r in entry["rules"] if rule_failure(r, req) == ""] if entry else []
-    if entry and matching:
+    if entry and matching and _revocation_state(data, req.principal) == "loaded":
         return _allowed(entry, matching[0], req)
     reason = _denied_before_rules(data, req, entry)
     if reason is None:
@@ -451,7 +508,8 @@ class Decider:
 
     def allows(self, req: Request) -> bool:
         _, index = self.entry(req.service, req.principal)
-        return index is not None and index.first_allowing(req) is not None
+        return (index is not None and index.first_allowing(req) is not None
+                and _revocation_state(self.data, req.principal) == "loaded")
 
     def decision(self, req: Request, rule: Mapping[str, Any] | None = None,
                  exact_max_rules: int | None = None) -> tuple[dict[str, Any], str | None]:
@@ -460,7 +518,7 @@ class Decider:
         failure clause of ``rule``): its full reason lists every rule of the entry."""
         entry, index = self.entry(req.service, req.principal)
         allowing = index.first_allowing(req) if index is not None else None
-        if entry is not None and allowing is not None:
+        if entry is not None and allowing is not None and _revocation_state(self.data, req.principal) == "loaded":
             return _allowed(entry, allowing, req), None
         reason = _denied_before_rules(self.data, req, entry)
         if reason is not None:
@@ -520,6 +578,9 @@ class RegoCase:
     """For denials by an entry with more than :data:`EXACT_DECISION_MAX_RULES` rules: the failure
     of the grant the case is about, which the reason must contain (the full reason lists every
     rule of the entry, so asserting it whole would make the tests quadratic in grants)."""
+    revocations: dict[str, Any] | None = None
+    """When set, the case mocks ``data.agentpassport.revocations`` with it (a revoked SPIFFE ID,
+    or a list that is not loaded); otherwise the gateway's loaded list applies (empty in review)."""
 
     def matches(self, decision: Mapping[str, Any]) -> bool:
         """Whether a decision (OPA's) is what this case expects."""
@@ -662,7 +723,7 @@ def rego_cases(platform: Platform) -> list[RegoCase]:
     (:class:`Decider`), and denials by entries with many rules assert this grant's failure
     rather than the full reason listing every rule.
     """
-    data = stack_data(platform)
+    data = with_revocations(stack_data(platform))  # what a gateway loads: its data and an empty list
     decider = Decider(data)
     cases: list[RegoCase] = []
     services = gateway_services(platform)
@@ -695,6 +756,18 @@ def rego_cases(platform: Platform) -> list[RegoCase]:
                 name=f"test_{_ident(kind)}", kind=kind, request=req,
                 input=check_request(req, authority), expected=decider.decision(req)[0],
             ))
+        # The kill switch: a revoked SPIFFE ID is denied whatever it was granted, and a gateway
+        # that has not loaded the revocation list denies everything (fail closed).
+        overrides: list[tuple[str, dict[str, Any]]] = [("revocation-list-not-loaded", {})]
+        if entries:
+            overrides.insert(0, ("revoked-spiffe-id", {"spiffeIds": {ok.principal: {
+                "agent": "agentpassport-test", "revokedAt": "2026-01-12T12:00:00Z"}}}))
+        for kind, revocations in overrides:
+            mocked = {**data, "agentpassport": {**data["agentpassport"], "revocations": revocations}}
+            cases.append(RegoCase(
+                name=f"test_{_ident(kind)}", kind=kind, request=ok, input=check_request(ok, authority),
+                expected=decide(mocked, ok), revocations=revocations,
+            ))
     return cases
 
 
@@ -725,7 +798,8 @@ def render_tests(cases: Iterable[RegoCase]) -> str:
     out = [
         "# Agent Passport: generated tests for policy.rego against data.json; do not edit.",
         "# Every http grant gets an allow case and deny cases (wrong method, wrong path,",
-        "# missing header, outside the time window, unknown SPIFFE ID) where they apply.",
+        "# missing header, outside the time window, unknown SPIFFE ID) where they apply; a revoked",
+        "# SPIFFE ID and a revocation list that is not loaded are denied.",
         f"package {PACKAGE}_test",
     ]
     cases = list(cases)
@@ -740,6 +814,8 @@ def render_tests(cases: Iterable[RegoCase]) -> str:
         else:
             check = (f"\tdenied_by({decision}, {json.dumps(c.expected['reason'], ensure_ascii=False)}, "
                      f"{json.dumps(c.reason_contains, ensure_ascii=False)})")
+        mock = ([f"\t\twith data.agentpassport.revocations as {_term(c.revocations, chr(9) * 2)}"]
+                if c.revocations is not None else [])
         out += [
             "",
             f"# {c.kind}: {c.request.method} {c.request.path} as {c.request.principal or '(no SPIFFE ID)'}",
@@ -747,6 +823,7 @@ def render_tests(cases: Iterable[RegoCase]) -> str:
             check,
             f"\t\twith input as {_term(c.input, chr(9) * 2)}",
             f"\t\twith time.now_ns as {c.request.now_ns}",
+            *mock,
             "}",
         ]
     return "\n".join(out) + "\n"
