@@ -100,15 +100,15 @@ def fleet_data(where: Path, n: int, shards: int) -> tuple[Platform, dict[str, An
     fleet = write_fleet(where, n, services=1)
     manifests = load_manifests([fleet])
     platform = build_platform(stack_config(fleet), manifests, "dev", "stacks/Pulumi.dev.yaml")
-    if not shards:
-        return platform, rego.authz_data(platform, [SERVICE])
+    if not shards:  # with the (empty) revocation list every gateway loads beside its data
+        return platform, rego.with_revocations(rego.authz_data(platform, [SERVICE]))
     data = rego.base_data([SERVICE])
     for k in range(shards):
         part = build_platform(stack_config(fleet, shard=hash_shard(shards, k)), manifests, f"dev-shard-{k}",
                               "stacks/Pulumi.dev.yaml")
         data["agentpassport"].setdefault("shards", {}).update(
             rego.shard_data(part, [SERVICE])["agentpassport"]["shards"])
-    return platform, data
+    return platform, rego.with_revocations(data)
 
 
 def authority(platform: Platform) -> str:

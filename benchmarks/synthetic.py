@@ -133,6 +133,66 @@ def write_fleet(out: Path, agents: int, per_file: int = 100, services: int = SER
     return out
 
 
+GRANT_AGENT = """\
+apiVersion: passport.agentpassport.dev/v1alpha1
+kind: Agent
+metadata:
+  name: many-grants
+  team: platform
+  owner: platform@acme-corp.net
+spec:
+  platform:
+    kubernetes:
+      namespace: agents-00
+      serviceAccount: many-grants
+  grants:
+"""
+
+GRANT_KINDS = (
+    # a gateway service: exact path, one method
+    "    - http: {{service: svc-0, methods: [GET], paths: [{{exact: /api/v1/items/{i}}}]}}\n",
+    # a gateway service: a prefix with a required header
+    "    - http: {{service: svc-1, methods: [GET, POST], paths: [{{prefix: /api/v2/items/{i}}}], "
+    "headers: {{x-tenant: t{i}}}}}\n",
+    # a gateway service: a time window
+    "    - http: {{service: svc-2, methods: [PUT], paths: [{{exact: /api/v3/items/{i}}}], "
+    "timeWindows: [{{days: [mon, tue, wed, thu, fri], start: '08:00', end: '18:00', timezone: Europe/London}}]}}\n",
+    # a service without a gateway (Linkerd routes only)
+    "    - http: {{service: direct-0, methods: [GET], paths: [{{exact: /direct/{i}}}]}}\n",
+    # an extra Vault path
+    "    - vault: {{path: secret/data/many-grants/{i}, capabilities: [read]}}\n",
+)
+
+DIRECT_SERVICE = """\
+apiVersion: passport.agentpassport.dev/v1alpha1
+kind: Service
+metadata:
+  name: direct-0
+  team: platform
+spec:
+  namespace: direct
+  port: 8080
+  gateway: false
+  podSelector:
+    app: direct-0
+"""
+
+
+def write_grant_manifest(out: Path, grants: int, services: int = SERVICES) -> Path:
+    """One agent with ``grants`` grants cycling through :data:`GRANT_KINDS` (http grants on three
+    gateway services and one without a gateway, Vault paths), plus one database grant, and the
+    services they call. Every grant is distinct."""
+    out.mkdir(parents=True, exist_ok=True)
+    docs = [SERVICE.format(s=s) for s in range(services)] + [DIRECT_SERVICE]
+    (out / "services.yaml").write_text("---\n".join(docs))
+    body = [GRANT_AGENT]
+    body.append(f"    - database: {{cluster: {CLUSTER}, engine: postgres, database: {database_names()[0]}, "
+                "privileges: [{allow: [select], tables: [events]}]}\n")
+    body += [GRANT_KINDS[i % len(GRANT_KINDS)].format(i=i) for i in range(grants - 1)]
+    (out / "many-grants.yaml").write_text("".join(body))
+    return out
+
+
 def hash_shard(count: int, index: int, base_stack: str = "acme/agent-passport/dev-base") -> dict[str, Any]:
     """A ``shard`` section selecting one stable hash bucket of the fleet."""
     return {"role": "shard", "baseStack": base_stack, "select": {"hashBuckets": {"count": count, "index": index}}}

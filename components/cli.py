@@ -218,19 +218,38 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     import os
 
-    from components.revoke import RevokeRefused, find_spire_server, revoke, spire_cli_runner
+    from components.revoke import (
+        KubeRunner,
+        RevokeRefused,
+        find_kubectl,
+        find_spire_server,
+        kubectl_runner,
+        revoke,
+        spire_cli_runner,
+    )
 
     platform = load_platform(args.stack, args.paths)
     runner = None
-    if args.spire_server_socket:
+    if args.spire_server_socket and not args.undo:
         binary = find_spire_server(args.spire_server_bin)
         if binary is None:
             print("spire-server not found: pass --spire-server-bin or put it on PATH", file=sys.stderr)
             return EXIT_INPUT
         runner = spire_cli_runner(binary, args.spire_server_socket)
+    kube: KubeRunner | None = None
+    k8s = platform.config.kubernetes
+    context = args.kube_context or (k8s.context if k8s.mode == "cluster" else None)
+    kubeconfig = args.kubeconfig or (k8s.kubeconfig if k8s.mode == "cluster" else None)
+    if platform.config.subsystems.authz and (context or kubeconfig or k8s.mode == "cluster"):
+        kubectl = find_kubectl(args.kubectl_bin)
+        if kubectl is None:
+            print("kubectl not found: pass --kubectl-bin or put it on PATH (the gateways' revocation lists are "
+                  "written with it)", file=sys.stderr)
+            return EXIT_INPUT
+        kube = kubectl_runner(kubectl, context, kubeconfig)
     try:
         return revoke(platform, args.agent, yes=args.yes, env=os.environ, out=sys.stdout,
-                      vault_addr=args.vault_addr, spire_runner=runner)
+                      vault_addr=args.vault_addr, spire_runner=runner, kube_runner=kube, undo=args.undo)
     except RevokeRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_INPUT
@@ -324,13 +343,19 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--root", default=".", help="project directory (default: .)")
     d.set_defaults(func=cmd_diff)
 
-    rv = sub.add_parser("revoke", help="incident kill switch: revoke an agent's Vault leases/tokens and SPIRE "
-                        "entries now (dry run without --yes)")
+    rv = sub.add_parser("revoke", help="incident kill switch: gateways deny the agent's SPIFFE ID, its Vault "
+                        "leases/tokens and SPIRE entries are revoked, now (dry run without --yes)")
     rv.add_argument("agent")
     rv.add_argument("--stack", required=True)
     rv.add_argument("--vault-addr", default=None, help="Vault address (default: the stack's vault.address)")
     rv.add_argument("--spire-server-socket", default=None, help="SPIRE server admin API socket")
     rv.add_argument("--spire-server-bin", default=None, help="spire-server binary (default: PATH, tools cache)")
+    rv.add_argument("--kube-context", default=None,
+                    help="kubeconfig context of the gateways' cluster (default: the stack's kubernetes.context)")
+    rv.add_argument("--kubeconfig", default=None, help="kubeconfig (default: the stack's kubernetes.kubeconfig)")
+    rv.add_argument("--kubectl-bin", default=None, help="kubectl binary (default: PATH, tools cache)")
+    rv.add_argument("--undo", action="store_true",
+                    help="take the agent's SPIFFE ID off the gateways' revocation lists again")
     rv.add_argument("--yes", action="store_true", help="really revoke (default: dry run)")
     rv.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: the stack's agentsDir)")
     rv.set_defaults(func=cmd_revoke)

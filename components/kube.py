@@ -59,11 +59,19 @@ class _CustomResourceBody(k8s.apiextensions.CustomResource):
         pulumi.CustomResource.__init__(self, f"kubernetes:{obj['apiVersion']}:{obj['kind']}", resource_name, obj, opts)
 
 
+IGNORE_CHANGES_ANNOTATION = "agentpassport.dev/ignore-changes"
+"""Comma-separated top-level fields of a rendered object that ``pulumi up`` creates and then
+never overwrites (e.g. a gateway's revocation list, written by ``passport revoke``)."""
+
+
 def kube_object(resource_name: str, obj: Mapping[str, Any], parent: pulumi.Resource,
                 depends_on: Sequence[pulumi.Resource] = ()) -> pulumi.CustomResource:
     """Register one object with ``parent`` as its parent (and provider source)."""
     api_version, kind = str(obj["apiVersion"]), str(obj["kind"])
-    opts = pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on) or None)
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    ignored = [f for f in str(annotations.get(IGNORE_CHANGES_ANNOTATION, "")).split(",") if f]
+    opts = pulumi.ResourceOptions(parent=parent, ignore_changes=ignored or None,
+                                  depends_on=list(depends_on) or None)
     cls = _TYPED.get((api_version, kind))
     if cls is None:
         extra = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}

@@ -41,6 +41,8 @@ class Captured:
     inputs: dict[str, Any]
     dependencies: list[str] = field(default_factory=list)
     provider: str = ""
+    ignore_changes: list[str] = field(default_factory=list)
+    """Fields ``pulumi up`` would not overwrite (the ``ignore_changes`` resource option)."""
 
 
 @dataclass
@@ -160,6 +162,7 @@ class CapturingMonitor(pmocks.MockMonitor):
                 inputs=rpc.deserialize_properties(request.object),
                 dependencies=list(request.dependencies),
                 provider=request.provider,
+                ignore_changes=list(request.ignoreChanges),
             ))
         return response
 

@@ -1,10 +1,13 @@
 """``passport revoke``: the incident kill switch, before any ``pulumi up``.
 
-For one agent of one stack it revokes the agent's Vault database leases by prefix and its Vault
-tokens, disables its Vault identity entity (a token it still holds, batch tokens included, is
-then refused), deletes its SPIRE registration entries through the SPIRE server API, and prints
-what it did and what stays valid until when: SVIDs and AWS sessions already issued cannot be
-recalled, their TTL is the kill switch.
+For one agent of one stack it adds the agent's SPIFFE ID to every gateway's revocation list (the
+gateways' OPA watches it and denies that ID within seconds of the kubelet refreshing the volume,
+which the command triggers at once), revokes the agent's Vault database leases by prefix and its
+Vault tokens, disables its Vault identity entity (a token it still holds, batch tokens included,
+is then refused), deletes its SPIRE registration entries through the SPIRE server API, and
+prints what it did and what stays valid until when: SVIDs and AWS sessions already issued
+cannot be recalled, their TTL is the kill switch (docs/runbook.md). ``--undo`` takes the ID off
+the gateways' lists again.
 
 It uses only the operator's own short-lived credentials (``VAULT_TOKEN`` from the environment;
 the SPIRE server's admin socket) and refuses to run against a target it cannot confirm: the
@@ -15,6 +18,7 @@ this trust domain), and the SPIRE server's bundle must be this stack's trust dom
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -29,6 +33,7 @@ from typing import Any, TextIO
 
 from components.durations import format_duration, seconds
 from components.platform_model import Platform
+from components.render import rego
 from components.render.vault import database_mount
 
 HTTP_TIMEOUT = 10.0
@@ -57,6 +62,8 @@ class RevokePlan:
     """(kind, name) of the Kubernetes objects that would re-create the SPIRE entries."""
     vault: bool = True
     spire: bool = True
+    gateways: tuple[tuple[str, str, str], ...] = ()
+    """(service, namespace, revocation-list ConfigMap) of every gateway of the environment."""
 
     @property
     def longest(self) -> tuple[str, int]:
@@ -84,6 +91,15 @@ def plan_revocation(platform: Platform, name: str) -> RevokePlan:
     if ident.platform == "vm" and agent.manifest.spec.platform.vm is not None \
             and agent.manifest.spec.platform.vm.attestation == "aws_iid":
         regs.append(("ClusterStaticEntry", f"node.{name}"))
+    gateways = []
+    if cfg.subsystems.authz:
+        from components.render.authz import revocations_configmap_name
+        from components.render.envoy import gateway_of
+
+        for svc in platform.services:
+            if svc.manifest.spec.gateway:
+                gw = gateway_of(platform, svc)
+                gateways.append((svc.name, gw.namespace, revocations_configmap_name(gw)))
     return RevokePlan(
         agent=name,
         spiffe_id=ident.spiffe_id,
@@ -97,6 +113,7 @@ def plan_revocation(platform: Platform, name: str) -> RevokePlan:
         registrations=tuple(regs),
         vault=cfg.subsystems.vault,
         spire=cfg.subsystems.spire,
+        gateways=tuple(sorted(gateways)),
     )
 
 
@@ -231,6 +248,139 @@ def spire_entries(run: SpireRunner, plan: RevokePlan) -> list[str]:
     return sorted(str(e["id"]) for e in resp.get("entries") or [])
 
 
+# --------------------------------------------------------------------------- gateways (Kubernetes)
+
+
+KubeRunner = Callable[[list[str], str | None], str]
+"""Run ``kubectl <args>`` (with stdin) and return its stdout; raise RevokeRefused on failure."""
+
+REVOCATIONS_LABEL = "agentpassport.dev/revocations"
+REFRESH_ANNOTATION = "agentpassport.dev/revocations-sha256"
+"""Set on the gateway pods after a change: the kubelet refreshes a pod's ConfigMap volumes
+when the pod changes, instead of at its next periodic sync (up to about a minute later)."""
+NOT_FOUND = "NotFound"
+
+
+def kubectl_runner(binary: str, context: str | None = None, kubeconfig: str | None = None,
+                   timeout: float = SPIRE_TIMEOUT) -> KubeRunner:
+    """``kubectl [--kubeconfig K] [--context C] <args>``; NotFound errors raise with NOT_FOUND."""
+    base = [binary, *(["--kubeconfig", kubeconfig] if kubeconfig else []), *(["--context", context] if context else [])]
+
+    def run(args: list[str], stdin: str | None = None) -> str:
+        try:
+            out = subprocess.run([*base, *args], input=stdin, capture_output=True, text=True, timeout=timeout,
+                                 check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RevokeRefused(f"kubectl {' '.join(args[:2])} failed: {exc}") from None
+        if out.returncode != 0:
+            detail = out.stderr.strip() or out.stdout.strip()
+            raise RevokeRefused(f"{NOT_FOUND}: {detail}" if "NotFound" in detail or "not found" in detail
+                                else f"kubectl {' '.join(args[:2])}: {detail}")
+        return out.stdout
+
+    return run
+
+
+@dataclass
+class _GatewayList:
+    service: str
+    namespace: str
+    name: str
+    obj: dict[str, Any] | None
+    """The ConfigMap as read (None: the gateway is not deployed)."""
+    ids: dict[str, Any]
+
+
+def _read_list(kube: KubeRunner, service: str, namespace: str, name: str) -> _GatewayList:
+    try:
+        obj = json.loads(kube(["get", "configmap", name, "-n", namespace, "-o", "json"], None))
+    except RevokeRefused as exc:
+        if str(exc).startswith(NOT_FOUND):
+            return _GatewayList(service, namespace, name, None, {})
+        raise
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    if labels.get(REVOCATIONS_LABEL) != "true" or labels.get("agentpassport.dev/gateway") != service:
+        raise RevokeRefused(f"ConfigMap {namespace}/{name} is not the revocation list of gateway {service} "
+                            "(labels differ): not this stack's cluster?")
+    try:
+        document = json.loads(((obj.get("data") or {}).get(rego.REVOCATIONS_FILE)) or "null")
+    except ValueError:
+        document = None
+    ids = rego.revoked_ids(document)
+    if ids is None:
+        raise RevokeRefused(
+            f"the revocation list of gateway {service} ({namespace}/{name}) is unreadable: its OPA keeps the last "
+            "list it could read; repair the ConfigMap's revocations.json before revoking again")
+    return _GatewayList(service, namespace, name, obj, ids)
+
+
+def _write_list(kube: KubeRunner, gl: _GatewayList, change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Replace the list with ``change(ids)`` (optimistic concurrency: the resourceVersion read;
+    on a conflict read it again and apply the change to what is there now), then make the
+    kubelet refresh the gateway pods' volume now."""
+    for _ in range(3):
+        assert gl.obj is not None
+        text = rego_json(rego.revocation_document(change(dict(gl.ids))))
+        obj = json.loads(json.dumps(gl.obj))
+        obj["data"] = {**(obj.get("data") or {}), rego.REVOCATIONS_FILE: text}
+        try:
+            kube(["replace", "-f", "-", "-o", "name"], json.dumps(obj))
+            break
+        except RevokeRefused as exc:
+            if "conflict" not in str(exc).lower() and "has been modified" not in str(exc):
+                raise
+            gl = _read_list(kube, gl.service, gl.namespace, gl.name)
+    else:
+        raise RevokeRefused(f"the revocation list of gateway {gl.service} kept changing; run again")
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    kube(["annotate", "pods", "-n", gl.namespace, "-l", f"agentpassport.dev/gateway={gl.service}",
+          f"{REFRESH_ANNOTATION}={digest}", "--overwrite"], None)
+
+
+def rego_json(document: Mapping[str, Any]) -> str:
+    from components.render.yamlout import dump_json
+
+    return dump_json(document)
+
+
+def _gateway_step(kube: KubeRunner, plan: RevokePlan, lists: list[_GatewayList], *, yes: bool, undo: bool,
+                  now: datetime, say: Callable[[str], None]) -> None:
+    deployed = [gl for gl in lists if gl.obj is not None]
+    for gl in lists:
+        if gl.obj is None:
+            say(f"gateways     {gl.service}: no revocation list ({gl.namespace}/{gl.name} not found): gateway not "
+                "deployed")
+    entry = {"agent": plan.agent, "revokedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+    def change(ids: dict[str, Any]) -> dict[str, Any]:
+        if undo:
+            ids.pop(plan.spiffe_id, None)
+        else:
+            ids.setdefault(plan.spiffe_id, entry)
+        return ids
+
+    changed = []
+    for gl in deployed:
+        if (plan.spiffe_id in gl.ids) != undo:  # already listed (revoke) / not listed (undo): nothing to do
+            continue
+        if yes:
+            _write_list(kube, gl, change)
+        changed.append(gl.service)
+    done = len(deployed) - len(changed)
+    if undo:
+        verb = "lifted" if yes else "would lift"
+        say(f"gateways     {verb} the revocation of {plan.spiffe_id} at {len(changed)} gateway(s)"
+            + (f": {', '.join(changed)}" if changed else "") + (f" ({done} did not list it)" if done else ""))
+    else:
+        verb = "revoked" if yes else "would revoke"
+        say(f"gateways     {verb} {plan.spiffe_id} at {len(changed)} gateway(s)"
+            + (f": {', '.join(changed)}" if changed else "") + (f" ({done} already listed it)" if done else ""))
+    if yes and changed:
+        say("gateways     their OPA reloads the list as soon as the kubelet refreshes the volume (pods annotated "
+            "to refresh now; at the latest the kubelet's sync period, about a minute)"
+            + ("; a gateway that cannot read its list denies every request" if not undo else ""))
+
+
 # --------------------------------------------------------------------------- the command
 
 
@@ -245,8 +395,14 @@ def revoke(
     spire_runner: SpireRunner | None = None,
     now: datetime | None = None,
     http_timeout: float = HTTP_TIMEOUT,
+    kube_runner: KubeRunner | None = None,
+    undo: bool = False,
 ) -> int:
-    """Revoke (or, without ``yes``, plan to revoke) one agent's credentials. Returns an exit code."""
+    """Revoke (or, without ``yes``, plan to revoke) one agent's credentials. Returns an exit code.
+
+    ``undo``: only take the agent's SPIFFE ID off the gateways' revocation lists (Vault and
+    SPIRE are restored by re-enabling the entity and ``pulumi up``; the output says how).
+    """
     plan = plan_revocation(platform, name)
     now = now or datetime.now(UTC)
     verb = "revoked" if yes else "would revoke"
@@ -254,7 +410,24 @@ def revoke(
     def say(text: str) -> None:
         print(text, file=out)
 
-    say(f"{'REVOKE' if yes else 'DRY RUN'}: agent {name} ({plan.spiffe_id}), stack {platform.stack}")
+    mode = ("UNDO" if yes else "DRY RUN (undo)") if undo else ("REVOKE" if yes else "DRY RUN")
+    say(f"{mode}: agent {name} ({plan.spiffe_id}), stack {platform.stack}")
+
+    # ---- gateways: read every revocation list first (refuse on one that is not ours or unreadable)
+    lists: list[_GatewayList] = []
+    if plan.gateways and kube_runner is not None:
+        lists = [_read_list(kube_runner, svc, ns, cm) for svc, ns, cm in plan.gateways]
+    if undo:
+        if kube_runner is None or not plan.gateways:
+            raise RevokeRefused("--undo lifts a revocation at the gateways: this stack has no gateways or no "
+                                "cluster to reach (pass --kube-context)")
+        _gateway_step(kube_runner, plan, lists, yes=yes, undo=True, now=now, say=say)
+        say("vault        unchanged: if the entity was disabled, re-enable it with `vault write "
+            "identity/entity/id/<id> disabled=false`; tokens and leases revoked stay revoked (the agent logs in again)")
+        say("spire        unchanged: `pulumi up` (with spec.suspended false) re-creates deleted registrations")
+        if not yes:
+            say("dry run: nothing was changed; run again with --yes to lift the revocation")
+        return 0
 
     # ---- confirm every target before touching any
     vault: VaultClient | None = None
@@ -272,6 +445,13 @@ def revoke(
     if plan.spire and spire_runner is not None:
         confirm_spire(spire_runner, plan)
         say(f"spire        server confirmed: trust domain {plan.trust_domain}")
+
+    # ---- gateways first: the fastest way to stop the agent's calls
+    if plan.gateways and kube_runner is not None:
+        _gateway_step(kube_runner, plan, lists, yes=yes, undo=False, now=now, say=say)
+    elif plan.gateways:
+        say("gateways     skipped (no cluster to reach: pass --kube-context); the gateways keep admitting "
+            f"{plan.spiffe_id} for its grants until `pulumi up` of the suspension")
 
     # ---- Vault: leases, tokens, entity
     if vault is not None:
@@ -348,4 +528,15 @@ def find_spire_server(explicit: str | None) -> str | None:
     if found:
         return found
     cached = os.path.expanduser("~/.cache/agent-passport/tools/bin/spire-server")
+    return cached if os.path.exists(cached) else None
+
+
+def find_kubectl(explicit: str | None) -> str | None:
+    """The kubectl binary: --kubectl-bin, PATH, or the bootstrap-tools cache."""
+    if explicit:
+        return explicit
+    found = shutil.which("kubectl")
+    if found:
+        return found
+    cached = os.path.expanduser("~/.cache/agent-passport/tools/bin/kubectl")
     return cached if os.path.exists(cached) else None

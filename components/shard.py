@@ -73,10 +73,15 @@ def selects(selector: ShardSelector, manifest: AgentManifest) -> bool:
     return buckets is None or hash_bucket(meta.name, buckets.count) == buckets.index
 
 
+def in_environment(cfg: StackConfig, manifest: AgentManifest) -> bool:
+    """Whether the agent exists in the stack's environment (whichever stack of it deploys the agent)."""
+    envs = manifest.spec.environments
+    return envs is None or cfg.environment in envs
+
+
 def in_stack(cfg: StackConfig, manifest: AgentManifest) -> bool:
     """Whether a stack deploys the agent's per-agent pieces (environment and shard selection)."""
-    envs = manifest.spec.environments
-    if envs is not None and cfg.environment not in envs:
+    if not in_environment(cfg, manifest):
         return False
     return cfg.shard.role != "shard" or selects(cfg.shard.select, manifest)
 

@@ -139,7 +139,8 @@ class OpaExtAuthz:
         self.inputs.append(input_doc)
         proc = subprocess.run(
             [opa(), "eval", "--format", "json", "--stdin-input", "--data", str(self.bundle / "policy.rego"),
-             "--data", str(self.bundle / "data.json"), rego.DECISION_QUERY],
+             "--data", str(self.bundle / "data.json"), "--data", str(self.bundle / rego.REVOCATIONS_FILE),
+             rego.DECISION_QUERY],
             input=json.dumps(input_doc), capture_output=True, text=True, timeout=60, check=True,
         )
         decision = json.loads(proc.stdout)["result"][0]["expressions"][0]["value"]
@@ -326,6 +327,7 @@ class Gateway:
         self.bundle.mkdir(exist_ok=True)
         (self.bundle / "policy.rego").write_text(rego.POLICY, encoding="utf-8")
         (self.bundle / "data.json").write_text(dump_json(rego.authz_data(platform, [service])), encoding="utf-8")
+        (self.bundle / rego.REVOCATIONS_FILE).write_text(dump_json(rego.revocation_document()), encoding="utf-8")
         self.authz = OpaExtAuthz(self.bundle)
         self.log = tmp_path / "envoy.log"
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))

@@ -28,7 +28,7 @@ GATEWAY_NAMESPACES = {"payments-api": "payments", "slack-gateway": "integrations
 CHILD_TYPES = Counter({
     CSID: 1,
     "kubernetes:core/v1:ServiceAccount": 1,
-    "kubernetes:core/v1:ConfigMap": 4,
+    "kubernetes:core/v1:ConfigMap": 5,
     "kubernetes:apps/v1:Deployment": 1,
     "kubernetes:core/v1:Service": 1,
     "kubernetes:policy/v1:PodDisruptionBudget": 1,
@@ -238,4 +238,18 @@ def test_gateway_configmaps_are_named_after_the_gateway(stack_graph: Callable[[s
     ns_children = {c.inputs["metadata"]["name"] for c in graph.children_of(gw.urn)
                    if c.type == "kubernetes:core/v1:ConfigMap"}
     assert ns_children == {"gw-payments-api-envoy", "gw-payments-api-opa", "gw-payments-api-policy",
-                           "gw-payments-api-data"}
+                           "gw-payments-api-data", "gw-payments-api-revocations"}
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod-base"])
+def test_pulumi_up_creates_the_revocation_list_and_never_overwrites_it(
+        stack: str, stack_graph: Callable[[str], Graph]) -> None:
+    """`passport revoke` writes the list between deployments: a later `pulumi up` must not lift it."""
+    graph = stack_graph(stack) if stack != "prod-base" else run_program(stack, ROOT)
+    lists = [r for r in graph.of_type("kubernetes:core/v1:ConfigMap")
+             if r.inputs["metadata"]["name"].endswith("-revocations")]
+    assert sorted(r.inputs["metadata"]["name"] for r in lists) == ["gw-payments-api-revocations",
+                                                                    "gw-slack-gateway-revocations"]
+    assert all(r.ignore_changes == ["data"] for r in lists)
+    others = [r for r in graph.resources if r.ignore_changes and r not in lists]
+    assert others == []

@@ -60,6 +60,7 @@ def test_component_alone_registers_its_objects_and_outputs(tmp_path: Path) -> No
         "authz-orders-configmap-shop-gw-orders-opa",
         "authz-orders-configmap-shop-gw-orders-policy",
         "authz-orders-configmap-shop-gw-orders-data",
+        "authz-orders-configmap-shop-gw-orders-revocations",
         "authz-orders-deployment-shop-gw-orders",
         "authz-orders-service-shop-gw-orders",
         "authz-orders-poddisruptionbudget-shop-gw-orders",
@@ -107,9 +108,20 @@ def test_policy_configmap_and_opa_args_load_the_same_files(tmp_path: Path) -> No
     policy = objects[("ConfigMap", "gw-catalog-policy")]["data"]
     assert policy == {"mask.rego": rego.MASK_POLICY, "policy.rego": rego.POLICY}
     opa = objects[("Deployment", "gw-catalog")]["spec"]["template"]["spec"]["containers"][1]
-    assert opa["args"][-3:] == ["/policy/policy.rego", "/policy/mask.rego", "/data/data.json"]
+    # OPA watches its data directory: the data document and the revocation list
+    assert opa["args"][-5:] == ["--watch", "--ignore=..*", "/policy/policy.rego", "/policy/mask.rego", "/data"]
     data = json.loads(objects[("ConfigMap", "gw-catalog-data")]["data"]["data.json"])
     assert list(data["agentpassport"]["services"]) == ["catalog"]
+    volume = next(v for v in objects[("Deployment", "gw-catalog")]["spec"]["template"]["spec"]["volumes"]
+                  if v["name"] == "data")
+    assert volume["projected"]["sources"] == [
+        {"configMap": {"name": "gw-catalog-data", "items": [{"key": "data.json", "path": "data.json"}]}},
+        {"configMap": {"name": "gw-catalog-revocations",
+                       "items": [{"key": "revocations.json", "path": "revocations.json"}]}},
+    ]  # the revocation list is not optional: a gateway without it does not start
+    revocations = objects[("ConfigMap", "gw-catalog-revocations")]
+    assert json.loads(revocations["data"]["revocations.json"]) == rego.revocation_document()
+    assert revocations["metadata"]["annotations"] == {"agentpassport.dev/ignore-changes": "data"}
 
 
 def test_config_hash_changes_with_the_grants(tmp_path: Path) -> None:
@@ -133,9 +145,9 @@ def test_artifacts_are_registered_and_deterministic() -> None:
     assert first == render_all(platform)
     ours = {a.path for a in first if a.path.startswith(("envoy/", "rego/", "kubernetes/authz/"))}
     assert {"envoy/payments-api.yaml", "envoy/slack-gateway.yaml", "rego/policy.rego", "rego/mask.rego",
-            "rego/data.json", "rego/policy_test.rego"} <= ours
+            "rego/data.json", "rego/revocations.json", "rego/policy_test.rego"} <= ours
     k8s = sorted(p for p in ours if p.startswith("kubernetes/authz/"))
-    assert len(k8s) == 2 * 9
+    assert len(k8s) == 2 * 10
     assert "kubernetes/authz/clusterspiffeid-agentpassport.gw-slack-gateway.integrations.yaml" in k8s
     by_path = {a.path: a.content for a in first}
     assert by_path["rego/policy.rego"] == rego.POLICY

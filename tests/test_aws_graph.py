@@ -230,13 +230,20 @@ def test_oidc_federation(tmp_path: Path) -> None:
 REPORT = yaml.safe_load((ROOT / "agents" / "report-summarizer.yaml").read_text(encoding="utf-8"))
 
 
+def _report_like(name: str, uid: int) -> dict[str, Any]:
+    """A copy of report-summarizer under another name and Unix uid (a copy with the same tags and
+    uid would be the same workload to SPIRE, which the platform refuses)."""
+    doc: dict[str, Any] = json.loads(json.dumps(REPORT))
+    doc["metadata"]["name"] = name
+    doc["spec"]["platform"]["vm"]["workloadSelectors"] = [f"unix:uid:{uid}"]
+    return doc
+
+
 def test_suspended_agent_gets_no_role(tmp_path: Path) -> None:
-    second = json.loads(json.dumps(REPORT))
-    second["metadata"]["name"] = "report-archiver"
+    second = _report_like("report-archiver", 1002)
     second["spec"]["suspended"] = True
     second["spec"]["suspendedReason"] = "INC-12: SVID private key exposed"
-    short = json.loads(json.dumps(REPORT))
-    short["metadata"]["name"] = "report-indexer"
+    short = _report_like("report-indexer", 1003)
     short["spec"]["grants"][0]["aws"]["sessionDuration"] = "15m"
     graph = _variant(tmp_path, "prod", [second, short])
     names = sorted(r.inputs["name"] for r in graph.of_type(ROLE))
@@ -251,8 +258,7 @@ def test_suspended_agent_gets_no_role(tmp_path: Path) -> None:
 
 def test_manifest_errors_stop_the_program_before_any_resource(tmp_path: Path) -> None:
     aws = {"region": "us-east-1", "federation": "oidc"}
-    no_audience = json.loads(json.dumps(REPORT))
-    no_audience["metadata"]["name"] = "report-mailer"
+    no_audience = _report_like("report-mailer", 1004)
     no_audience["spec"]["identity"]["jwtAudiences"] = ["vault"]
     with pytest.raises((pulumi.RunError, PassportError), match=r"report-mailer\.yaml.*jwtAudiences"):
         _variant(tmp_path, "prod", [no_audience], aws=aws)

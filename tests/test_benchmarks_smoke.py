@@ -61,8 +61,28 @@ def test_synthetic_script_writes_a_fleet(tmp_path: Path) -> None:
 def test_validate_prints_its_table() -> None:
     out = run_script("benchmarks/validate.py", "20").splitlines()
     assert out[0].split() == ["agents", "load+models", "s", "cross-checks", "s", "validate", "s", "cpu", "s",
-                              "us/manifest", "cpu", "us/man.", "peak", "MiB", "renderers", "s"]
+                              "us/manifest", "cpu", "us/man.", "peak", "MiB", "renderers", "s", "all", "s"]
     assert out[1].split()[0] == "20"
+
+
+def test_validate_prints_its_table_for_one_manifest_with_many_grants() -> None:
+    out = run_script("benchmarks/validate.py", "--grants", "40").splitlines()
+    assert out[0].split()[:2] == ["grants", "load+models"] and "us/grant" in out[0]
+    assert out[1].split()[0] == "40" and len(out[1].split()) == 10
+
+
+def test_the_many_grants_manifest_is_valid_and_every_grant_gets_its_rules(tmp_path: Path) -> None:
+    from benchmarks.synthetic import write_grant_manifest
+    from components.render import rego
+
+    fleet = write_grant_manifest(tmp_path, 60)
+    platform = build_platform(stack_config(fleet), load_manifests([fleet]), "dev", "stacks/Pulumi.dev.yaml")
+    (agent,) = platform.active_agents
+    assert len(agent.grants) == 60
+    rules = [r for svc in rego.authz_data(platform)["agentpassport"]["services"].values()
+             for e in svc["principals"].values() for r in e["rules"]]
+    assert len(rules) == 36  # the http grants on the three gateway services (3 of every 5 after the first)
+    render_all(platform)
 
 
 def test_program_prints_its_table() -> None:

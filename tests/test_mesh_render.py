@@ -58,6 +58,7 @@ def http(service: str, methods: str, paths: str) -> str:
 
 
 def make_platform(tmp_path: Path, *docs: str, stack: str = "dev", services: str = SERVICES) -> Platform:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "services.yaml").write_text(services)
     for i, doc in enumerate(docs):
         (tmp_path / f"agent-{i}.yaml").write_text(doc)
@@ -326,12 +327,18 @@ def test_an_agent_outside_the_mesh_cannot_hold_http_grants(tmp_path: Path) -> No
 @pytest.mark.parametrize("reserved", ["linkerd", "spire-system"])
 def test_nothing_is_meshed_in_linkerds_or_spires_namespace(tmp_path: Path, reserved: str) -> None:
     services = SERVICES.replace("namespace: quiet", f"namespace: {reserved}")
-    p = make_platform(tmp_path, agent("alpha", reserved, "    - vault: {path: secret/data/x, capabilities: [read]}\n"),
-                      services=services)
+    grant = "    - vault: {path: secret/data/x, capabilities: [read]}\n"
+    # an agent there: refused by the platform model, for every stack and whether or not the mesh is on
+    with pytest.raises(ManifestError) as refused:
+        make_platform(tmp_path / "agent", agent("alpha", reserved, grant))
+    assert [p.field for p in refused.value.problems] == ["spec.platform.kubernetes.namespace"]
+    assert f"{reserved}/alpha is in " in refused.value.problems[0].message
+    # a service there: Linkerd cannot mesh it
+    p = make_platform(tmp_path / "service", agent("alpha", "team-a", grant), services=services)
     with pytest.raises(ManifestError) as info:
         mesh_plan(p)
-    assert sorted(p.field for p in info.value.problems) == ["spec.namespace", "spec.platform.kubernetes.namespace"]
-    assert all(f"{reserved!r} is " in p.message for p in info.value.problems)
+    assert [p.field for p in info.value.problems] == ["spec.namespace"]
+    assert f"{reserved!r} is " in info.value.problems[0].message
 
 
 def test_colliding_object_names_are_a_manifest_error(tmp_path: Path) -> None:

@@ -685,6 +685,18 @@ def test_anomaly_rules_are_generated_from_each_manifest() -> None:
     assert f'"{CORTEX}"' in unknown
 
 
+def test_a_star_written_in_a_prefix_is_a_character_not_a_kql_wildcard(tmp_path: Path) -> None:
+    agents = tmp_path / "agents"
+    shutil.copytree(ROOT / "agents", agents)
+    f = agents / "invoice-processor.yaml"
+    f.write_text(f.read_text().replace("prefix: /v1/payments/status", "prefix: /v1/pay*ments(x)"))
+    rules = {r["rule_id"]: r for r in ob.anomaly_rules(load_platform("dev", [str(agents)]))["detectionRules"]}
+    query = rules["agentpassport-dev-invoice-processor-outside-grants"]["query"]
+    # the grant allows /v1/pay*ments(x) and paths below it, not /v1/payXments or /v1/pay/ments
+    assert 'url.path: ("/v1/payments" or "/v1/pay*ments(x)" or /v1/pay\\*ments\\(x\\)/*)' in query
+    assert ob.kql_literal('a*b c"d') == 'a\\*b\\ c\\"d'
+
+
 def test_suspended_agents_get_a_use_alert_and_no_grant_rules(tmp_path: Path) -> None:
     platform = _suspended_platform(tmp_path, "agent-cortex", "invoice-processor")
     doc = ob.anomaly_rules(platform)

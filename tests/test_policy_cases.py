@@ -334,6 +334,71 @@ CASES = [
                                                      "labels": {LABEL: "report-summarizer"}},
                 spec={"spiffeID": sid, "parentID": parent, "selectors": ["unix:uid:1001"]})
     """, []),
+    Case("one-identity-per-agent", "agent-on-a-gateways-service-account", """
+        bom({"slack-impostor": agent("spiffe://dev/ns/integrations/sa/gw-slack-gateway",
+                                     mesh="gw-slack-gateway.integrations.serviceaccount.identity.linkerd.cluster.local")})
+        k8s.core.v1.ServiceAccount("gw-sa", metadata={"name": "gw-slack-gateway", "namespace": "integrations"})
+        deployment("gw-slack-gateway", {"serviceAccountName": "gw-slack-gateway", "containers": []},
+                   labels={"agentpassport.dev/gateway": "slack-gateway"})
+        registration("slack-impostor-reg", "slack-impostor", "spiffe://dev/ns/integrations/sa/gw-slack-gateway",
+                     namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": "integrations"}},
+                     workloadSelectorTemplates=["k8s:ns:integrations", "k8s:sa:gw-slack-gateway"])
+    """, [("slack-impostor-reg", "agent slack-impostor: registration 'slack-impostor-reg' selects pods running as "
+                                 "integrations/gw-slack-gateway, which is the platform's (ServiceAccount "
+                                 "integrations/gw-slack-gateway"),
+          (None, "agent slack-impostor: runs as integrations/gw-slack-gateway, which is the platform's")]),
+    Case("one-identity-per-agent", "two-agents-one-service-account", """
+        mesh = "agent-cortex.agents.serviceaccount.identity.linkerd.cluster.local"
+        bom({"agent-cortex": agent("spiffe://dev/ns/agents/sa/agent-cortex", mesh=mesh, suspended=True),
+             "cortex-twin": agent("spiffe://dev/agents/cortex-twin", mesh=mesh),
+             "labelled-twin": agent("spiffe://dev/agents/labelled-twin", mesh=mesh)})
+        sel = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "agents"}},
+               "workloadSelectorTemplates": ["k8s:ns:agents", "k8s:sa:agent-cortex"]}
+        registration("cortex-twin-reg", "cortex-twin", "spiffe://dev/agents/cortex-twin",
+                     podSelector={"matchLabels": {"app": "a"}}, **sel)
+        registration("labelled-twin-reg", "labelled-twin", "spiffe://dev/agents/labelled-twin",
+                     podSelector={"matchLabels": {"app": "b"}}, **sel)
+    """, [("labelled-twin-reg", "agent labelled-twin: registration 'labelled-twin-reg' selects ServiceAccount "
+                                "agents/agent-cortex, as registration 'cortex-twin-reg' of agent cortex-twin does"),
+          (None, "agent cortex-twin: its mesh identity agent-cortex.agents.serviceaccount.identity.linkerd."
+                 "cluster.local is also agent agent-cortex's"),
+          (None, "agent labelled-twin: its mesh identity agent-cortex.agents.serviceaccount")]),
+    Case("one-identity-per-agent", "vm-twins", """
+        bom({"report-summarizer": agent("spiffe://dev/vm/report-summarizer"),
+             "summarizer-twin": agent("spiffe://dev/vm/summarizer-twin"),
+             "other-uid": agent("spiffe://dev/vm/other-uid")})
+        def static(name, kind, sid, parent, selectors):
+            k8s.apiextensions.CustomResource(f"{kind}.{name}", api_version="spire.spiffe.io/v1alpha1",
+                kind="ClusterStaticEntry", metadata={"name": f"{kind}.{name}", "labels": {LABEL: name}},
+                spec={"spiffeID": sid, "parentID": parent, "selectors": selectors})
+        for name, uid in (("report-summarizer", "1001"), ("summarizer-twin", "1001"), ("other-uid", "1002")):
+            static(name, "node", f"spiffe://dev/node/{name}", "spiffe://dev/spire/server",
+                   ["aws_iid:region:us-east-1", "aws_iid:tag:agentpassport:role:report-summarizer"])
+            static(name, "agent", f"spiffe://dev/vm/{name}", f"spiffe://dev/node/{name}", [f"unix:uid:{uid}"])
+    """, [("agent.summarizer-twin", "agent summarizer-twin: one host process can match both registration "
+                                    "'agent.summarizer-twin' and registration 'agent.report-summarizer' of agent "
+                                    "report-summarizer")]),
+    Case("one-identity-per-agent", "dns-names-of-services-and-other-agents", """
+        bom({"dns-impostor": agent("spiffe://dev/ns/agents/sa/dns-impostor"),
+             "serves-a": agent("spiffe://dev/ns/agents/sa/serves-a"),
+             "serves-b": agent("spiffe://dev/ns/agents/sa/serves-b")})
+        k8s.core.v1.Service("gw-svc", metadata={"name": "gw-slack-gateway", "namespace": "integrations"},
+                            spec={"ports": [{"port": 8443}]})
+        k8s.apiextensions.CustomResource("slack-server", api_version="policy.linkerd.io/v1beta3", kind="Server",
+            metadata={"name": "slack-gateway", "namespace": "integrations",
+                      "labels": {"agentpassport.dev/service": "slack-gateway"}},
+            spec={"podSelector": {"matchLabels": {"app": "slack-gateway"}}, "port": 8080})
+        for name, dns in (("dns-impostor", ["gw-slack-gateway.integrations.svc",
+                                            "slack-gateway.integrations.svc.cluster.local"]),
+                          ("serves-a", ["reports.agents.svc"]), ("serves-b", ["reports.agents.svc.cluster.local"])):
+            registration(f"{name}-reg", name, f"spiffe://dev/ns/agents/sa/{name}", dnsNameTemplates=dns,
+                         workloadSelectorTemplates=["k8s:ns:agents", f"k8s:sa:{name}"])
+    """, [("dns-impostor-reg", "claims DNS name gw-slack-gateway.integrations.svc, a name of Service "
+                               "integrations/gw-slack-gateway"),
+          ("dns-impostor-reg", "claims DNS name slack-gateway.integrations.svc.cluster.local, a name of service "
+                               "'slack-gateway'"),
+          ("serves-b-reg", "agent serves-b: registration 'serves-b-reg' claims DNS name reports.agents.svc.cluster."
+                           "local, as registration 'serves-a-reg' of agent serves-a does")]),
     # ---------------------------------------------------------------- grants-enforced
     Case("grants-enforced", "nothing-enforces", """
         bom({"agent-cortex": agent("spiffe://dev/ns/agents/sa/agent-cortex",

@@ -127,6 +127,8 @@ def write_bundle(platform: Platform, where: Path, policy: str = rego.POLICY) -> 
     (where / "policy.rego").write_text(policy, encoding="utf-8")
     (where / "mask.rego").write_text(rego.MASK_POLICY, encoding="utf-8")
     (where / "data.json").write_text(dump_json(rego.authz_data(platform)), encoding="utf-8")
+    # the gateway's revocation list (empty), without which the policy denies everything
+    (where / rego.REVOCATIONS_FILE).write_text(dump_json(rego.revocation_document()), encoding="utf-8")
     (where / "policy_test.rego").write_text(rego.render_tests(rego.rego_cases(platform)), encoding="utf-8")
     return where
 
@@ -135,11 +137,14 @@ def run_opa(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
     return subprocess.run([opa(), *args], input=stdin, capture_output=True, text=True, timeout=120, check=False)
 
 
-def opa_decision(bundle: Path, input_doc: dict[str, Any], now_ns: int) -> Any:
+def opa_decision(bundle: Path, input_doc: dict[str, Any], now_ns: int, revocations: Any = None) -> Any:
+    """OPA's decision; ``revocations`` (when not None) mocks data.agentpassport.revocations."""
+    mock = f" with data.agentpassport.revocations as {json.dumps(revocations)}" if revocations is not None else ""
     proc = run_opa(
         "eval", "--format", "json", "--stdin-input",
         "--data", str(bundle / "policy.rego"), "--data", str(bundle / "data.json"),
-        f"{rego.DECISION_QUERY} with time.now_ns as {now_ns}",
+        "--data", str(bundle / rego.REVOCATIONS_FILE),
+        f"{rego.DECISION_QUERY} with time.now_ns as {now_ns}{mock}",
         stdin=json.dumps(input_doc),
     )
     assert proc.returncode == 0, proc.stderr
@@ -233,7 +238,7 @@ def test_generated_cases_cover_every_grant_and_deny_reason(synthetic: Platform) 
         # prefix "/" grants every path: no wrong-path case exists for it.
         "test_catalog_buyer_grant2_allow", "test_catalog_buyer_grant2_wrong_method",
         "test_catalog_buyer_grant2_unknown_spiffe_id",
-        "test_no_spiffe_id", "test_unknown_service",
+        "test_no_spiffe_id", "test_unknown_service", "test_revoked_spiffe_id", "test_revocation_list_not_loaded",
     }
     boundary = names["test_orders_buyer_grant0_prefix_boundary_0"]
     assert boundary.request.path == "/ordersx"
@@ -284,8 +289,8 @@ def test_every_generated_case_gives_the_exact_decision_in_opa_eval(tmp_path: Pat
         cases = rego.rego_cases(platform)
         assert any(c.expected["allowed"] for c in cases) and any(not c.expected["allowed"] for c in cases)
         for case in cases:
-            got = opa_decision(bundle, case.input, case.request.now_ns)
-            assert got == case.expected, f"{label} {case.name}"
+            got = opa_decision(bundle, case.input, case.request.now_ns, case.revocations)
+            assert case.matches(got), f"{label} {case.name}: {got}"
 
 
 def test_generated_tests_catch_a_policy_that_drops_the_segment_boundary(tmp_path: Path) -> None:
@@ -341,7 +346,7 @@ def test_time_windows_follow_each_timezone_and_daylight_saving(
     platform = synthetic_platform(tmp_path / "m")
     bundle = write_bundle(platform, tmp_path / "b")
     req = _request(platform, now_ns=_ns(*instant))
-    expected = rego.decide(rego.authz_data(platform), req)
+    expected = rego.decide(rego.with_revocations(rego.authz_data(platform)), req)
     assert expected["allowed"] is allowed
     assert opa_decision(bundle, rego.check_request(req, "gw-orders.shop.svc:8443"), req.now_ns) == expected
 
@@ -358,7 +363,7 @@ def test_prefix_matches_on_segment_boundaries_without_the_query(tmp_path: Path, 
     bundle = write_bundle(platform, tmp_path / "b")
     req = _request(platform, method="GET", path=path, headers={"x-tenant": "acme"})
     decision = opa_decision(bundle, rego.check_request(req, "gw-orders.shop.svc:8443"), 0)
-    assert decision == rego.decide(rego.authz_data(platform), req)
+    assert decision == rego.decide(rego.with_revocations(rego.authz_data(platform)), req)
     assert decision["allowed"] is allowed
 
 

@@ -3,6 +3,7 @@ confirmation before any change, dry run by default, exactly the revocations the 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -78,7 +79,13 @@ class FakeVault:
 
 @pytest.fixture
 def vault() -> Iterator[tuple[FakeVault, str]]:
-    fake = FakeVault()
+    with serve_fake_vault(FakeVault()) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def serve_fake_vault(fake: FakeVault) -> Iterator[tuple[FakeVault, str]]:
+    """``fake`` behind an HTTP server on 127.0.0.1: (fake, address)."""
 
     class Handler(BaseHTTPRequestHandler):
         def _serve(self) -> None:

@@ -248,10 +248,10 @@ def test_gateway_callers_are_authorized_per_shard_on_the_bases_servers(run: Run)
 # --------------------------------------------------------------------------- the gateway's data
 
 
-def _data_of(graph: Graph, name: str) -> str | None:
+def _data_of(graph: Graph, name: str, key: str = "data.json") -> str | None:
     r = next((r for r in graph.of_type("kubernetes:core/v1:ConfigMap") if r.inputs["metadata"]["name"] == name),
              None)
-    return None if r is None else str(r.inputs["data"]["data.json"])
+    return None if r is None else str(r.inputs["data"][key])
 
 
 def test_the_bases_gateway_mounts_every_shards_data(run: Run) -> None:
@@ -261,6 +261,8 @@ def test_the_bases_gateway_mounts_every_shards_data(run: Run) -> None:
     volume = next(v for v in pod["volumes"] if v["name"] == "data")
     assert volume["projected"]["sources"] == [
         {"configMap": {"name": "gw-svc-1-data", "items": [{"key": "data.json", "path": "data.json"}]}},
+        {"configMap": {"name": "gw-svc-1-revocations",
+                       "items": [{"key": "revocations.json", "path": "revocations.json"}]}},
         *({"configMap": {"name": f"gw-svc-1-data-{shard_name(i)}", "optional": True,
                          "items": [{"key": "data.json", "path": f"{shard_name(i)}.json"}]}} for i in range(SHARDS)),
     ]
@@ -318,6 +320,8 @@ def test_real_opa_passes_each_shards_generated_tests_on_the_merged_data(run: Run
             if text is not None:  # a shard without callers of the service writes none (optional source)
                 files[f"{name}-{service}.json"] = text
     assert len(files) > len(services) * 2
+    # the revocation list each gateway loads (the base creates one per gateway, empty)
+    files["revocations.json"] = _data_of(run.base, f"gw-{services[0]}-revocations", "revocations.json") or ""
     data_dir = _configmap_volume(tmp_path / "data", files)
     for i in range(SHARDS):
         name = shard_name(i)
@@ -346,9 +350,9 @@ def test_an_identity_in_two_shards_is_denied() -> None:
         "y": {"services": {"s": {"principals": {"spiffe://td/a": entry}}}},
     }}}
     req = rego.Request("s", "spiffe://td/a", "GET", "/x", {}, 0)
-    assert rego.decide(doc, req)["allowed"] is False
+    assert rego.decide(rego.with_revocations(doc), req)["allowed"] is False
     doc["agentpassport"]["shards"].pop("y")  # type: ignore[attr-defined]
-    assert rego.decide(doc, req)["allowed"] is True
+    assert rego.decide(rego.with_revocations(doc), req)["allowed"] is True
 
 
 GATEWAYLESS_AGENT = """\

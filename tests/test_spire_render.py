@@ -610,22 +610,9 @@ def test_strict_stacks_need_an_https_issuer() -> None:
 
 
 def test_manifest_problems_name_file_line_and_field(tmp_path: Path) -> None:
-    text = (
-        EXTRA_K8S.format(
-            name="sneaky",
-            spec="""\
-  identity:
-    spiffePath: /spire/agent/k8s_psat/dev/node-1
-  platform:
-    kubernetes:
-      namespace: agents
-      serviceAccount: sneaky
-""",
-        )
-        + "---\n"
-        + EXTRA_K8S.format(
-            name="wide-vm",
-            spec="""\
+    wide_vm = EXTRA_K8S.format(
+        name="wide-vm",
+        spec="""\
   platform:
     vm:
       attestation: aws_iid
@@ -633,21 +620,35 @@ def test_manifest_problems_name_file_line_and_field(tmp_path: Path) -> None:
       awsRegion: eu-west-1
       workloadSelectors: ["unix:uid:1000"]
 """,
-        )
     )
-    p = _platform_with_manifest(tmp_path, "dev", text)
+    sneaky = EXTRA_K8S.format(
+        name="sneaky",
+        spec="""\
+  identity:
+    spiffePath: /spire/agent/k8s_psat/dev/node-1
+  platform:
+    kubernetes:
+      namespace: agents
+      serviceAccount: sneaky
+""",
+    )
+    # SPIRE's own IDs are refused for every stack by the platform model, before any renderer.
+    with pytest.raises(ManifestError) as refused:
+        _platform_with_manifest(tmp_path, "dev", sneaky)
+    (path,) = refused.value.problems
+    assert path.field == "spec.identity.spiffePath"
+    assert path.file.endswith("extra.yaml")
+    assert path.line is not None
+    assert sneaky.splitlines()[path.line - 1].strip().startswith("spiffePath:")
+    assert "reserve" in path.message
+    # what only the SPIRE renderer sees: a node alias every EC2 instance of the region matches
+    p = _platform_with_manifest(tmp_path / "vm", "dev", wide_vm)
     with pytest.raises(ManifestError) as err:
         r.check(p)
     problems = {pr.field: pr for pr in err.value.problems}
-    path = problems["spec.identity.spiffePath"]
-    assert path.file.endswith("extra.yaml")
-    lines = text.splitlines()
-    assert path.line is not None
-    assert lines[path.line - 1].strip().startswith("spiffePath:")
-    assert "reserve" in path.message
     vm = problems["spec.platform.vm"]
     assert vm.line is not None
-    assert lines[vm.line - 1].strip() == "vm:"
+    assert wide_vm.splitlines()[vm.line - 1].strip() == "vm:"
     assert "every EC2 instance" in vm.message
 
 

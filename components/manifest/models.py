@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 from components import API_VERSION
@@ -60,7 +60,82 @@ SqlIdentifier = Annotated[
     ),
 ]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9!#$%&'*+.^_`|~-]+$")]
-HttpPath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")]
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _normalized_http_path(path: str) -> str:
+    """Refuse a path Envoy's gateway would rewrite before OPA sees it (``normalize_path``,
+    ``merge_slashes``, escaped slashes rejected): a grant on it could never match, and the
+    generated tests would assert an allow no real request gets."""
+    escapes = path.split("%")[1:]
+    for esc in escapes:
+        code = esc[:2]
+        if len(code) < 2 or any(c not in "0123456789abcdefABCDEF" for c in code):
+            raise ValueError(f"{path!r} has a '%' that is not followed by two hex digits; write a percent-escape "
+                             "as %XX or the character itself")
+        char = chr(int(code, 16))
+        if char in "/\\":
+            raise ValueError(f"{path!r} has an escaped slash (%{code}): the gateway rejects such requests "
+                             "(path_with_escaped_slashes_action), so this grant could never match")
+        if char in _UNRESERVED:
+            raise ValueError(f"{path!r} percent-encodes {char!r} (%{code}), which path normalization decodes "
+                             f"before matching; write {char!r} itself")
+    segments = path.split("/")[1:]
+    if any(s in (".", "..") for s in segments) or "//" in path:
+        kept: list[str] = []
+        for seg in segments[:-1]:
+            if seg == "..":
+                kept = kept[:-1]
+            elif seg not in ("", "."):
+                kept.append(seg)
+        last = segments[-1] if segments[-1] not in (".", "..") else ""
+        if segments[-1] == ".." and kept:
+            kept = kept[:-1]
+        suggestion = "/" + "/".join([*kept, last]) if kept or last else "/"
+        raise ValueError(f"{path!r} is not a normalized path: the gateway resolves '.' and '..' segments and merges "
+                         f"'//' (Envoy normalize_path, merge_slashes) before authorizing, so this grant could never "
+                         f"match; write {suggestion!r}")
+    return path
+
+
+HttpPath = Annotated[
+    str,
+    StringConstraints(pattern=r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$"),
+    AfterValidator(_normalized_http_path),
+]
+
+
+def _header_value(value: str) -> str:
+    bad = next((c for c in value if (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F), None)
+    if bad is not None:
+        raise ValueError(f"the value contains the control character {bad!r} (U+{ord(bad):04X}); header values "
+                         "may not hold CR, LF, NUL or other control characters (RFC 9110 field-value)")
+    return value
+
+
+HeaderValue = Annotated[str, StringConstraints(max_length=1024), AfterValidator(_header_value)]
+
+
+def _dns_name(name: str) -> str:
+    labels = name.split(".")
+    if "" in labels:
+        raise ValueError(f"{name!r} has an empty label ('..'); write each label between dots")
+    long = next((label for label in labels if len(label) > 63), None)
+    if long is not None:
+        raise ValueError(f"{name!r} has a label of {len(long)} characters ({long[:12]}...); a DNS label has at most 63")
+    if len(name) > 253:
+        raise ValueError(f"{name!r} has {len(name)} characters; a DNS name has at most 253")
+    return name
+
+
+DnsName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+    AfterValidator(_dns_name),
+    Field(description="A DNS name: lowercase labels of letters, digits and '-', 1 to 63 characters each, "
+                      "separated by dots; at most 253 characters."),
+]
 SpiffePath = Annotated[
     str,
     StringConstraints(pattern=r"^(/[A-Za-z0-9._-]+)+$", max_length=2000),
@@ -69,9 +144,20 @@ SpiffePath = Annotated[
         "'.', '_' and '-' (SPIFFE ID spec). No trailing '/', no empty, '.' or '..' segments."
     ),
 ]
+def _vault_path(path: str) -> str:
+    """No '.' or '..' segment (nor a leading './'): the guard on managed mounts (sys/, auth/,
+    database mounts) reads the path as written, so a path must say where it goes."""
+    dots = [seg for seg in path.split("/") if seg in (".", "..")]
+    if dots:
+        raise ValueError(f"{path!r} has a {dots[0]!r} segment; write the path without '.' or '..' segments "
+                         "(e.g. secret/data/team/x)")
+    return path
+
+
 VaultPath = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.+-]+)*(/\*|\*)?$"),
+    AfterValidator(_vault_path),
     Field(
         description="A Vault API path without a leading '/'. '+' matches one segment; a "
         "trailing '*' is a prefix glob."
@@ -157,7 +243,7 @@ class IdentitySpec(Model):
         description="Audiences the agent may request JWT-SVIDs for; Vault and AWS roles "
         "bind to these.",
     )
-    dns_names: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]] = Field(
+    dns_names: list[DnsName] = Field(
         default_factory=list,
         description="Extra DNS SANs for the X.509-SVID (for agents that also serve TLS).",
     )
@@ -362,7 +448,7 @@ class HttpGrant(Model):
     service: DnsLabel = Field(description="Name of a Service manifest the agent may call.")
     methods: list[HttpMethod] = Field(min_length=1, description="Allowed HTTP methods.")
     paths: list[PathMatch] = Field(min_length=1, description="Allowed request paths.")
-    headers: dict[HeaderName, Annotated[str, StringConstraints(max_length=1024)]] = Field(
+    headers: dict[HeaderName, HeaderValue] = Field(
         default_factory=dict,
         description="Headers that must be present with exactly these values (names lowercase).",
     )

@@ -117,6 +117,28 @@ def config_maps(platform: Platform, service: SourcedService) -> list[dict[str, A
     ]
 
 
+REVOCATIONS_LABEL = "agentpassport.dev/revocations"
+"""Label of the gateways' revocation-list ConfigMaps (``passport revoke`` finds them by it)."""
+IGNORE_CHANGES_ANNOTATION = "agentpassport.dev/ignore-changes"
+"""Fields ``pulumi up`` creates but never overwrites (components.kube reads it; same value)."""
+
+
+def revocations_configmap_name(gw: GatewayIdentity) -> str:
+    return f"{gw.name}-revocations"
+
+
+def revocations_configmap(platform: Platform, service: SourcedService) -> dict[str, Any]:
+    """The gateway's revocation list: created empty by ``pulumi up``, then written only by
+    ``passport revoke`` (``pulumi up`` never overwrites its data, so it cannot lift a
+    revocation). OPA watches it; without it the gateway denies every request."""
+    gw = envoy.gateway_of(platform, service)
+    meta = _meta(gw, revocations_configmap_name(gw))
+    meta["labels"] = {**meta["labels"], REVOCATIONS_LABEL: "true"}
+    meta["annotations"] = {IGNORE_CHANGES_ANNOTATION: "data"}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+            "data": {rego.REVOCATIONS_FILE: dump_json(rego.revocation_document())}}
+
+
 def _own_data(platform: Platform, service: SourcedService) -> dict[str, Any]:
     """The gateway's own data document: every entry (standalone) or none (a base: shards hold them)."""
     if stack_scope(platform.config) == "shared":
@@ -143,13 +165,16 @@ def shard_data_configmaps(platform: Platform) -> list[dict[str, Any]]:
 
 
 def _data_volume(platform: Platform, gw: GatewayIdentity, own: str) -> dict[str, Any]:
-    """The ``data`` volume: the own ConfigMap, and in a base every listed shard's (optional,
-    flat ``<shard>.json`` files OPA merges; OPA watches the directory)."""
-    if stack_scope(platform.config) != "shared":
-        return {"name": "data", "configMap": {"name": own}}
+    """The ``data`` volume: the own ConfigMap, the revocation list (not optional: a pod without
+    it does not start), and in a base every listed shard's (optional); flat ``*.json`` files OPA
+    merges, and OPA watches the directory."""
     sources: list[dict[str, Any]] = [
         {"configMap": {"name": own, "items": [{"key": "data.json", "path": "data.json"}]}},
+        {"configMap": {"name": revocations_configmap_name(gw),
+                       "items": [{"key": rego.REVOCATIONS_FILE, "path": rego.REVOCATIONS_FILE}]}},
     ]
+    if stack_scope(platform.config) != "shared":
+        return {"name": "data", "projected": {"sources": sources}}
     for shard in platform.config.shard.shards:
         sources.append({"configMap": {"name": shard_configmap_name(gw, shard), "optional": True,
                                       "items": [{"key": "data.json", "path": f"{shard}.json"}]}})
@@ -157,12 +182,9 @@ def _data_volume(platform: Platform, gw: GatewayIdentity, own: str) -> dict[str,
 
 
 def _data_args(platform: Platform) -> list[str]:
-    """OPA's policy and data paths; a base loads its data directory (its shards' documents
-    appear and change while it runs: --watch) without Kubernetes' ``..data`` internals."""
-    files = [f"{POLICY_DIR}/policy.rego", f"{POLICY_DIR}/mask.rego"]
-    if stack_scope(platform.config) != "shared":
-        return [*files, f"{DATA_DIR}/data.json"]
-    return ["--watch", "--ignore=..*", *files, DATA_DIR]
+    """OPA's policy and data paths: the data directory, watched (the revocation list, and a
+    base's shard documents, change while it runs), without Kubernetes' ``..data`` internals."""
+    return ["--watch", "--ignore=..*", f"{POLICY_DIR}/policy.rego", f"{POLICY_DIR}/mask.rego", DATA_DIR]
 
 
 def _container_security() -> dict[str, Any]:
@@ -288,6 +310,7 @@ def gateway_objects(platform: Platform, service: SourcedService) -> list[dict[st
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(gw, gw.name),
          "automountServiceAccountToken": False},
         *maps,
+        revocations_configmap(platform, service),
         deployment(platform, service, maps),
         {
             "apiVersion": "v1",
@@ -323,6 +346,8 @@ def authz_artifacts(platform: Platform) -> Iterable[Artifact]:
         Artifact("rego/policy.rego", rego.POLICY),
         Artifact("rego/mask.rego", rego.MASK_POLICY),
         Artifact("rego/data.json", dump_json(rego.stack_data(platform))),
+        # the empty revocation list a gateway starts with (`opa test rego/` loads it too)
+        Artifact(f"rego/{rego.REVOCATIONS_FILE}", dump_json(rego.revocation_document())),
         Artifact("rego/policy_test.rego", rego.render_tests(rego.rego_cases(platform))),
     ]
     if stack_scope(platform.config) == "agents":  # a shard deploys only its data ConfigMaps

@@ -701,11 +701,7 @@ def mesh_problems(platform: Platform) -> list[Problem]:
     reserved = {cp: "Linkerd's control-plane namespace"}
     if platform.config.subsystems.spire:
         reserved.setdefault(platform.config.spire.namespace, "SPIRE's namespace (spire.namespace)")
-    for a in platform.agents:
-        ns = a.identity.namespace
-        if a.identity.linkerd_identity is not None and ns in reserved:
-            out.append(_agent_problem(a, ("spec", "platform", "kubernetes", "namespace"),
-                                      f"{ns!r} is {reserved[ns]}; run agents in a namespace of their own"))
+    # Agents in these namespaces are refused by the platform model (components.platform_model.reservations).
     for svc in platform.services:
         ns = svc.manifest.spec.namespace
         if ns in reserved:

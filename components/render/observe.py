@@ -885,6 +885,12 @@ def kql_wildcard(value: str) -> str:
     return re.sub(r'([\\():<>"\s{}])', r"\\\1", value)
 
 
+def kql_literal(value: str) -> str:
+    """An unquoted KQL value matching ``value`` literally: every special escaped, '*' included
+    (append a bare '*' to make it a prefix)."""
+    return re.sub(r'([\\():<>"*\s{}])', r"\\\1", value)
+
+
 def _any(field_name: str, values: Iterable[str]) -> str:
     vals = list(values)
     if len(vals) == 1:
@@ -916,7 +922,8 @@ def http_allowed(platform: Platform, agent: ResolvedAgent) -> list[str]:
             if p.kind == "exact":
                 paths.append(kql_quote(p.value))
             else:
-                paths.extend([kql_quote(p.value), kql_wildcard(p.value.rstrip("/") + "/*")])
+                # a '*' written in the path is a character of it, never a KQL wildcard
+                paths.extend([kql_quote(p.value), kql_literal(p.value.rstrip("/")) + "/*"])
         clauses.append(
             f"(agentpassport.destination.spiffe_id: {kql_quote(gw.spiffe_id)} and "
             f"{_any('http.request.method', sorted(g.methods))} and {_any('url.path', paths)})"

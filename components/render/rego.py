@@ -144,9 +144,20 @@ matching := [rule | some rule in entry.rules; rule_failure(rule) == ""]
 
 failures := [sprintf("spec.grants[%d]: %s", [rule.grant, rule_failure(rule)]) | some rule in entry.rules]
 
+# Identities revoked by `passport revoke`, without a pulumi up: a list each gateway watches
+# (data.agentpassport.revocations, from its own ConfigMap). Until the list is loaded every
+# request is denied: a gateway that cannot read it fails closed.
+revocations_loaded if is_object(data.agentpassport.revocations.spiffeIds)
+
+revoked if data.agentpassport.revocations.spiffeIds[principal]
+
 default allow := false
 
-allow if count(matching) > 0
+allow if {
+\tcount(matching) > 0
+\trevocations_loaded
+\tnot revoked
+}
 
 # The reason recorded in the decision log (and Envoy's access log) for audit.
 reason := sprintf("allowed: %s %s granted to agent %s by spec.grants[%d]", [
@@ -155,6 +166,10 @@ reason := sprintf("allowed: %s %s granted to agent %s by spec.grants[%d]", [
 \tallow
 } else := "denied: the client certificate carries no SPIFFE ID" if {
 \tprincipal == ""
+} else := "denied: the revocation list is not loaded (fail closed)" if {
+\tnot revocations_loaded
+} else := sprintf("denied: SPIFFE ID %s is revoked (passport revoke)", [principal]) if {
+\trevoked
 } else := sprintf("denied: service %s is not protected by this gateway", [service]) if {
 \tnot data.agentpassport.services[service]
 } else := sprintf("denied: SPIFFE ID %s has no grant on service %s", [principal, service]) if {
@@ -236,19 +251,16 @@ def grant_rule(index: int, grant: HttpGrant) -> dict[str, Any]:
 
 def gateway_services(platform: Platform) -> list[SourcedService]:
     """Services that get a gateway: ``spec.gateway`` true and called by an active agent."""
-    called = {
-        g.service for a in platform.active_agents for _, g in a.grants_of("http")
-    }
+    called = platform.http_grants_by_service
     return [s for s in platform.services if s.manifest.spec.gateway and s.name in called]
 
 
 def service_principals(platform: Platform, service: str) -> dict[str, dict[str, Any]]:
     """SPIFFE ID -> entry for every active agent with an http grant on ``service``."""
     out: dict[str, dict[str, Any]] = {}
-    for agent in platform.active_agents:
-        rules = [grant_rule(i, g) for i, g in agent.grants_of("http") if g.service == service]
-        if rules:
-            out[agent.identity.spiffe_id] = {"agent": agent.name, "rules": rules}
+    for agent, i, g in platform.http_grants_by_service.get(service, ()):
+        entry = out.setdefault(agent.identity.spiffe_id, {"agent": agent.name, "rules": []})
+        entry["rules"].append(grant_rule(i, g))
     return dict(sorted(out.items()))
 
 
@@ -285,6 +297,33 @@ def stack_data(platform: Platform) -> dict[str, Any]:
     if scope == "shared":
         return base_data(names)
     return {"agentpassport": {**base_data(names)["agentpassport"], **shard_data(platform, names)["agentpassport"]}}
+
+
+REVOCATIONS_FILE = "revocations.json"
+"""The revocation list's file in a gateway's data directory (and in the rendered ``rego/``)."""
+
+
+def revocation_document(revoked: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The revocation list as OPA loads it: SPIFFE ID -> what ``passport revoke`` recorded."""
+    return {"agentpassport": {"revocations": {"spiffeIds": dict(sorted((revoked or {}).items()))}}}
+
+
+def revoked_ids(document: Any) -> dict[str, Any] | None:
+    """The SPIFFE IDs of a revocation document, or None when it is not one (unreadable)."""
+    if not isinstance(document, dict):
+        return None
+    inner = document.get("agentpassport")
+    inner = inner.get("revocations") if isinstance(inner, dict) else None
+    ids = inner.get("spiffeIds") if isinstance(inner, dict) else None
+    return dict(ids) if isinstance(ids, dict) else None
+
+
+def with_revocations(data: Mapping[str, Any], document: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``data`` with a revocation list merged in (default: the empty list), as a gateway loads
+    its data directory."""
+    doc = dict(data.get("agentpassport", {}))
+    doc["revocations"] = (document or revocation_document())["agentpassport"]["revocations"]
+    return {**data, "agentpassport": doc}
 
 
 def principals_of(data: Mapping[str, Any], service: str) -> dict[str, Any]:
@@ -345,43 +384,29 @@ def rule_failure(rule: Mapping[str, Any], req: Request) -> str:
     return ""
 
 
-def decide(data: Mapping[str, Any], req: Request) -> dict[str, Any]:
-    """Mirror of the policy's ``decision`` (the exact object OPA must return)."""
+def _entries(data: Mapping[str, Any], service: str, principal: str) -> list[Mapping[str, Any]]:
+    """The principal's entries for the service: the stack's own, then one per shard (by name)."""
     doc = data.get("agentpassport", {})
     services = doc.get("services", {})
-    path = req.path.split("?")[0]
-    entries = [e for e in (
-        services.get(req.service, {}).get("principals", {}).get(req.principal),
-        *(shard.get("services", {}).get(req.service, {}).get("principals", {}).get(req.principal)
+    return [e for e in (
+        services.get(service, {}).get("principals", {}).get(principal),
+        *(shard.get("services", {}).get(service, {}).get("principals", {}).get(principal)
           for _, shard in sorted(doc.get("shards", {}).items())),
     ) if e is not None]
-    entry = entries[0] if len(entries) == 1 else None
-    matching = [r for r in entry["rules"] if rule_failure(r, req) == ""] if entry else []
-    if entry and matching:
-        reason = (
-            f"allowed: {req.method} {path} granted to agent {entry['agent']} "
-            f"by spec.grants[{matching[0]['grant']}]"
-        )
-        return {
-            "allowed": True,
-            "dynamic_metadata": {"agent": entry["agent"], "allowed": True, "reason": reason},
-            "headers": {AGENT_HEADER: entry["agent"]},
-            "reason": reason,
-        }
-    if req.principal == "":
-        reason = "denied: the client certificate carries no SPIFFE ID"
-    elif req.service not in services:
-        reason = f"denied: service {req.service} is not protected by this gateway"
-    elif entry is None:
-        reason = f"denied: SPIFFE ID {req.principal} has no grant on service {req.service}"
-    else:
-        failures = "; ".join(
-            f"spec.grants[{r['grant']}]: {rule_failure(r, req)}" for r in entry["rules"]
-        )
-        reason = (
-            f"denied: no grant of agent {entry['agent']} on service {req.service} "
-            f"matches: {failures}"
-        )
+
+
+def _allowed(entry: Mapping[str, Any], rule: Mapping[str, Any], req: Request) -> dict[str, Any]:
+    path = req.path.split("?")[0]
+    reason = f"allowed: {req.method} {path} granted to agent {entry['agent']} by spec.grants[{rule['grant']}]"
+    return {
+        "allowed": True,
+        "dynamic_metadata": {"agent": entry["agent"], "allowed": True, "reason": reason},
+        "headers": {AGENT_HEADER: entry["agent"]},
+        "reason": reason,
+    }
+
+
+def _denied(reason: str) -> dict[str, Any]:
     return {
         "allowed": False,
         "body": DENIED_BODY,
@@ -390,6 +415,119 @@ def decide(data: Mapping[str, Any], req: Request) -> dict[str, Any]:
         "http_status": 403,
         "reason": reason,
     }
+
+
+def _revocation_state(data: Mapping[str, Any], principal: str) -> str:
+    """``loaded`` (and the principal not revoked), ``revoked``, or ``missing`` (fail closed)."""
+    revocations = data.get("agentpassport", {}).get("revocations")
+    ids = revocations.get("spiffeIds") if isinstance(revocations, dict) else None
+    if not isinstance(ids, dict):
+        return "missing"
+    return "revoked" if ids.get(principal) not in (None, False) else "loaded"
+
+
+def _denied_before_rules(data: Mapping[str, Any], req: Request, entry: Mapping[str, Any] | None) -> str | None:
+    """The reason of a denial that needs no rule (no SPIFFE ID, no revocation list, a revoked
+    SPIFFE ID, unknown service, no entry)."""
+    if req.principal == "":
+        return "denied: the client certificate carries no SPIFFE ID"
+    state = _revocation_state(data, req.principal)
+    if state == "missing":
+        return "denied: the revocation list is not loaded (fail closed)"
+    if state == "revoked":
+        return f"denied: SPIFFE ID {req.principal} is revoked (passport revoke)"
+    if req.service not in data.get("agentpassport", {}).get("services", {}):
+        return f"denied: service {req.service} is not protected by this gateway"
+    if entry is None:
+        return f"denied: SPIFFE ID {req.principal} has no grant on service {req.service}"
+    return None
+
+
+def _no_match_prefix(entry: Mapping[str, Any], req: Request) -> str:
+    return f"denied: no grant of agent {entry['agent']} on service {req.service} matches: "
+
+
+def decide(data: Mapping[str, Any], req: Request) -> dict[str, Any]:
+    """Mirror of the policy's ``decision`` (the exact object OPA must return)."""
+    entries = _entries(data, req.service, req.principal)
+    entry = entries[0] if len(entries) == 1 else None
+    matching = [r for r in entry["rules"] if rule_failure(r, req) == ""] if entry else []
+    if entry and matching and _revocation_state(data, req.principal) == "loaded":
+        return _allowed(entry, matching[0], req)
+    reason = _denied_before_rules(data, req, entry)
+    if reason is None:
+        assert entry is not None
+        failures = "; ".join(f"spec.grants[{r['grant']}]: {rule_failure(r, req)}" for r in entry["rules"])
+        reason = _no_match_prefix(entry, req) + failures
+    return _denied(reason)
+
+
+class _RuleIndex:
+    """One entry's rules by method and path: the few rules that could allow a request, found
+    with one lookup per path segment instead of trying every rule."""
+
+    def __init__(self, rules: list[Mapping[str, Any]]) -> None:
+        self.rules = rules
+        self.exact: dict[tuple[str, str], list[int]] = {}
+        self.prefix: dict[tuple[str, str], list[int]] = {}
+        for pos, rule in enumerate(rules):
+            for method in rule["methods"]:
+                for path in rule["paths"]["exact"]:
+                    self.exact.setdefault((method, path), []).append(pos)
+                for prefix in rule["paths"]["prefix"]:
+                    self.prefix.setdefault((method, prefix), []).append(pos)
+
+    def first_allowing(self, req: Request) -> Mapping[str, Any] | None:
+        """The first rule (in the entry's order, as the policy's ``matching[0]``) allowing ``req``."""
+        path = req.path.split("?")[0]
+        found = set(self.exact.get((req.method, path), ()))
+        # prefixes matching on a segment boundary: "/", the path itself, every "/a/b" it starts with + "/"
+        found.update(self.prefix.get((req.method, "/"), ()))
+        found.update(self.prefix.get((req.method, path), ()))
+        for k, char in enumerate(path):
+            if char == "/" and k > 0:
+                found.update(self.prefix.get((req.method, path[:k]), ()))
+        return next((self.rules[pos] for pos in sorted(found) if rule_failure(self.rules[pos], req) == ""), None)
+
+
+class Decider:
+    """:func:`decide` for many requests against one data document, in time independent of the
+    number of rules for allowed requests (rules indexed per entry)."""
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self.data = data
+        self._entries: dict[tuple[str, str], tuple[Mapping[str, Any] | None, _RuleIndex | None]] = {}
+
+    def entry(self, service: str, principal: str) -> tuple[Mapping[str, Any] | None, _RuleIndex | None]:
+        key = (service, principal)
+        if key not in self._entries:
+            entries = _entries(self.data, service, principal)
+            entry = entries[0] if len(entries) == 1 else None
+            self._entries[key] = (entry, _RuleIndex(list(entry["rules"])) if entry else None)
+        return self._entries[key]
+
+    def allows(self, req: Request) -> bool:
+        _, index = self.entry(req.service, req.principal)
+        return (index is not None and index.first_allowing(req) is not None
+                and _revocation_state(self.data, req.principal) == "loaded")
+
+    def decision(self, req: Request, rule: Mapping[str, Any] | None = None,
+                 exact_max_rules: int | None = None) -> tuple[dict[str, Any], str | None]:
+        """(expected decision, None) — or, for a denial by an entry with more than
+        ``exact_max_rules`` rules, (the decision's fixed fields with the reason's prefix, the
+        failure clause of ``rule``): its full reason lists every rule of the entry."""
+        entry, index = self.entry(req.service, req.principal)
+        allowing = index.first_allowing(req) if index is not None else None
+        if entry is not None and allowing is not None and _revocation_state(self.data, req.principal) == "loaded":
+            return _allowed(entry, allowing, req), None
+        reason = _denied_before_rules(self.data, req, entry)
+        if reason is not None:
+            return _denied(reason), None
+        assert entry is not None
+        if exact_max_rules is None or len(entry["rules"]) <= exact_max_rules or rule is None:
+            return decide(self.data, req), None
+        clause = f"spec.grants[{rule['grant']}]: {rule_failure(rule, req)}"
+        return {"allowed": False, "http_status": 403, "reason": _no_match_prefix(entry, req)}, clause
 
 
 def check_request(req: Request, authority: str) -> dict[str, Any]:
@@ -425,7 +563,7 @@ _QUERY = "?agentpassport-probe=1"
 
 @dataclass(frozen=True)
 class RegoCase:
-    """One generated allow/deny case: a request, a mocked clock, the exact expected decision."""
+    """One generated allow/deny case: a request, a mocked clock, the expected decision."""
 
     name: str
     kind: str
@@ -434,6 +572,27 @@ class RegoCase:
     request: Request
     input: dict[str, Any]
     expected: dict[str, Any]
+    """The exact decision OPA must return; when ``reason_contains`` is set, only ``allowed``,
+    ``http_status`` and the start of ``reason``."""
+    reason_contains: str | None = None
+    """For denials by an entry with more than :data:`EXACT_DECISION_MAX_RULES` rules: the failure
+    of the grant the case is about, which the reason must contain (the full reason lists every
+    rule of the entry, so asserting it whole would make the tests quadratic in grants)."""
+    revocations: dict[str, Any] | None = None
+    """When set, the case mocks ``data.agentpassport.revocations`` with it (a revoked SPIFFE ID,
+    or a list that is not loaded); otherwise the gateway's loaded list applies (empty in review)."""
+
+    def matches(self, decision: Mapping[str, Any]) -> bool:
+        """Whether a decision (OPA's) is what this case expects."""
+        if self.reason_contains is None:
+            return dict(decision) == self.expected
+        reason = str(decision.get("reason", ""))
+        return (decision.get("allowed") is False and decision.get("http_status") == 403
+                and reason.startswith(self.expected["reason"]) and self.reason_contains in reason)
+
+
+EXACT_DECISION_MAX_RULES = 16
+"""Entries with at most this many rules get their deny cases' full decision asserted."""
 
 
 def _at(day_index: int, clock: str, timezone: str) -> int:
@@ -503,16 +662,16 @@ def _authority(platform: Platform, service: SourcedService) -> str:
 
 
 def _agent_cases(
-    platform: Platform, data: Mapping[str, Any], service: SourcedService, agent: ResolvedAgent,
+    platform: Platform, decider: Decider, entry: Mapping[str, Any], service: SourcedService, agent: ResolvedAgent,
 ) -> Iterable[RegoCase]:
-    entry = principals_of(data, service.name)[agent.identity.spiffe_id]
     authority = _authority(platform, service)
     base = f"test_{_ident(service.name)}_{_ident(agent.name)}"
 
     def case(kind: str, rule: Mapping[str, Any], req: Request, suffix: str = "") -> RegoCase:
+        expected, clause = decider.decision(req, rule, EXACT_DECISION_MAX_RULES)
         return RegoCase(
             name=f"{base}_grant{rule['grant']}_{_ident(kind)}{suffix}", kind=kind, request=req,
-            input=check_request(req, authority), expected=decide(data, req),
+            input=check_request(req, authority), expected=expected, reason_contains=clause,
         )
 
     for rule in entry["rules"]:
@@ -528,12 +687,12 @@ def _agent_cases(
         # Every further path of the grant is allowed too, and a prefix only on a segment
         # boundary ("/api" allows "/api/x", not "/apix").
         for j, path in enumerate(_grant_paths(rule)[1:], start=1):
-            extra = case("allow", rule, replace(ok, path=path + _QUERY), f"_path{j}")
-            if extra.expected["allowed"]:
-                yield extra
+            extra = replace(ok, path=path + _QUERY)
+            if decider.allows(extra):
+                yield case("allow", rule, extra, f"_path{j}")
         for j, prefix in enumerate(rule["paths"]["prefix"]):
             near = replace(ok, path=f"{prefix}x")
-            if prefix != "/" and rule_failure(rule, near) and not decide(data, near)["allowed"]:
+            if prefix != "/" and rule_failure(rule, near) and not decider.allows(near):
                 yield case("prefix-boundary", rule, near, f"_{j}")
         variants: list[tuple[str, str, Iterable[Request]]] = [
             ("wrong-method", "method ", (
@@ -546,11 +705,11 @@ def _agent_cases(
             )),
             ("outside-time-window", "outside ", (replace(ok, now_ns=t) for t in _outside_times(rule))),
         ]
-        # The first candidate that fails this grant for the intended reason and that no
-        # other grant of the agent allows; none when every candidate is granted elsewhere.
+        # The first candidate that fails this grant for the intended reason and that no other
+        # grant of the agent allows; none when every candidate is granted elsewhere.
         for kind, failure, candidates in variants:
             for req in candidates:
-                if rule_failure(rule, req).startswith(failure) and not decide(data, req)["allowed"]:
+                if rule_failure(rule, req).startswith(failure) and not decider.allows(req):
                     yield case(kind, rule, req)
                     break
         unknown = f"spiffe://{platform.config.trust_domain}/agentpassport-test/unknown/{agent.name}"
@@ -558,15 +717,23 @@ def _agent_cases(
 
 
 def rego_cases(platform: Platform) -> list[RegoCase]:
-    """Every generated case, in a stable order (service, agent, grant, kind)."""
-    data = stack_data(platform)
+    """Every generated case, in a stable order (service, agent, grant, kind).
+
+    Linear in grants: whether another grant allows a candidate request is one indexed lookup
+    (:class:`Decider`), and denials by entries with many rules assert this grant's failure
+    rather than the full reason listing every rule.
+    """
+    data = with_revocations(stack_data(platform))  # what a gateway loads: its data and an empty list
+    decider = Decider(data)
     cases: list[RegoCase] = []
     services = gateway_services(platform)
     for service in services:
         principals = principals_of(data, service.name)
-        for agent in platform.active_agents:
-            if agent.identity.spiffe_id in principals:
-                cases.extend(_agent_cases(platform, data, service, agent))
+        callers = {a.name: a for a, _, _ in platform.http_grants_by_service.get(service.name, ())}
+        for agent in callers.values():  # active agents in order, each once: only this service's callers
+            entry = principals.get(agent.identity.spiffe_id)
+            if entry is not None:
+                cases.extend(_agent_cases(platform, decider, entry, service, agent))
     if services:
         first = services[0]
         entries = principals_of(data, first.name)
@@ -587,7 +754,19 @@ def rego_cases(platform: Platform) -> list[RegoCase]:
         ):
             cases.append(RegoCase(
                 name=f"test_{_ident(kind)}", kind=kind, request=req,
-                input=check_request(req, authority), expected=decide(data, req),
+                input=check_request(req, authority), expected=decider.decision(req)[0],
+            ))
+        # The kill switch: a revoked SPIFFE ID is denied whatever it was granted, and a gateway
+        # that has not loaded the revocation list denies everything (fail closed).
+        overrides: list[tuple[str, dict[str, Any]]] = [("revocation-list-not-loaded", {})]
+        if entries:
+            overrides.insert(0, ("revoked-spiffe-id", {"spiffeIds": {ok.principal: {
+                "agent": "agentpassport-test", "revokedAt": "2026-01-12T12:00:00Z"}}}))
+        for kind, revocations in overrides:
+            mocked = {**data, "agentpassport": {**data["agentpassport"], "revocations": revocations}}
+            cases.append(RegoCase(
+                name=f"test_{_ident(kind)}", kind=kind, request=ok, input=check_request(ok, authority),
+                expected=decide(mocked, ok), revocations=revocations,
             ))
     return cases
 
@@ -603,25 +782,48 @@ def _term(value: Any, indent: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+DENIED_BY = """\
+# A denial whose reason starts with the prefix and names the failure of the grant under test.
+# Used for agents with many grants on one service: their full reason lists every grant.
+denied_by(decision, prefix, failure) if {
+\tdecision.allowed == false
+\tdecision.http_status == 403
+\tstartswith(decision.reason, prefix)
+\tcontains(decision.reason, failure)
+}"""
+
+
 def render_tests(cases: Iterable[RegoCase]) -> str:
     """``policy_test.rego``: one test rule per case, mocking the input and the clock."""
     out = [
         "# Agent Passport: generated tests for policy.rego against data.json; do not edit.",
         "# Every http grant gets an allow case and deny cases (wrong method, wrong path,",
-        "# missing header, outside the time window, unknown SPIFFE ID) where they apply.",
+        "# missing header, outside the time window, unknown SPIFFE ID) where they apply; a revoked",
+        "# SPIFFE ID and a revocation list that is not loaded are denied.",
         f"package {PACKAGE}_test",
     ]
     cases = list(cases)
     if cases:  # an unused import is an error under `opa check --strict`
         out += ["", f"import data.{PACKAGE}"]
+    if any(c.reason_contains is not None for c in cases):
+        out += ["", DENIED_BY]
+    decision = f"{PACKAGE.rsplit('.', 1)[1]}.decision"
     for c in cases:
+        if c.reason_contains is None:
+            check = f"\t{decision} == {_term(c.expected, chr(9))}"
+        else:
+            check = (f"\tdenied_by({decision}, {json.dumps(c.expected['reason'], ensure_ascii=False)}, "
+                     f"{json.dumps(c.reason_contains, ensure_ascii=False)})")
+        mock = ([f"\t\twith data.agentpassport.revocations as {_term(c.revocations, chr(9) * 2)}"]
+                if c.revocations is not None else [])
         out += [
             "",
             f"# {c.kind}: {c.request.method} {c.request.path} as {c.request.principal or '(no SPIFFE ID)'}",
             f"{c.name} if {{",
-            f"\t{PACKAGE.rsplit('.', 1)[1]}.decision == {_term(c.expected, chr(9))}",
+            check,
             f"\t\twith input as {_term(c.input, chr(9) * 2)}",
             f"\t\twith time.now_ns as {c.request.now_ns}",
+            *mock,
             "}",
         ]
     return "\n".join(out) + "\n"

@@ -96,9 +96,6 @@ CRD_VERSION = "v1alpha1"
 AGENT_LABEL = "agentpassport.dev/agent"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "agent-passport"}
 
-RESERVED_PATHS = ("/spire/", "/node/")
-"""SPIFFE ID paths agents may not take: SPIRE's own IDs and our node aliases."""
-
 IMAGES = {
     SERVER: "ghcr.io/spiffe/spire-server",
     AGENT: "ghcr.io/spiffe/spire-agent",
@@ -227,14 +224,7 @@ def _agent_problems(platform: Platform, agent: ResolvedAgent) -> list[Problem]:
 
         out.append(Problem(src.file, src.line_of(loc), format_loc(loc), message))
 
-    path = agent.identity.spiffe_path + "/"
-    reserved = next((r for r in RESERVED_PATHS if path.startswith(r)), None)
-    if reserved is not None:
-        mp(
-            ("spec", "identity", "spiffePath"),
-            f"{agent.identity.spiffe_path!r} is under {reserved.rstrip('/')}, "
-            "which SPIRE and Agent Passport reserve for agents and node aliases; choose another path",
-        )
+    # Reserved SPIFFE paths (/spire/, /node/) are refused by the platform model for every stack.
     vm = agent.manifest.spec.platform.vm
     if vm is not None and vm.attestation == "aws_iid" and not vm.aws_instance_tags and not vm.node_selectors:
         mp(
