@@ -448,13 +448,17 @@ def recover(stack: str, *, root: Path, yes: bool = False, out: TextIO | None = N
         return 1
     plan = [f"remove {len(locks)} stale lock(s) of a crashed run" if locks else "no stale lock",
             "refresh the state from what exists (clearing pending creates)",
-            "up: create what is missing, adopt what the crash left out of the state"]
+            "up, adopting: create what is missing, take over what the crash left out of the state "
+            "(server-side apply with patchForce)",
+            "up: the stack exactly as a plain `up` leaves it"]
     print(f"[passport] recover stack {stack}:", file=out)
     for step in plan:
         print(f"  - {step}", file=out)
     if not yes:
         print("run again with --yes to do it", file=err)
         return 2
+    from components.program import main as program_main
+
     stack_obj = _workspace(settings)
     say: dict[str, Any] = {"on_output": lambda line: print(line, file=out, flush=True), "color": "never"}
     try:
@@ -464,6 +468,13 @@ def recover(stack: str, *, root: Path, yes: bool = False, out: TextIO | None = N
     except auto.CommandError as exc:
         print(f"[passport] recover of stack {stack} FAILED while refreshing:\n{_last_lines(str(exc), 25)}", file=err)
         return 1
+    # Pass 1 adopts: an object the crashed run created may hold fields under that run's field
+    # manager, which a plain server-side apply would refuse as a conflict (seen in the crash e2e).
+    code = run("up", stack, root=root, yes=True, out=out, err=err, environ=environ,
+               program=lambda: program_main(settings.root, adopt_orphans=True))
+    if code != 0:
+        return code
+    # Pass 2 is a plain `up`: it drops pass 1's annotation, and the stack is as `up` leaves it.
     return run("up", stack, root=root, yes=True, out=out, err=err, environ=environ)
 
 

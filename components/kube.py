@@ -127,16 +127,28 @@ AWAITED_TYPES = frozenset(
 SKIP_AWAIT_ANNOTATION = "pulumi.com/skipAwait"
 
 
-def skip_await(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
-    """Transformation for ``kubernetes.skipAwait``: annotate awaited kinds so `up` does not wait
-    for pods that an API server without nodes never runs. Everything else is left unchanged."""
-    if args.type_ not in AWAITED_TYPES:
-        return None
+PATCH_FORCE_ANNOTATION = "pulumi.com/patchForce"
+
+
+def _annotated(args: pulumi.ResourceTransformationArgs, key: str) -> pulumi.ResourceTransformationResult:
     props = dict(args.props)
     meta = props.get("metadata")
     meta = dict(meta) if isinstance(meta, Mapping) else {}
-    annotations = dict(meta.get("annotations") or {})
-    annotations[SKIP_AWAIT_ANNOTATION] = "true"
-    meta["annotations"] = annotations
+    meta["annotations"] = {**dict(meta.get("annotations") or {}), key: "true"}
     props["metadata"] = meta
     return pulumi.ResourceTransformationResult(props, args.opts)
+
+
+def skip_await(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
+    """Transformation for ``kubernetes.skipAwait``: annotate awaited kinds so `up` does not wait
+    for pods that an API server without nodes never runs. Everything else is left unchanged."""
+    return _annotated(args, SKIP_AWAIT_ANNOTATION) if args.type_ in AWAITED_TYPES else None
+
+
+def adopt(args: pulumi.ResourceTransformationArgs) -> pulumi.ResourceTransformationResult | None:
+    """Transformation for `passport recover`'s adopting pass: objects a crashed run created but did
+    not record may carry fields owned by that run's field manager; ``patchForce`` takes them over
+    (the next, normal `up` then drops the annotation again)."""
+    if not args.type_.startswith("kubernetes:") or args.type_ == "pulumi:providers:kubernetes":
+        return None
+    return _annotated(args, PATCH_FORCE_ANNOTATION)

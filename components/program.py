@@ -12,7 +12,7 @@ import pulumi
 
 from components.config import NAMESPACE, StackConfig, build_stack_config, config_from_runtime
 from components.errors import PassportError
-from components.kube import skip_await
+from components.kube import adopt, skip_await
 from components.manifest.loader import load_manifests
 from components.platform import AgentPassport, AgentPassportArgs
 from components.platform_model import Platform, build_platform, identity_bom
@@ -35,7 +35,8 @@ def load_platform(stack: str, root: Path) -> Platform:
     return build_platform(stack_config, manifests, stack, config_file)
 
 
-def main(root: Path | None = None) -> None:
+def main(root: Path | None = None, adopt_orphans: bool = False) -> None:
+    """The program. ``adopt_orphans``: `passport recover`'s first pass (components.kube.adopt)."""
     stack = pulumi.get_stack()
     try:
         platform = load_platform(stack, root or Path.cwd())
@@ -44,6 +45,8 @@ def main(root: Path | None = None) -> None:
         render_all(platform)
         transformations: list[pulumi.ResourceTransformation] = (
             [skip_await] if platform.config.kubernetes.skip_await else [])
+        if adopt_orphans:
+            transformations.append(adopt)
         passport = AgentPassport(
             "agent-passport",
             AgentPassportArgs(platform=platform),
