@@ -34,11 +34,13 @@ Action = Literal["up", "preview", "refresh", "destroy"]
 ACTIONS: tuple[Action, ...] = ("up", "preview", "refresh", "destroy")
 Checkpoints = Literal["always", "never", "auto"]
 
-# Resource families a re-run adopts or overwrites after a crash left them out of the state:
-# kubernetes objects under server-side apply (an apply of an existing object updates it) and
-# Vault's idempotent PUTs. Not tls (a re-run makes new keys, so a new CA), not aws (IAM roles and
-# buckets answer "already exists"; a second Private CA is billed).
-RECOVERABLE_PROVIDERS = frozenset({"kubernetes", "vault"})
+# Resource families a re-run adopts after a crash left them out of the state (docs/sharding.md):
+# kubernetes objects under server-side apply (`passport recover` takes them over; the crash e2e
+# test kills the engine mid-update). Not vault (policies and roles are PUTs, but a mount, an auth
+# backend or an audit device answers "path is already in use"), not tls (a re-run makes new keys,
+# so a new CA), not aws (IAM roles answer EntityAlreadyExists, buckets BucketAlreadyOwnedByYou,
+# and a second Private CA would be created and billed).
+RECOVERABLE_PROVIDERS = frozenset({"kubernetes"})
 
 PROJECT = "agent-passport"
 LOCAL_DIR = ".pulumi-local"
@@ -210,8 +212,8 @@ def checkpoint_policy(cfg: StackConfig, mode: Checkpoints) -> tuple[bool, str]:
     if unsafe:
         return False, (f"checkpointing after every step: {', '.join(unsafe)} resources left out of the state by a "
                        "crash would not be adopted by the next `up`")
-    return True, ("not checkpointing each step: every resource here is adopted by the next `up` after a crash "
-                  "(kubernetes server-side apply, Vault PUTs); the state is backed up first")
+    return True, ("not checkpointing each step: every resource here is adopted after a crash "
+                  "(kubernetes server-side apply; `passport recover`); the state is backed up first")
 
 
 def backup_state(stack_obj: Any, root: Path, stack: str) -> Path:

@@ -195,7 +195,7 @@ def test_checkpoints_are_skipped_only_where_a_rerun_repairs_a_crash() -> None:
     local, dev, prod = (load_stack_config(s) for s in ("local", "dev", "prod"))
     assert engine.checkpoint_policy(local, "auto")[0] is True  # kubernetes only
     skip, why = engine.checkpoint_policy(dev, "auto")
-    assert skip is False and "tls" in why  # a re-run would make new keys
+    assert skip is False and "tls, vault" in why  # new keys; mounts answer "path is already in use"
     skip, why = engine.checkpoint_policy(prod, "auto")
     assert skip is False and "aws" in why
     assert engine.checkpoint_policy(prod, "never")[0] is True
