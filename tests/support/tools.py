@@ -83,7 +83,7 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001,S112 - a server still starting may refuse or reset
+        except Exception:  # noqa: S110 - a server still starting may refuse or reset
             pass
         time.sleep(interval_s)
     pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what}", pytrace=False)
