@@ -52,7 +52,7 @@ class FakeVault:
             return 200, {"data": {"bound_issuer": self.bound_issuer}}
         if path == "auth/token/lookup-self":
             return 200, {"data": self.operator}
-        if method == "LIST" and path == f"sys/leases/lookup/{LEASES}/":
+        if method == "LIST" and path.rstrip("/") == f"sys/leases/lookup/{LEASES}":
             return 200, {"data": {"keys": ["Xy12", "Zz34"]}}
         if method == "PUT" and path == f"sys/leases/revoke-prefix/{LEASES}":
             return 204, None
@@ -339,3 +339,34 @@ def test_cert_auth_refuses_a_vault_whose_cert_roles_admit_another_trust_domain(
         revoke(_cert_platform(), "agent-cortex", yes=True, env={"VAULT_TOKEN": "hvs.alice"}, out=io.StringIO(),
                vault_addr=addr, spire_runner=FakeSpire(), now=NOW, http_timeout=5)
     assert vault[0].changes == []
+
+
+class FailingVault(FakeVault):
+    """Answers one call with an error, as a Vault would (JSON errors body)."""
+
+    def __init__(self, method: str, path: str, code: int) -> None:
+        super().__init__()
+        self.fail = (method, path, code)
+
+    def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        if (method, path) == self.fail[:2]:
+            return self.fail[2], {"errors": ["1 error occurred:\n\t* permission denied\n\n"]}
+        return super().handle(method, path, body)
+
+
+@pytest.mark.parametrize(("method", "path", "code", "attempted"), [
+    ("POST", "auth/token/revoke-accessor", 403, 2),  # after the leases: it stops at the first error
+    ("GET", "sys/auth", 403, 0),  # while confirming: nothing is changed
+    ("GET", "sys/health", 500, 0),
+    ("PUT", f"sys/leases/revoke-prefix/{LEASES}", 400, 1),
+])
+def test_a_vault_error_is_a_refusal_naming_the_call_and_the_answer(
+    vault: tuple[FakeVault, str], method: str, path: str, code: int, attempted: int,
+) -> None:
+    fake, addr = vault
+    failing = FailingVault(method, path, code)
+    fake.handle = failing.handle  # type: ignore[method-assign]
+    with pytest.raises(RevokeRefused, match=re.escape(f"Vault {method} {path}: HTTP {code}")) as info:
+        _run(addr, FakeSpire(), yes=True)
+    assert code == 500 or "permission denied" in str(info.value)
+    assert len(fake.changes) == attempted
