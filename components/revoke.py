@@ -163,7 +163,7 @@ class VaultClient:
     def read(self, path: str) -> dict[str, Any]:
         return self._call("GET", path, lambda: self.hvac.adapter.get(f"/v1/{path}")) or {}
 
-    def list(self, path: str) -> list[str]:
+    def list_keys(self, path: str) -> list[str]:
         resp = self._call("LIST", path, lambda: self.hvac.adapter.list(f"/v1/{path}"), ok_missing=True)
         if resp is None:
             return []
@@ -233,7 +233,7 @@ def confirm_vault(vault: VaultClient, plan: RevokePlan) -> tuple[str, str]:
                 f"Vault's {plan.auth_mount} mount trusts issuer {conf.get('bound_issuer')!r}, not this stack's "
                 f"{plan.jwt_issuer!r}: refusing to revoke on a Vault of another trust domain")
     else:
-        roles = vault.list(f"auth/{plan.auth_mount}/certs")
+        roles = vault.list_keys(f"auth/{plan.auth_mount}/certs")
         sans: list[str] = []
         for role in roles[:20]:
             data = vault.read(f"auth/{plan.auth_mount}/certs/{role}").get("data") or {}
@@ -247,7 +247,7 @@ def confirm_vault(vault: VaultClient, plan: RevokePlan) -> tuple[str, str]:
 def _agent_accessors(vault: VaultClient, plan: RevokePlan) -> list[str]:
     found = []
     login_path = f"auth/{plan.auth_mount}/login"
-    for accessor in vault.list("auth/token/accessors"):
+    for accessor in vault.list_keys("auth/token/accessors"):
         data = (vault.lookup_accessor(accessor) or {}).get("data") or {}
         meta = data.get("meta") or {}
         if str(data.get("path") or "").startswith(login_path) and plan.vault_role in (

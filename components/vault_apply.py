@@ -23,6 +23,7 @@ create, so Vault's rotated password is never overwritten by the stale initial on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -321,8 +322,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m components.vault_apply", description=main.__doc__)
     parser.add_argument("--stack", default="dev")
     parser.add_argument("--print", action="store_true", dest="print_only", help="print the writes; send nothing")
+    parser.add_argument("--jwks-url", help="the JWKS of a running SPIRE OIDC discovery provider, instead of the "
+                        "stack's vault.jwksUrl (Vault fetches it when the backend is configured)")
     args = parser.parse_args(argv)
     plan = plan_vault(load_platform(args.stack))
+    if args.jwks_url:
+        plan = dataclasses.replace(plan, jwks_url=args.jwks_url)
     passwords = {c.password_secret: os.environ.get(f"AP_SECRET_{c.password_secret}", "") for c in plan.connections}
     secrets = ApplySecrets(passwords={k: v for k, v in passwords.items() if v or args.print_only})
     try:
