@@ -29,7 +29,15 @@ from components.cli import load_platform
 from components.mockrun import Captured, Graph
 from components.render.vault import plan_vault
 from components.shard import stack_scope
-from components.vault_apply import COMPONENT, ApplyError, ApplySecrets, VaultWrite, plan_writes, redacted
+from components.vault_apply import (
+    COMPONENT,
+    ApplyError,
+    ApplySecrets,
+    VaultWrite,
+    apply_writes,
+    plan_writes,
+    redacted,
+)
 from tests.test_vault_graph import BUNDLE, PASSWORD, run_vault
 from tests.test_vault_render import dev_values, repo_platform
 
@@ -244,3 +252,48 @@ def test_missing_inputs_are_refused_and_passwords_are_redacted_for_printing() ->
         plan_writes(cert, ApplySecrets({"dbMainPassword": "x"}))
     printed = json.dumps(redacted(plan_writes(plan, ApplySecrets({"dbMainPassword": "s3cr3t-pw"}))))
     assert "s3cr3t-pw" not in printed and "<redacted>" in printed
+
+
+class RecordingClient:
+    """Stands in for hvac.Client: records what apply_writes sends; ``existing`` is Vault's state."""
+
+    def __init__(self, existing: dict[str, Any] | None = None) -> None:
+        self.existing = existing or {}
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def read(self, path: str) -> Any:
+        return self.existing.get(path)
+
+    def write_data(self, path: str, *, data: dict[str, Any]) -> None:
+        self.sent.append((path, data))
+
+
+def test_on_a_fresh_vault_the_applier_sends_exactly_the_planned_writes() -> None:
+    writes = plan_writes(plan_vault(repo_platform()), ApplySecrets({"dbMainPassword": PASSWORD}))
+    client = RecordingClient()
+    applied = apply_writes(client, writes)  # type: ignore[arg-type]
+    assert client.sent == [(w.path, dict(w.data)) for w in writes]
+    assert {a.outcome for a in applied} == {"sent"}
+
+
+def test_on_a_configured_vault_the_applier_tunes_keeps_and_never_resends_the_admin_password() -> None:
+    writes = plan_writes(plan_vault(repo_platform()), ApplySecrets({"dbMainPassword": PASSWORD}))
+    audit = next(w for w in writes if w.kind == "enable-audit")
+    client = RecordingClient({
+        "sys/auth": {"data": {"spiffe-jwt/": {"type": "jwt"}}},
+        "sys/mounts": {"data": {"db-main/": {"type": "database"}}},
+        "sys/audit": {"data": {"agent-passport-file/": {"type": "file", "options": audit.data["options"]}}},
+        "db-main/config/incidents": {"data": {}},
+        "db-main/config/billing": {"data": {}},
+    })
+    outcomes = {(a.write.path, a.outcome) for a in apply_writes(client, writes)}  # type: ignore[arg-type]
+    assert {("sys/auth/spiffe-jwt", "kept"), ("sys/audit/agent-passport-file", "kept"),
+            ("sys/mounts/db-main", "tuned"), ("db-main/rotate-root/incidents", "skipped")} <= outcomes
+    sent = dict(client.sent)
+    assert "sys/auth/spiffe-jwt" not in sent and "db-main/rotate-root/incidents" not in sent
+    assert sent["sys/mounts/db-main/tune"]["max_lease_ttl"] == 600
+    assert "password" not in sent["db-main/config/incidents"]
+    assert PASSWORD not in json.dumps(client.sent)
+    wrong = RecordingClient({"sys/auth": {"data": {"spiffe-jwt/": {"type": "approle"}}}})
+    with pytest.raises(ApplyError, match="already a 'approle' mount"):
+        apply_writes(wrong, writes)  # type: ignore[arg-type]
