@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,7 +40,7 @@ from components.vault_apply import (
     redacted,
 )
 from tests.test_vault_graph import BUNDLE, PASSWORD, run_vault
-from tests.test_vault_render import dev_values, repo_platform
+from tests.test_vault_render import cert_platform, dev_values, repo_platform
 
 MOCK_SECRET = "mock-secret-value"  # what components.config.stack_runtime_config gives every secret
 
@@ -222,8 +223,8 @@ def test_dev_stack_writes_cover_every_piece_of_the_plan(stack_graph: Callable[[s
     assert "db-main/rotate-root/incidents" in paths
 
 
-def test_cert_auth_writes_the_same() -> None:
-    platform = repo_platform(dev_values(auth="cert"))
+def test_cert_auth_writes_the_same(tmp_path: Path) -> None:
+    platform = cert_platform(tmp_path)
     graph = run_vault(platform, bundle=BUNDLE)
     hvac_side = plan_writes(plan_vault(platform), ApplySecrets({"dbMainPassword": PASSWORD}, BUNDLE), name="vault")
     pulumi_side = provider_writes(graph)
@@ -243,11 +244,11 @@ def test_variants_write_the_same() -> None:
     assert_equivalent(provider_writes(graph), hvac_side)
 
 
-def test_missing_inputs_are_refused_and_passwords_are_redacted_for_printing() -> None:
+def test_missing_inputs_are_refused_and_passwords_are_redacted_for_printing(tmp_path: Path) -> None:
     plan = plan_vault(repo_platform())
     with pytest.raises(ApplyError, match="no initial password for secret 'dbMainPassword'"):
         plan_writes(plan, ApplySecrets())
-    cert = plan_vault(repo_platform(dev_values(auth="cert")))
+    cert = plan_vault(cert_platform(tmp_path))
     with pytest.raises(ApplyError, match="cert auth needs the trust bundle"):
         plan_writes(cert, ApplySecrets({"dbMainPassword": "x"}))
     printed = json.dumps(redacted(plan_writes(plan, ApplySecrets({"dbMainPassword": "s3cr3t-pw"}))))
