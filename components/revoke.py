@@ -58,6 +58,9 @@ class RevokePlan:
     """(kind, name) of the Kubernetes objects that would re-create the SPIRE entries."""
     vault: bool = True
     spire: bool = True
+    entity_alias: str = ""
+    """Name of the agent's Vault entity alias: its SPIFFE ID (JWT auth) or its X.509-SVID's CN,
+    the first DNS name (cert auth); empty when it has none (it cannot log in with cert auth)."""
 
     @property
     def longest(self) -> tuple[str, int]:
@@ -85,6 +88,8 @@ def plan_revocation(platform: Platform, name: str) -> RevokePlan:
     if ident.platform == "vm" and agent.manifest.spec.platform.vm is not None \
             and agent.manifest.spec.platform.vm.attestation == "aws_iid":
         regs.append(("ClusterStaticEntry", f"node.{name}"))
+    dns = agent.manifest.spec.identity.dns_names
+    alias = ident.spiffe_id if cfg.vault.auth == "jwt" else (dns[0] if dns else "")
     return RevokePlan(
         agent=name,
         spiffe_id=ident.spiffe_id,
@@ -98,6 +103,7 @@ def plan_revocation(platform: Platform, name: str) -> RevokePlan:
         registrations=tuple(regs),
         vault=cfg.subsystems.vault,
         spire=cfg.subsystems.spire,
+        entity_alias=alias,
     )
 
 
@@ -346,19 +352,20 @@ def revoke(
                 vault.revoke_accessor(acc)
         say(f"vault        {verb} {len(accessors)} token(s) of role {plan.vault_role}")
         entity = None
-        if plan.auth == "jwt" and accessor:
-            entity = vault.lookup_entity(plan.spiffe_id, accessor)
+        if plan.entity_alias and accessor:
+            entity = vault.lookup_entity(plan.entity_alias, accessor)
         if entity:
             if yes:
                 vault.disable_entity(entity)
             say(f"vault        {'disabled' if yes else 'would disable'} identity entity {entity} (any token "
                 f"it still holds is refused; re-enable with `vault write identity/entity/id/{entity} disabled=false`)")
-        elif plan.auth == "jwt":
-            say("vault        no identity entity for this SPIFFE ID (never logged in)")
+        elif plan.entity_alias:
+            what = "SPIFFE ID" if plan.auth == "jwt" else f"certificate name {plan.entity_alias}"
+            say(f"vault        no identity entity for this {what} (never logged in)")
         else:
-            say("vault        entity not disabled: under cert auth Vault names the entity after the "
-                "certificate's common name, which SVIDs lack; tokens the agent still holds (batch tokens "
-                "included) stay valid until their TTL")
+            say("vault        no entity to disable: under cert auth Vault names the entity after the "
+                "certificate's common name, and this agent has no DNS name (its SVID no CN), so it cannot "
+                "log in with cert auth")
     else:
         say("vault        not deployed in this stack")
 

@@ -16,6 +16,7 @@ A missing tool skips on a user's machine and fails in CI, naming it.
 
 from __future__ import annotations
 
+import io
 import json
 import tempfile
 import time
@@ -28,6 +29,7 @@ import hvac.exceptions
 import pytest
 
 from components import cli
+from components.revoke import revoke
 from components.vault_apply import apply_plan, plan_writes
 from tests.support.chain import (
     ADMIN_PASSWORD,
@@ -328,6 +330,17 @@ def test_cert_auth_x509_svid_over_mtls_logs_in_and_is_refused_alike(
         assert "no chain matching all constraints" in other_agent, other_agent  # not this role's URI SAN
         assert "certificate has expired" in expired_svid, expired_svid
         assert "invalid certificate" in other_ca, other_ca  # does not chain to the trust bundle
+
+        # passport revoke in cert mode: the lease, the cert-login tokens, and the entity named by the CN
+        out = io.StringIO()
+        env = {"VAULT_TOKEN": c.operator_token(), "VAULT_CACERT": str(c.bao.ca_file)}
+        assert revoke(c.platform, CORTEX, yes=True, env=env, out=out, vault_addr=c.bao.address) == 0, out.getvalue()
+        assert f"vault        revoked 1 token(s) of role {c.agent(CORTEX).role}" in out.getvalue()
+        assert f"vault        disabled identity entity {auth['entity_id']}" in out.getvalue()
+        assert not c.token_valid(auth["client_token"])
+        assert not c.pg.role_exists(creds["data"]["username"])
+        assert "permission denied" in refusal(lambda: login(cortex_svid, CORTEX))
+        assert login(invoices_svid, INVOICES)["auth"]["token_policies"] == ["agent-invoice-processor"]
 
 
 # --------------------------------------------------------------------------- a. expired (last: waits)

@@ -172,6 +172,7 @@ def chain_platform(
 @dataclass
 class Chain:
     bao: Bao
+    platform: Platform
     plan: VaultPlan
     pg: Postgres
     audit_file: Path
@@ -249,7 +250,7 @@ def chain(spire: Spire, jwks_url: str, *, tls: bool = False, auth: str = "jwt",
                                    spire.server.upstream.root_pem.decode() if auth == "cert" else None)
             applied = apply_plan(bao.client(), plan, secrets)
             assert {a.outcome for a in applied} == {"sent"}, applied
-            c = Chain(bao, plan, pg, audit_file, spire, secrets)
+            c = Chain(bao, platform, plan, pg, audit_file, spire, secrets)
             try:
                 yield c
             finally:
