@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -48,11 +49,25 @@ class Bao:
         return requests.get(f"{self.address}/v1/sys/health", timeout=5, verify=verify).status_code == 200
 
 
+def _two_free_ports() -> int:
+    """A port free on 127.0.0.1 whose successor is free too: the dev server's cluster listener
+    takes the API port + 1."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two consecutive free ports on 127.0.0.1")
+
+
 @contextlib.contextmanager
 def bao_dev_server(tls: bool = False) -> Iterator[Bao]:
     binary = require_tool("bao")
     home = Path(tempfile.mkdtemp(prefix="ap-bao-"))
-    port, root = free_port(), "root-" + secrets.token_hex(12)
+    port, root = _two_free_ports(), "root-" + secrets.token_hex(12)
     # OpenBao (since 2.2) refuses to enable audit devices through the API unless its server
     # config allows it; pulumi-vault's vault.Audit (and so the applier) enables one that way
     (home / "server.hcl").write_text("unsafe_allow_api_audit_creation = true\n")
