@@ -40,7 +40,7 @@ from components.vault_apply import (
     redacted,
 )
 from tests.test_vault_graph import BUNDLE, PASSWORD, run_vault
-from tests.test_vault_render import cert_platform, dev_values, repo_platform
+from tests.test_vault_render import agent, cert_platform, db, dev_values, make_platform, repo_platform
 
 MOCK_SECRET = "mock-secret-value"  # what components.config.stack_runtime_config gives every secret
 
@@ -298,3 +298,19 @@ def test_on_a_configured_vault_the_applier_tunes_keeps_and_never_resends_the_adm
     wrong = RecordingClient({"sys/auth": {"data": {"spiffe-jwt/": {"type": "approle"}}}})
     with pytest.raises(ApplyError, match="already a 'approle' mount"):
         apply_writes(wrong, writes)  # type: ignore[arg-type]
+
+
+def test_a_mysql_cluster_writes_the_same(tmp_path: Path) -> None:
+    values = dev_values()
+    values["vault"]["databases"]["shop"] = {
+        "engine": "mysql", "host": "mysql.internal", "port": 3306, "database": "mysql",
+        "username": "vault_admin", "passwordSecret": "dbShopPassword"}
+    platform = make_platform(tmp_path, [agent("a", db("orders", cluster="shop", engine="mysql")),
+                                        agent("b", db("incidents"))], values)
+    secrets = {"dbMainPassword": PASSWORD, "dbShopPassword": "shop-initial-pw"}
+    graph = run_vault(platform, secrets)
+    hvac_side = plan_writes(plan_vault(platform), ApplySecrets(secrets), name="vault")
+    shop = next(w for w in hvac_side if w.path == "db-shop/config/server")
+    assert (shop.data["plugin_name"], shop.data["password"]) == ("mysql-database-plugin", "shop-initial-pw")
+    assert "password_authentication" not in shop.data
+    assert_equivalent(provider_writes(graph), hvac_side)

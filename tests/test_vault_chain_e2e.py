@@ -101,7 +101,7 @@ def refusal(call: Any) -> str:
 # --------------------------------------------------------------------------- 1. as planned
 
 
-def test_openbao_holds_what_the_plan_says(stack: Chain) -> None:
+def test_openbao_holds_what_the_plan_says(stack: Chain, jwks_url: str) -> None:
     """Read back from OpenBao what the applier wrote: every field the Pulumi resources set."""
     root, plan = stack.bao.client(), stack.plan
     writes = {w.path: w for w in plan_writes(plan, stack.secrets)}
@@ -113,7 +113,8 @@ def test_openbao_holds_what_the_plan_says(stack: Chain) -> None:
         assert policy == a.policy_hcl
     config = root.read(f"auth/{plan.auth_mount}/config")["data"]
     assert (config["jwks_url"], config["bound_issuer"], config["jwt_supported_algs"]) == (
-        stack_jwks(stack), plan.jwt_issuer, ["ES256", "ES384", "RS256"])
+        jwks_url, plan.jwt_issuer, ["ES256", "ES384", "RS256"])
+    assert plan.jwks_url == jwks_url  # the test stack's vault.jwksUrl: the OIDC discovery provider
     tune = root.read(f"sys/auth/{plan.auth_mount}/tune")["data"]
     assert (tune["default_lease_ttl"], tune["max_lease_ttl"], tune["token_type"],
             tune["audit_non_hmac_request_keys"]) == (900, 1800, "service", ["role"])
@@ -145,10 +146,6 @@ def test_openbao_holds_what_the_plan_says(stack: Chain) -> None:
         "db-main/rotate-root/incidents": "skipped", "db-main/rotate-root/billing": "skipped"}
     creds = stack.creds(stack.login(CORTEX, stack.jwt(CORTEX))["auth"]["client_token"], CORTEX)["data"]
     assert stack.psql(creds["username"], creds["password"], "SELECT count(*) FROM incidents;").returncode == 0
-
-
-def stack_jwks(stack: Chain) -> str:
-    return stack.plan.jwks_url
 
 
 def test_each_policy_reads_its_own_credentials_and_nothing_managed(stack: Chain) -> None:
