@@ -22,14 +22,15 @@ import hashlib
 import json
 import os
 import shutil
-import ssl
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
+
+import hvac
+import hvac.exceptions
+import requests
 
 from components.durations import format_duration, seconds
 from components.platform_model import Platform
@@ -64,6 +65,9 @@ class RevokePlan:
     spire: bool = True
     gateways: tuple[tuple[str, str, str], ...] = ()
     """(service, namespace, revocation-list ConfigMap) of every gateway of the environment."""
+    entity_alias: str = ""
+    """Name of the agent's Vault entity alias: its SPIFFE ID (JWT auth) or its X.509-SVID's CN,
+    the first DNS name (cert auth); empty when it has none (it cannot log in with cert auth)."""
 
     @property
     def longest(self) -> tuple[str, int]:
@@ -100,6 +104,8 @@ def plan_revocation(platform: Platform, name: str) -> RevokePlan:
             if svc.manifest.spec.gateway:
                 gw = gateway_of(platform, svc)
                 gateways.append((svc.name, gw.namespace, revocations_configmap_name(gw)))
+    dns = agent.manifest.spec.identity.dns_names
+    alias = ident.spiffe_id if cfg.vault.auth == "jwt" else (dns[0] if dns else "")
     return RevokePlan(
         agent=name,
         spiffe_id=ident.spiffe_id,
@@ -114,55 +120,116 @@ def plan_revocation(platform: Platform, name: str) -> RevokePlan:
         vault=cfg.subsystems.vault,
         spire=cfg.subsystems.spire,
         gateways=tuple(sorted(gateways)),
+        entity_alias=alias,
     )
 
 
 # --------------------------------------------------------------------------- Vault
 
 
+_HTTP_STATUS: Mapping[type[hvac.exceptions.VaultError], int] = {
+    hvac.exceptions.InvalidRequest: 400,
+    hvac.exceptions.Unauthorized: 401,
+    hvac.exceptions.Forbidden: 403,
+    hvac.exceptions.InvalidPath: 404,
+    hvac.exceptions.RateLimitExceeded: 429,
+    hvac.exceptions.InternalServerError: 500,
+    hvac.exceptions.VaultNotInitialized: 501,
+    hvac.exceptions.BadGateway: 502,
+    hvac.exceptions.VaultDown: 503,
+}
+_HEALTH_CODES = (429, 472, 473, 501, 503)
+"""sys/health answers these for standbys, DR/performance secondaries, uninitialised or sealed."""
+
+
 @dataclass
 class VaultClient:
-    """A minimal Vault/OpenBao HTTP API client (stdlib only, bounded timeouts)."""
+    """The Vault/OpenBao calls revoke makes, through hvac (bounded timeouts, the operator's CA).
+
+    Every failure becomes a :class:`RevokeRefused` naming the call and Vault's answer; a 404 on
+    a listing or lookup reads as "nothing there".
+    """
 
     address: str
     token: str
     timeout: float = HTTP_TIMEOUT
     ca_file: str | None = None
+    hvac: hvac.Client = field(init=False, repr=False)
 
-    def request(self, method: str, path: str, body: Mapping[str, Any] | None = None,
-                token: bool = True, ok_missing: bool = False) -> dict[str, Any] | None:
-        url = f"{self.address.rstrip('/')}/v1/{path.lstrip('/')}"
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - https/http only, checked
-        if token:
-            req.add_header("X-Vault-Token", self.token)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        context = ssl.create_default_context(cafile=self.ca_file) if url.startswith("https://") else None
+    def __post_init__(self) -> None:
+        self.hvac = hvac.Client(url=self.address.rstrip("/"), token=self.token, timeout=self.timeout,
+                                verify=self.ca_file or True)
+
+    def _call(self, method: str, path: str, call: Callable[[], Any], ok_missing: bool = False) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout, context=context) as resp:  # noqa: S310
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            if exc.code == 404 and ok_missing:
+            resp = call()
+        except hvac.exceptions.VaultError as exc:
+            if ok_missing and isinstance(exc, hvac.exceptions.InvalidPath):
                 return None
-            if path == "sys/health" and exc.code in (429, 472, 473, 501, 503):
-                return dict(json.loads(raw or b"{}"))
-            detail = raw.decode(errors="replace").strip()
-            raise RevokeRefused(f"Vault {method} {path}: HTTP {exc.code} {detail}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            code = _HTTP_STATUS.get(type(exc), "?")
+            detail = (exc.text or str(exc.args[0] if exc.args else "")).strip()
+            raise RevokeRefused(f"Vault {method} {path}: HTTP {code} {detail}") from None
+        except requests.exceptions.RequestException as exc:
             raise RevokeRefused(f"cannot reach Vault at {self.address}: {exc}") from None
-        return dict(json.loads(raw)) if raw.strip() else {}
+        if isinstance(resp, requests.Response):  # hvac hands back non-200 answers as they came
+            if resp.status_code not in (204, *_HEALTH_CODES):
+                raise RevokeRefused(f"Vault {method} {path}: HTTP {resp.status_code} {resp.text.strip()}")
+            return dict(resp.json()) if resp.content.strip() else {}
+        return dict(resp) if resp else {}
 
-    def list(self, path: str) -> list[str]:
-        resp = self.request("LIST", path, ok_missing=True)
+    def health(self) -> dict[str, Any]:
+        """sys/health: also read when Vault answers sealed, standby or uninitialised."""
+        resp = self._call("GET", "sys/health", lambda: self.hvac.adapter.get(
+            "/v1/sys/health", raise_exception=False))
+        return resp or {}
+
+    def read(self, path: str) -> dict[str, Any]:
+        return self._call("GET", path, lambda: self.hvac.adapter.get(f"/v1/{path}")) or {}
+
+    def list_keys(self, path: str) -> list[str]:
+        resp = self._call("LIST", path, lambda: self.hvac.adapter.list(f"/v1/{path}"), ok_missing=True)
         if resp is None:
             return []
         return [str(k) for k in (resp.get("data") or {}).get("keys") or []]
 
+    def leases(self, prefix: str) -> list[str]:
+        """The lease IDs under ``prefix`` (``LIST sys/leases/lookup/<prefix>``; none when it is unknown)."""
+        path = f"sys/leases/lookup/{prefix}"
+        resp = self._call("LIST", path, lambda: self.hvac.sys.list_leases(prefix), ok_missing=True)
+        return [str(k) for k in ((resp or {}).get("data") or {}).get("keys") or []]
+
+    def auth_methods(self) -> dict[str, Any]:
+        return self._call("GET", "sys/auth", self.hvac.sys.list_auth_methods) or {}
+
+    def lookup_self(self) -> dict[str, Any]:
+        return self._call("GET", "auth/token/lookup-self", self.hvac.auth.token.lookup_self) or {}
+
+    def lookup_accessor(self, accessor: str) -> dict[str, Any] | None:
+        return self._call("POST", "auth/token/lookup-accessor",
+                          lambda: self.hvac.auth.token.lookup_accessor(accessor), ok_missing=True)
+
+    def revoke_accessor(self, accessor: str) -> None:
+        self._call("POST", "auth/token/revoke-accessor", lambda: self.hvac.auth.token.revoke_accessor(accessor))
+
+    def revoke_prefix(self, prefix: str) -> None:
+        # explicit sync: the call returns once the database users are dropped (hvac's
+        # sys.revoke_prefix leaves it to Vault's default)
+        path = f"sys/leases/revoke-prefix/{prefix}"
+        self._call("PUT", path, lambda: self.hvac.adapter.put(f"/v1/{path}", json={"sync": True}))
+
+    def lookup_entity(self, alias_name: str, mount_accessor: str) -> str | None:
+        found = self._call("POST", "identity/lookup/entity", lambda: self.hvac.secrets.identity.lookup_entity(
+            alias_name=alias_name, alias_mount_accessor=mount_accessor)) or {}
+        entity = (found.get("data") or {}).get("id")
+        return str(entity) if entity else None
+
+    def disable_entity(self, entity_id: str) -> None:
+        self._call("POST", f"identity/entity/id/{entity_id}",
+                   lambda: self.hvac.secrets.identity.update_entity(entity_id, disabled=True))
+
 
 def _check_operator_token(vault: VaultClient) -> str:
-    self_ = (vault.request("GET", "auth/token/lookup-self") or {}).get("data") or {}
+    self_ = vault.lookup_self().get("data") or {}
     ttl = int(self_.get("ttl") or 0)
     if ttl <= 0 or "root" in (self_.get("policies") or []):
         raise RevokeRefused(
@@ -173,26 +240,26 @@ def _check_operator_token(vault: VaultClient) -> str:
 
 def confirm_vault(vault: VaultClient, plan: RevokePlan) -> tuple[str, str]:
     """Refuse unless this Vault's agent auth mount belongs to this stack. Returns (cluster, accessor)."""
-    health = vault.request("GET", "sys/health", token=False) or {}
+    health = vault.health()
     if health.get("sealed"):
         raise RevokeRefused(f"Vault at {vault.address} is sealed")
-    mounts = vault.request("GET", "sys/auth") or {}
+    mounts = vault.auth_methods()
     table = mounts.get("data") or mounts
     mount = table.get(f"{plan.auth_mount}/")
     if not isinstance(mount, dict) or mount.get("type") != plan.auth:
         raise RevokeRefused(
             f"Vault at {vault.address} has no {plan.auth} auth mount {plan.auth_mount!r}: not this stack's Vault")
     if plan.auth == "jwt":
-        conf = (vault.request("GET", f"auth/{plan.auth_mount}/config") or {}).get("data") or {}
+        conf = vault.read(f"auth/{plan.auth_mount}/config").get("data") or {}
         if conf.get("bound_issuer") != plan.jwt_issuer:
             raise RevokeRefused(
                 f"Vault's {plan.auth_mount} mount trusts issuer {conf.get('bound_issuer')!r}, not this stack's "
                 f"{plan.jwt_issuer!r}: refusing to revoke on a Vault of another trust domain")
     else:
-        roles = vault.list(f"auth/{plan.auth_mount}/certs")
+        roles = vault.list_keys(f"auth/{plan.auth_mount}/certs")
         sans: list[str] = []
         for role in roles[:20]:
-            data = (vault.request("GET", f"auth/{plan.auth_mount}/certs/{role}") or {}).get("data") or {}
+            data = vault.read(f"auth/{plan.auth_mount}/certs/{role}").get("data") or {}
             sans.extend(data.get("allowed_uri_sans") or [])
         if not any(s.startswith(f"spiffe://{plan.trust_domain}/") for s in sans):
             raise RevokeRefused(
@@ -203,9 +270,8 @@ def confirm_vault(vault: VaultClient, plan: RevokePlan) -> tuple[str, str]:
 def _agent_accessors(vault: VaultClient, plan: RevokePlan) -> list[str]:
     found = []
     login_path = f"auth/{plan.auth_mount}/login"
-    for accessor in vault.list("auth/token/accessors"):
-        data = (vault.request("POST", "auth/token/lookup-accessor", {"accessor": accessor},
-                              ok_missing=True) or {}).get("data") or {}
+    for accessor in vault.list_keys("auth/token/accessors"):
+        data = (vault.lookup_accessor(accessor) or {}).get("data") or {}
         meta = data.get("meta") or {}
         if str(data.get("path") or "").startswith(login_path) and plan.vault_role in (
                 meta.get("role"), meta.get("cert_name")):
@@ -456,31 +522,30 @@ def revoke(
     # ---- Vault: leases, tokens, entity
     if vault is not None:
         for prefix in plan.lease_prefixes:
-            leases = vault.list(f"sys/leases/lookup/{prefix}/")
+            leases = vault.leases(prefix)
             if yes:
-                vault.request("PUT", f"sys/leases/revoke-prefix/{prefix}", {"sync": True})
+                vault.revoke_prefix(prefix)
             say(f"vault        {verb} {len(leases)} lease(s) under {prefix} (database users dropped)")
         accessors = _agent_accessors(vault, plan)
         for acc in accessors:
             if yes:
-                vault.request("POST", "auth/token/revoke-accessor", {"accessor": acc})
+                vault.revoke_accessor(acc)
         say(f"vault        {verb} {len(accessors)} token(s) of role {plan.vault_role}")
         entity = None
-        if plan.auth == "jwt" and accessor:
-            found = vault.request("POST", "identity/lookup/entity",
-                                  {"alias_name": plan.spiffe_id, "alias_mount_accessor": accessor}) or {}
-            entity = (found.get("data") or {}).get("id")
+        if plan.entity_alias and accessor:
+            entity = vault.lookup_entity(plan.entity_alias, accessor)
         if entity:
             if yes:
-                vault.request("POST", f"identity/entity/id/{entity}", {"disabled": True})
+                vault.disable_entity(entity)
             say(f"vault        {'disabled' if yes else 'would disable'} identity entity {entity} (any token "
                 f"it still holds is refused; re-enable with `vault write identity/entity/id/{entity} disabled=false`)")
-        elif plan.auth == "jwt":
-            say("vault        no identity entity for this SPIFFE ID (never logged in)")
+        elif plan.entity_alias:
+            what = "SPIFFE ID" if plan.auth == "jwt" else f"certificate name {plan.entity_alias}"
+            say(f"vault        no identity entity for this {what} (never logged in)")
         else:
-            say("vault        entity not disabled: under cert auth Vault names the entity after the "
-                "certificate's common name, which SVIDs lack; tokens the agent still holds (batch tokens "
-                "included) stay valid until their TTL")
+            say("vault        no entity to disable: under cert auth Vault names the entity after the "
+                "certificate's common name, and this agent has no DNS name (its SVID no CN), so it cannot "
+                "log in with cert auth")
     else:
         say("vault        not deployed in this stack")
 

@@ -53,7 +53,7 @@ class FakeVault:
             return 200, {"data": {"bound_issuer": self.bound_issuer}}
         if path == "auth/token/lookup-self":
             return 200, {"data": self.operator}
-        if method == "LIST" and path == f"sys/leases/lookup/{LEASES}/":
+        if method == "LIST" and path.rstrip("/") == f"sys/leases/lookup/{LEASES}":
             return 200, {"data": {"keys": ["Xy12", "Zz34"]}}
         if method == "PUT" and path == f"sys/leases/revoke-prefix/{LEASES}":
             return 204, None
@@ -305,36 +305,58 @@ class FakeCertVault(FakeVault):
             return 200, {"data": {"keys": ["agent-agent-cortex"]}}
         if path == "auth/spiffe-cert/certs/agent-agent-cortex":
             return 200, {"data": {"allowed_uri_sans": self.sans}}
-        assert path != "identity/lookup/entity", "cert auth has no SPIFFE-ID entity alias to look up"
+        if method == "POST" and path == "identity/lookup/entity":
+            # cert auth: the alias is the certificate's CN, SPIRE's first DNS name
+            assert body == {"alias_name": "agent-cortex.agents.svc", "alias_mount_accessor": "auth_cert_9"}
+            return 200, {"data": {"id": "ent-cert-1", "name": "entity_cert_1"}}
+        if method == "POST" and path == "identity/entity/id/ent-cert-1":
+            return 204, None
         return super().handle(method, path, body)
 
 
-def _cert_platform() -> Any:
+def _cert_platform(agents_dir: Path | None = None) -> Any:
     from components.config import load_stack_config
     from components.manifest.loader import load_manifests
     from components.platform_model import build_platform
 
     cfg = load_stack_config("dev")
     cfg = cfg.model_copy(update={"vault": cfg.vault.model_copy(update={"auth": "cert"})})
-    return build_platform(cfg, load_manifests(["agents"]), "dev", "stacks/Pulumi.dev.yaml")
+    return build_platform(cfg, load_manifests([str(agents_dir or "agents")]), "dev", "stacks/Pulumi.dev.yaml")
 
 
-def test_cert_auth_revokes_tokens_and_says_the_entity_stays(vault: tuple[FakeVault, str]) -> None:
+def test_cert_auth_revokes_tokens_and_disables_the_entity_named_by_the_svid_cn(
+    vault: tuple[FakeVault, str], tmp_path: Path,
+) -> None:
+    from tests.test_vault_render import cert_ready_agents
+
     _, addr = vault
     fake = FakeCertVault([CORTEX])
     vault[0].handle = fake.handle  # type: ignore[method-assign]
     out = io.StringIO()
-    code = revoke(_cert_platform(), "agent-cortex", yes=True, env={"VAULT_TOKEN": "hvs.alice"}, out=out,
-                  vault_addr=addr, spire_runner=FakeSpire(), now=NOW, http_timeout=5)
+    code = revoke(_cert_platform(cert_ready_agents(tmp_path / "agents")), "agent-cortex", yes=True,
+                  env={"VAULT_TOKEN": "hvs.alice"}, out=out, vault_addr=addr, spire_runner=FakeSpire(), now=NOW,
+                  http_timeout=5)
     assert code == 0
     assert vault[0].changes == [
         ("PUT", f"sys/leases/revoke-prefix/{LEASES}", {"sync": True}),
         ("POST", "auth/token/revoke-accessor", {"accessor": "acc-cert-cortex"}),
+        ("POST", "identity/entity/id/ent-cert-1", {"disabled": True}),
     ]
     text = out.getvalue()
     assert "vault        revoked 1 token(s) of role agent-agent-cortex" in text
-    assert "entity not disabled: under cert auth" in text
-    assert "never logged in" not in text
+    assert "vault        disabled identity entity ent-cert-1" in text
+
+
+def test_cert_auth_agent_without_a_dns_name_has_no_entity_to_disable(vault: tuple[FakeVault, str]) -> None:
+    """Such an agent cannot log in with cert auth at all (the plan refuses the stack); revoke
+    still revokes its leases and tokens and says why there is no entity."""
+    _, addr = vault
+    vault[0].handle = FakeCertVault([CORTEX]).handle  # type: ignore[method-assign]
+    out = io.StringIO()
+    assert revoke(_cert_platform(), "agent-cortex", yes=True, env={"VAULT_TOKEN": "hvs.alice"}, out=out,
+                  vault_addr=addr, spire_runner=FakeSpire(), now=NOW, http_timeout=5) == 0
+    assert [c[1] for c in vault[0].changes] == [f"sys/leases/revoke-prefix/{LEASES}", "auth/token/revoke-accessor"]
+    assert "no entity to disable: under cert auth" in out.getvalue()
 
 
 def test_cert_auth_refuses_a_vault_whose_cert_roles_admit_another_trust_domain(
@@ -346,3 +368,34 @@ def test_cert_auth_refuses_a_vault_whose_cert_roles_admit_another_trust_domain(
         revoke(_cert_platform(), "agent-cortex", yes=True, env={"VAULT_TOKEN": "hvs.alice"}, out=io.StringIO(),
                vault_addr=addr, spire_runner=FakeSpire(), now=NOW, http_timeout=5)
     assert vault[0].changes == []
+
+
+class FailingVault(FakeVault):
+    """Answers one call with an error, as a Vault would (JSON errors body)."""
+
+    def __init__(self, method: str, path: str, code: int) -> None:
+        super().__init__()
+        self.fail = (method, path, code)
+
+    def handle(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        if (method, path) == self.fail[:2]:
+            return self.fail[2], {"errors": ["1 error occurred:\n\t* permission denied\n\n"]}
+        return super().handle(method, path, body)
+
+
+@pytest.mark.parametrize(("method", "path", "code", "attempted"), [
+    ("POST", "auth/token/revoke-accessor", 403, 2),  # after the leases: it stops at the first error
+    ("GET", "sys/auth", 403, 0),  # while confirming: nothing is changed
+    ("GET", "sys/health", 500, 0),
+    ("PUT", f"sys/leases/revoke-prefix/{LEASES}", 400, 1),
+])
+def test_a_vault_error_is_a_refusal_naming_the_call_and_the_answer(
+    vault: tuple[FakeVault, str], method: str, path: str, code: int, attempted: int,
+) -> None:
+    fake, addr = vault
+    failing = FailingVault(method, path, code)
+    fake.handle = failing.handle  # type: ignore[method-assign]
+    with pytest.raises(RevokeRefused, match=re.escape(f"Vault {method} {path}: HTTP {code}")) as info:
+        _run(addr, FakeSpire(), yes=True)
+    assert code == 500 or "permission denied" in str(info.value)
+    assert len(fake.changes) == attempted

@@ -208,7 +208,7 @@ def test_suspended_agent_gets_nothing(tmp_path: Path) -> None:
 
 
 def test_cert_auth_binds_the_uri_san_and_the_trust_bundle(tmp_path: Path) -> None:
-    platform = make_platform(tmp_path, [agent("alpha"), agent("beta", suspended=True)],
+    platform = make_platform(tmp_path, [agent("alpha", dnsNames=["alpha.agents.svc"]), agent("beta", suspended=True)],
                              dev_values(auth="cert"))
     graph = run_vault(platform, bundle=BUNDLE)
     assert not graph.of_type(JWT_ROLE)
@@ -232,7 +232,7 @@ def test_cert_auth_binds_the_uri_san_and_the_trust_bundle(tmp_path: Path) -> Non
 
 
 def test_cert_auth_without_a_trust_bundle_is_a_config_error(tmp_path: Path) -> None:
-    platform = make_platform(tmp_path, [agent("alpha")], dev_values(auth="cert"))
+    platform = make_platform(tmp_path, [agent("alpha", dnsNames=["alpha.agents.svc"])], dev_values(auth="cert"))
     with pytest.raises(ConfigError, match=r"agent-passport:vault.auth: cert auth needs the trust bundle"):
         run_vault(platform)
 

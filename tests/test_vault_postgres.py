@@ -12,109 +12,33 @@ stay identifiers, and the revocation statements must end the user's open session
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from components.manifest.models import DatabasePrivilege
 from components.render.vault import postgres_statements, quote_pg
+from tests.support.postgres import Postgres, postgres_cluster
 
 pytestmark = pytest.mark.e2e
 
-TOOLS = Path.home() / ".cache/agent-passport/tools/bin"
 ADMIN, ADMIN_PASSWORD = "vault_incidents", "admin-Pw-1"
-SUPER_PASSWORD = "super-Pw-1"
 
 
-def _pg_bin() -> Path | None:
-    """The server binaries' real directory (the tools cache links there; /root is not
-    traversable by the 'postgres' user the server runs as)."""
-    for candidate in [TOOLS, *sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)]:
-        if (candidate / "initdb").exists() and (candidate / "pg_ctl").exists():
-            real = Path(os.path.realpath(candidate / "initdb")).parent
-            if (real / "pg_ctl").exists():
-                return real
-    return None
-
-
-def _psql() -> str | None:
-    pg = _pg_bin()
-    if pg is not None and (pg / "psql").exists():
-        return str(pg / "psql")
-    return shutil.which("psql")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Postgres:
-    port: int
-    psql: str
-
-    def run(self, sql: str, *, user: str = "postgres", password: str = SUPER_PASSWORD,
-            db: str = "postgres", check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "5"}
-        return subprocess.run(
-            [self.psql, "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port),
-             "-U", user, "-d", db, "-c", sql],
-            env=env, capture_output=True, text=True, check=check, timeout=30,
-        )
-
-    def vault_runs(self, statements: Sequence[str], fill: dict[str, str], db: str) -> None:
-        """As Vault does: templates filled in, every statement in one transaction, as the admin."""
-        body = "\n".join(statements)
-        for key, value in fill.items():
-            body = body.replace("{{" + key + "}}", value)
-        self.run(f"BEGIN;\n{body}\nCOMMIT;", user=ADMIN, password=ADMIN_PASSWORD, db=db)
+def vault_runs(pg: Postgres, statements: Sequence[str], fill: dict[str, str], db: str) -> None:
+    """As Vault does: templates filled in, every statement in one transaction, as the admin."""
+    body = "\n".join(statements)
+    for key, value in fill.items():
+        body = body.replace("{{" + key + "}}", value)
+    pg.run(f"BEGIN;\n{body}\nCOMMIT;", user=ADMIN, password=ADMIN_PASSWORD, db=db)
 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[Postgres]:
-    pg, psql = _pg_bin(), _psql()
-    if pg is None or psql is None:
-        pytest.skip("PostgreSQL server binaries not found (scripts/bootstrap-tools --with-postgres)")
-    run_as: list[str] = []
-    owner: pwd.struct_passwd | None = None
-    if os.geteuid() == 0:
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and no 'postgres' user to run the server as")
-        run_as = ["runuser", "-u", "postgres", "--"]
-    base = Path(tempfile.mkdtemp(prefix="ap-vault-pg-"))
-    data, pwfile = base / "data", base / "pw"
-    pwfile.write_text(SUPER_PASSWORD + "\n")
-    if owner is not None:
-        for p in (base, pwfile):
-            os.chown(p, owner.pw_uid, owner.pw_gid)
-    port = _free_port()
-    started = False
-    try:
-        subprocess.run([*run_as, str(pg / "initdb"), "-D", str(data), "-U", "postgres",
-                        "--auth=scram-sha-256", f"--pwfile={pwfile}"],
-                       check=True, capture_output=True, timeout=120)
-        subprocess.run([*run_as, str(pg / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "60",
-                        "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {base}", "start"],
-                       check=True, capture_output=True, timeout=90)
-        started = True
-        yield Postgres(port, psql)
-    finally:
-        if started:
-            subprocess.run([*run_as, str(pg / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                           capture_output=True, timeout=60, check=False)
-        shutil.rmtree(base, ignore_errors=True)
+    with postgres_cluster("ap-vault-pg-") as pg:
+        yield pg
 
 
 HOSTILE_SCHEMA = 'Ops "Team"'
@@ -154,7 +78,7 @@ def test_generated_user_gets_exactly_the_granted_privileges(incidents: Postgres)
     stmts = postgres_statements("incidents", [_priv(["select"], ["incidents", "alerts"])])
     user, password = "v-agent-cortex-main-incidents-r4nd0m", "Gen-Pw-1"
     fill = {"name": user, "password": password, "expiration": "2099-01-01 00:00:00+0000"}
-    incidents.vault_runs(stmts.creation, fill, "incidents")
+    vault_runs(incidents, stmts.creation, fill, "incidents")
 
     ok = _login(incidents, user, password, "SELECT (SELECT id FROM incidents) + (SELECT id FROM alerts);")
     assert (ok.returncode, ok.stdout.strip()) == (0, "3")
@@ -163,7 +87,7 @@ def test_generated_user_gets_exactly_the_granted_privileges(incidents: Postgres)
         result = _login(incidents, user, password, denied)
         assert result.returncode != 0 and "permission denied" in result.stderr, denied
 
-    incidents.vault_runs(stmts.revocation, fill, "incidents")
+    vault_runs(incidents, stmts.revocation, fill, "incidents")
     exists = incidents.run(f"SELECT count(*) FROM pg_roles WHERE rolname = '{user}';")
     assert exists.stdout.strip() == "0"
 
@@ -172,29 +96,29 @@ def test_expired_password_cannot_log_in(incidents: Postgres) -> None:
     stmts = postgres_statements("incidents", [_priv(["select"], ["alerts"])])
     user, password = "v-agent-expired-r4nd0m", "Gen-Pw-2"
     fill = {"name": user, "password": password, "expiration": "2000-01-01 00:00:00+0000"}
-    incidents.vault_runs(stmts.creation, fill, "incidents")
+    vault_runs(incidents, stmts.creation, fill, "incidents")
     result = _login(incidents, user, password, "SELECT 1;")
     assert result.returncode != 0 and "password authentication failed" in result.stderr
-    incidents.vault_runs(stmts.revocation, fill, "incidents")
+    vault_runs(incidents, stmts.revocation, fill, "incidents")
 
 
 def test_hostile_identifiers_stay_identifiers(incidents: Postgres) -> None:
     stmts = postgres_statements("incidents", [_priv(["select"], [HOSTILE_TABLE], schema=HOSTILE_SCHEMA)])
     user, password = "v-agent-hostile-r4nd0m", "Gen-Pw-3"
     fill = {"name": user, "password": password, "expiration": "2099-01-01 00:00:00+0000"}
-    incidents.vault_runs(stmts.creation, fill, "incidents")
+    vault_runs(incidents, stmts.creation, fill, "incidents")
     ok = _login(incidents, user, password,
                 f"SELECT id FROM {quote_pg(HOSTILE_SCHEMA)}.{quote_pg(HOSTILE_TABLE)};")
     assert (ok.returncode, ok.stdout.strip()) == (0, "4")
     assert _login(incidents, user, password, "SELECT * FROM public.incidents;").returncode != 0
-    incidents.vault_runs(stmts.revocation, fill, "incidents")
+    vault_runs(incidents, stmts.revocation, fill, "incidents")
 
 
 def test_revocation_ends_open_sessions(incidents: Postgres) -> None:
     stmts = postgres_statements("incidents", [_priv(["select"], ["incidents"])])
     user, password = "v-agent-session-r4nd0m", "Gen-Pw-4"
     fill = {"name": user, "password": password, "expiration": "2099-01-01 00:00:00+0000"}
-    incidents.vault_runs(stmts.creation, fill, "incidents")
+    vault_runs(incidents, stmts.creation, fill, "incidents")
     env = {**os.environ, "PGPASSWORD": password}
     session = subprocess.Popen(
         [incidents.psql, "-X", "-q", "-h", "127.0.0.1", "-p", str(incidents.port), "-U", user, "-d", "incidents",
@@ -206,7 +130,7 @@ def test_revocation_ends_open_sessions(incidents: Postgres) -> None:
                 break
             time.sleep(0.05)
         assert active.stdout.strip() == "1"
-        incidents.vault_runs(stmts.revocation, fill, "incidents")
+        vault_runs(incidents, stmts.revocation, fill, "incidents")
         _, err = session.communicate(timeout=60)
         assert session.returncode != 0
         assert "terminat" in err

@@ -89,6 +89,26 @@ def repo_platform(values: dict[str, Any] | None = None) -> Platform:
     return build_platform(cfg, load_manifests([ROOT / "agents"]), "dev", "stacks/Pulumi.dev.yaml")
 
 
+def cert_ready_agents(folder: Path) -> Path:
+    """A copy of the repository's manifests under ``folder`` where every agent has a DNS name of
+    its own (cert auth names the Vault entity after the SVID's CN, SPIRE's first DNS name)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in sorted((ROOT / "agents").glob("*.yaml")):
+        docs = list(yaml.safe_load_all(source.read_text()))
+        for doc in docs:
+            if doc and doc.get("kind") == "Agent":
+                name = doc["metadata"]["name"]
+                doc["spec"].setdefault("identity", {}).setdefault("dnsNames", [f"{name}.agents.svc"])
+        (folder / source.name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    return folder
+
+
+def cert_platform(folder: Path, values: dict[str, Any] | None = None) -> Platform:
+    """The repository's agents (with DNS names) on the dev stack with cert auth."""
+    cfg = build_stack_config(values or dev_values(auth="cert"), "stacks/Pulumi.dev.yaml")
+    return build_platform(cfg, load_manifests([cert_ready_agents(folder)]), "dev", "stacks/Pulumi.dev.yaml")
+
+
 def policy_paths(hcl: str) -> dict[str, list[str]]:
     """Parse a policy with python-hcl2: {path: capabilities}."""
     parsed = {k: v for k, v in hcl2.loads(hcl).items() if not k.startswith("__")}
@@ -415,3 +435,35 @@ def test_sql_artifact_has_creation_and_revocation() -> None:
     assert 'GRANT SELECT ON TABLE "billing"."invoices", "billing"."invoice_lines" TO "{{name}}";' in creation
     assert revocation.strip().endswith('DROP ROLE IF EXISTS "{{name}}";')
     assert "default TTL 5m, max TTL 10m" in sql
+
+
+def test_cert_auth_needs_a_dns_name_per_active_agent(tmp_path: Path) -> None:
+    """Vault's cert method names the entity alias after the SVID's Subject CN (SPIRE: the first
+    DNS name); without one OpenBao answers every login with 'missing name in alias'."""
+    platform = make_platform(tmp_path, [
+        agent("alpha"),
+        agent("beta", dnsNames=["beta.agents.svc"]),
+        agent("delta", suspended=True),
+    ], dev_values(auth="cert"))
+    with pytest.raises(ManifestError) as info:
+        plan_vault(platform)
+    report = info.value.report()
+    assert "alpha.yaml" in report and "spec.identity.dnsNames: this stack's Vault uses cert auth" in report
+    assert "dnsNames: [alpha.agents.svc]" in report
+    assert "beta" not in report and "delta" not in report
+    assert len(info.value.problems) == 1
+    # jwt auth does not care
+    plan_vault(make_platform(tmp_path / "jwt", [agent("alpha")], dev_values()))
+    # the repository's agents with a DNS name each: fine
+    assert plan_vault(cert_platform(tmp_path / "ok")).auth == "cert"
+
+
+def test_cert_auth_refuses_two_agents_with_one_first_dns_name(tmp_path: Path) -> None:
+    """They would log in as one Vault entity. (The plan says so; where the platform model
+    already refuses any DNS name shared between agents, it says so first.)"""
+    with pytest.raises(ManifestError, match=r"'shared\.agents\.svc' is (also the first|already a) DNS name of "
+                                            r"agent 'beta'"):
+        plan_vault(make_platform(tmp_path, [
+            agent("beta", dnsNames=["shared.agents.svc"]),
+            agent("gamma", dnsNames=["shared.agents.svc", "gamma.agents.svc"]),
+        ], dev_values(auth="cert")))

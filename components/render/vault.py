@@ -566,11 +566,36 @@ def _role_name_problems(platform: Platform) -> list[Problem]:
     return problems
 
 
+def _cert_auth_problems(platform: Platform) -> list[Problem]:
+    """Cert auth names an agent's Vault entity after its X.509-SVID's Subject CN, which SPIRE
+    sets to the entry's first DNS name: every active agent needs one, its own."""
+    if platform.config.vault.auth != "cert":
+        return []
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for a in platform.active_agents:
+        dns = a.manifest.spec.identity.dns_names
+        loc: tuple[str | int, ...] = ("spec", "identity", "dnsNames")
+        if not dns:
+            problems.append(_loc_problem(a, loc, (
+                "this stack's Vault uses cert auth (vault.auth: cert), which names the agent's entity "
+                "after its X.509-SVID's Subject CN; SPIRE sets the CN to the first DNS name, and "
+                "without one every login fails ('missing name in alias'). Add a DNS name that names "
+                f"this agent, e.g. dnsNames: [{a.name}.{a.identity.namespace or 'agents'}.svc]")))
+        elif dns[0] in seen:
+            problems.append(_loc_problem(a, (*loc, 0), (
+                f"{dns[0]!r} is also the first DNS name of agent {seen[dns[0]]!r}: under cert auth both "
+                "would log in as one Vault entity. Give each agent its own first DNS name")))
+        else:
+            seen[dns[0]] = a.name
+    return problems
+
+
 def plan_vault(platform: Platform) -> VaultPlan:
     """The whole Vault layout for a platform, or one error listing every problem."""
     cfg = platform.config
     vcfg = cfg.vault
-    manifest_problems: list[Problem] = _role_name_problems(platform)
+    manifest_problems: list[Problem] = _role_name_problems(platform) + _cert_auth_problems(platform)
     agents_roles: dict[str, list[DatabaseRolePlan]] = {}
     for a in platform.active_agents:
         plans = [_role_plan(platform, a, i, g, manifest_problems) for i, g in a.grants_of("database")]

@@ -28,6 +28,7 @@ HOW = {
     "promtool": "scripts/bootstrap-tools --only promtool",
     "spire-server": "scripts/bootstrap-tools --only spire",
     "spire-agent": "scripts/bootstrap-tools --only spire",
+    "spire-oidc-discovery-provider": "scripts/bootstrap-tools --only spire",
     "pulumi": "scripts/bootstrap-tools --only pulumi",
     "etcd": "scripts/bootstrap-tools --only etcd",
     "kube-apiserver": "scripts/bootstrap-tools --only kube-apiserver",
