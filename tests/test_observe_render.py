@@ -25,6 +25,7 @@ from components.config import StackConfig
 from components.platform_model import Platform
 from components.render import observe as ob
 from components.render.artifacts import render_all
+from tests.support.tools import skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 CRDS = ROOT / "tests" / "fixtures" / "crds" / "prometheus-operator"
@@ -63,7 +64,7 @@ def _promtool() -> Path:
     if not tool.exists():
         found = shutil.which("promtool")
         if found is None:
-            pytest.skip(
+            skip_or_fail(
                 f"promtool not found at {tool} or on PATH: build it with `go install "
                 "github.com/prometheus/prometheus/cmd/promtool@<version>` (see docs/observe.md)"
             )

@@ -24,6 +24,7 @@ from components.platform_model import Platform, build_platform
 from components.render import rego
 from components.render.yamlout import dump_json
 from tests.conftest import ROOT, STACKS
+from tests.support.tools import skip_or_fail
 
 OPA_BIN = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agent-passport/tools/bin/opa"
 
@@ -118,7 +119,7 @@ def opa() -> str:
         return str(OPA_BIN)
     found = shutil.which("opa")
     if found is None:
-        pytest.skip(f"OPA binary not found at {OPA_BIN} or on PATH: run scripts/bootstrap-tools --only opa")
+        skip_or_fail(f"OPA binary not found at {OPA_BIN} or on PATH: run scripts/bootstrap-tools --only opa")
     return found
 
 

@@ -31,6 +31,7 @@ from components.render.authz import revocations_configmap
 from components.render.yamlout import dump_json
 from components.revoke import RevokeRefused, kubectl_runner, plan_revocation, revoke
 from tests.processes import stop
+from tests.support.tools import skip_or_fail
 from tests.test_rego_policy import OPA_BIN
 from tests.test_revoke_unit import CORTEX, FakeSpire, FakeVault, serve_fake_vault
 
@@ -258,7 +259,7 @@ class ProjectedVolume:
 def gateway_opa(tmp_path: Path) -> Iterator[tuple[ProjectedVolume, dict[str, str], int]]:
     """A real OPA as the rendered gateway runs it (--watch on its data directory), for payments-api."""
     if not OPA_BIN.exists():
-        pytest.skip(f"OPA binary not found at {OPA_BIN}: run scripts/bootstrap-tools --only opa")
+        skip_or_fail(f"OPA binary not found at {OPA_BIN}: run scripts/bootstrap-tools --only opa")
     platform = load_platform("dev")
     policy = tmp_path / "policy"
     policy.mkdir()
@@ -351,7 +352,7 @@ def test_the_generated_tests_catch_a_policy_that_ignores_the_revocation_list(
     from tests.test_rego_policy import repo_platform, run_opa, write_bundle
 
     if not OPA_BIN.exists():
-        pytest.skip(f"OPA binary not found at {OPA_BIN}: run scripts/bootstrap-tools --only opa")
+        skip_or_fail(f"OPA binary not found at {OPA_BIN}: run scripts/bootstrap-tools --only opa")
     broken = rego.POLICY.replace(dropped, "", 1)
     assert broken != rego.POLICY
     assert run_opa("test", str(write_bundle(repo_platform("dev"), tmp_path / "ok"))).returncode == 0

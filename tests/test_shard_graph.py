@@ -34,6 +34,7 @@ from components.mockrun import STACK_REFERENCE, Captured, Graph, run_program
 from components.render import rego
 from components.render.artifacts import render_all
 from components.shard import SHARED_OUTPUT, hash_bucket
+from tests.support.tools import skip_or_fail
 
 ROOT = Path(__file__).resolve().parent.parent
 FLEET = 48
@@ -280,7 +281,7 @@ def _opa() -> str:
         return str(OPA_BIN)
     found = shutil.which("opa")
     if found is None:
-        pytest.skip(f"OPA binary not found at {OPA_BIN} or on PATH: run scripts/bootstrap-tools --only opa")
+        skip_or_fail(f"OPA binary not found at {OPA_BIN} or on PATH: run scripts/bootstrap-tools --only opa")
     return found
 
 

@@ -26,6 +26,7 @@ from components.render import spire as r
 from components.render.yamlout import dump_json
 from tests.spire_server import SPIRE_AGENT, SPIRE_SERVER, local_spire_server, needs_server
 from tests.spire_server import run_tool as _run
+from tests.support.tools import needs
 
 STACKS = ("dev", "staging", "prod")
 ENV = {
@@ -34,7 +35,7 @@ ENV = {
     "00000000-0000-0000-0000-000000000000",
 }
 
-needs_agent = pytest.mark.skipif(
+needs_agent = needs(
     not SPIRE_AGENT.exists(), reason=f"spire-agent not built ({SPIRE_AGENT}); run scripts/bootstrap-tools --only spire"
 )
 

@@ -43,7 +43,7 @@ from components.render.windows import (
     windows_artifacts,
     windows_problems,
 )
-from tests.support.tools import ROOT
+from tests.support.tools import ROOT, needs
 
 CRD = ROOT / "crds" / "windows" / "gmsacredentialspecs.windows.k8s.io.yaml"  # made by scripts/crds.py vendor
 
@@ -55,7 +55,7 @@ try:  # optional real parser (PyPI tree-sitter + tree-sitter-powershell)
 except ImportError:  # pragma: no cover - depends on the environment
     _PARSER = None
 
-needs_parser = pytest.mark.skipif(
+needs_parser = needs(
     _PARSER is None, reason="tree-sitter-powershell not installed (pip install tree-sitter tree-sitter-powershell)"
 )
 

@@ -63,6 +63,18 @@ def missing(what: str, how: str) -> None:
     pytest.skip(msg)
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip with ``reason`` on a user's machine; fail with it in CI (a green CI means it ran)."""
+    if in_ci():
+        pytest.fail(f"CI requires the real engines: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def needs(condition: bool, reason: str) -> pytest.MarkDecorator:
+    """A ``skipif`` marker that never skips in CI: there the test runs and fails on the missing piece."""
+    return pytest.mark.skipif(condition and not in_ci(), reason=reason)
+
+
 def require_tool(name: str) -> Path:
     """The tool's path, or skip/fail naming it."""
     path = find_tool(name)
