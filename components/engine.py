@@ -298,6 +298,24 @@ def _workspace(settings: EngineSettings, program: Callable[[], None] | None = No
     return auto.create_or_select_stack(stack_name=settings.stack, project_name=PROJECT, program=program, opts=opts)
 
 
+def _prepare(action: str, stack: str, root: Path, environ: Mapping[str, str] | None,
+             err: TextIO) -> EngineSettings | int:
+    """Settings and preflight for one command; an exit code (printed why) when it cannot run."""
+    os.chdir(root)  # stack files, agentsDir and renderDir are relative to the project
+    try:
+        settings = settings_for(stack, root, environ)
+    except EngineUnavailable as exc:
+        print(str(exc), file=err)
+        return 2
+    missing = preflight(settings)
+    if missing:
+        print(f"cannot run `passport {action}` of stack {stack!r}; missing:", file=err)
+        for m in missing:
+            print(f"  - {m}", file=err)
+        return 3
+    return settings
+
+
 def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool = False,
         out: TextIO | None = None, err: TextIO | None = None, parallel: int | None = None,
         environ: Mapping[str, str] | None = None, program: Callable[[], None] | None = None,
@@ -313,19 +331,10 @@ def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool
     from components.errors import PassportError
 
     out, err = out or sys.stdout, err or sys.stderr
-    os.chdir(root)  # stack files, agentsDir and renderDir are relative to the project
-
-    try:
-        settings = settings_for(stack, root, environ)
-    except EngineUnavailable as exc:
-        print(str(exc), file=err)
-        return 2
-    missing = preflight(settings)
-    if missing:
-        print(f"cannot run `passport {action}` of stack {stack!r}; missing:", file=err)
-        for m in missing:
-            print(f"  - {m}", file=err)
-        return 3
+    prepared = _prepare(action, stack, root, environ, err)
+    if isinstance(prepared, int):
+        return prepared
+    settings = prepared
     try:
         # Every user error before the engine starts: nothing is half-deployed.
         platform = load_platform(stack)
@@ -424,23 +433,15 @@ def stack_locks(settings: EngineSettings) -> list[StackLock]:
 def recover(stack: str, *, root: Path, yes: bool = False, out: TextIO | None = None,
             err: TextIO | None = None, environ: Mapping[str, str] | None = None) -> int:
     """After an engine crash: drop the dead run's lock, reconcile the state with what exists
-    (refresh, clearing pending creates), then `up`, which adopts what the crash left out of the
-    state where the provider can (kubernetes server-side apply, Vault PUTs)."""
+    (refresh, clearing pending creates), then `up` twice: adopting what the crash left out of the
+    state where the provider can (kubernetes server-side apply with patchForce), then plainly."""
     from pulumi import automation as auto
 
     out, err = out or sys.stdout, err or sys.stderr
-    os.chdir(root)
-    try:
-        settings = settings_for(stack, root, environ)
-    except EngineUnavailable as exc:
-        print(str(exc), file=err)
-        return 2
-    missing = preflight(settings)
-    if missing:
-        print(f"cannot run `passport recover` of stack {stack!r}; missing:", file=err)
-        for m in missing:
-            print(f"  - {m}", file=err)
-        return 3
+    prepared = _prepare("recover", stack, root, environ, err)
+    if isinstance(prepared, int):
+        return prepared
+    settings = prepared
     locks = stack_locks(settings)
     live = [lk for lk in locks if not lk.stale]
     if live:
