@@ -411,6 +411,24 @@ def test_gateway_end_to_end_with_real_envoy_mtls_and_opa(tmp_path: Path) -> None
             assert len(Backend.seen) == count, "a denied request reached the backend"
             reasons.append(reason)
 
+        # Kill switch: `passport revoke` lists the SPIFFE ID in the gateway's revocation list (a
+        # ConfigMap OPA watches; tests/test_revocation.py times the watch with a real `opa run`).
+        # Over the same real mTLS the next request is denied whatever the grant says, before the
+        # backend; the stranger's denial is unchanged; --undo (an empty list) restores access.
+        revocations = gw.bundle / rego.REVOCATIONS_FILE
+        buyer_id = f"spiffe://{td}/ns/agents/sa/buyer"
+        revocations.write_text(dump_json(rego.revocation_document(
+            {buyer_id: {"agent": "buyer", "reason": "INC-1 (e2e)"}})), encoding="utf-8")
+        count = len(Backend.seen)
+        status, _, body, _ = gw.call(buyer, "/orders/17", {"x-tenant": "acme"})
+        assert (status, body) == (403, b"forbidden by Agent Passport policy\n")
+        assert len(Backend.seen) == count, "a revoked identity reached the backend"
+        status, _, _, _ = gw.call(stranger, "/orders/17", {"x-tenant": "acme"})
+        assert status == 403
+        revocations.write_text(dump_json(rego.revocation_document()), encoding="utf-8")
+        status, _, body, _ = gw.call(buyer, "/orders/17", {"x-tenant": "acme"})
+        assert status == 200, body
+
         # Refused by mTLS before any HTTP: no client certificate, or one outside the trust domain.
         refused: tuple[tuple[Path, Path] | None, ...] = (None, foreign)
         for no_svid in refused:
@@ -430,7 +448,8 @@ def test_gateway_end_to_end_with_real_envoy_mtls_and_opa(tmp_path: Path) -> None
     assert lines[0]["spiffe_id"] == f"spiffe://{td}/ns/agents/sa/buyer" and lines[0]["agent"] == "buyer"
     for reason in reasons:
         assert any(reason in x for x in logged[1:4]), (reason, logged)
-    assert [x["status"] for x in lines] == [200, 403, 403, 403, 403]
+    assert f"denied: SPIFFE ID spiffe://{td}/ns/agents/sa/buyer is revoked (passport revoke)" in logged[4]
+    assert [x["status"] for x in lines] == [200, 403, 403, 403, 403, 403, 200, 403]
     assert lines[-1]["flags"] == "UAEX"  # unauthorized by the external authorization service
 
 
