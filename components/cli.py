@@ -19,6 +19,7 @@ from components.durations import parse_duration
 from components.errors import PassportError
 from components.manifest.loader import ManifestSet, load_manifests
 from components.platform_model import Platform, build_platform, identity_bom
+from components.progress import activity
 
 EXIT_OK, EXIT_FOUND, EXIT_INPUT = 0, 1, 2
 
@@ -26,8 +27,10 @@ EXIT_OK, EXIT_FOUND, EXIT_INPUT = 0, 1, 2
 def load_platform(stack: str, paths: Sequence[str] | None = None) -> Platform:
     """Stack config from ``stacks/``, manifests from ``paths`` (default: the stack's agentsDir)."""
     cfg = load_stack_config(stack)
-    manifests = load_manifests(paths or [cfg.agents_dir])
-    return build_platform(cfg, manifests, stack, f"stacks/Pulumi.{stack}.yaml")
+    with activity(f"loading manifests from {', '.join(paths or [cfg.agents_dir])}"):
+        manifests = load_manifests(paths or [cfg.agents_dir])
+    with activity(f"checking {len(manifests.agents)} agents against stack {stack}"):
+        return build_platform(cfg, manifests, stack, f"stacks/Pulumi.{stack}.yaml")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -37,12 +40,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     stacks = args.stack or list_stacks()
     loaded: dict[tuple[str, ...], ManifestSet] = {}
-    for stack in stacks:
-        cfg = load_stack_config(stack)
-        paths = tuple(args.paths or [cfg.agents_dir])
-        if paths not in loaded:
-            loaded[paths] = load_manifests(paths)
-        render_all(build_platform(cfg, loaded[paths], stack, f"stacks/Pulumi.{stack}.yaml"))
+    with activity(f"validating stack {stacks[0]}" if stacks else "validating", total=len(stacks)) as step:
+        for i, stack in enumerate(stacks):
+            cfg = load_stack_config(stack)
+            paths = tuple(args.paths or [cfg.agents_dir])
+            if paths not in loaded:
+                with activity(f"loading manifests from {', '.join(paths)}"):
+                    loaded[paths] = load_manifests(paths)
+            render_all(build_platform(cfg, loaded[paths], stack, f"stacks/Pulumi.{stack}.yaml"))
+            step.advance(f"validating stack {stacks[i + 1]}" if i + 1 < len(stacks) else "validated")
     if not loaded:
         loaded[tuple(args.paths or ["agents"])] = load_manifests(args.paths or ["agents"])
     agents = {a.name for m in loaded.values() for a in m.agents}
@@ -138,7 +144,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     from components.render.artifacts import render_all, write_artifacts
 
     platform = load_platform(args.stack, args.paths)
-    written, removed = write_artifacts(render_all(platform), Path(args.out))
+    with activity(f"rendering every artifact of stack {args.stack}"):
+        artifacts = render_all(platform)
+    with activity(f"writing {len(artifacts)} artifacts to {args.out}"):
+        written, removed = write_artifacts(artifacts, Path(args.out))
     print(f"rendered {written} artifacts to {args.out}" + (f" (removed {removed} stale)" if removed else ""))
     return EXIT_OK
 
@@ -189,7 +198,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     from components.capacity import capacity_text, estimate
 
     platform = load_platform(args.stack, args.paths)
-    est = estimate(platform, args.instances_per_agent, args.startup_window)
+    with activity(f"estimating SPIRE signing load of {len(platform.active_agents)} agents"):
+        est = estimate(platform, args.instances_per_agent, args.startup_window)
     print(capacity_text(est))
     return EXIT_FOUND if est.warnings() else EXIT_OK
 
@@ -198,7 +208,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from components.check import FORMATTERS, effective_config, policies, read_policy_config, run_check
 
     overrides = read_policy_config(Path(args.policy_config), policies()) if args.policy_config else {}
-    result = run_check(args.stack, Path(args.root), overrides)
+    with activity(f"checking stack {args.stack}: the program under mocks, then the policy pack"):
+        result = run_check(args.stack, Path(args.root), overrides)
     if args.write_policy_config:
         cfg = load_stack_config(args.stack, Path(args.root).resolve())
         text = json.dumps(effective_config(cfg, overrides), indent=2, sort_keys=True) + "\n"
