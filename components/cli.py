@@ -226,6 +226,69 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_graph(args: argparse.Namespace) -> int:
+    """The stack's access graph as Mermaid, DOT, SVG, PNG or JSON (components.graph)."""
+    from components import graph as g
+
+    platform = load_platform(args.stack, args.paths)
+    if args.agent and platform.agent(args.agent) is None:
+        where = "is not in this environment" if args.agent in platform.excluded else "does not exist"
+        print(f"agent {args.agent!r} {where} (stack {args.stack})", file=sys.stderr)
+        return EXIT_INPUT
+    if args.service and platform.service(args.service) is None:
+        known = ", ".join(s.name for s in platform.services) or "none"
+        print(f"service {args.service!r} is not declared (declared: {known})", file=sys.stderr)
+        return EXIT_INPUT
+    if args.check and (not args.out or args.format == "png"):
+        print("--check compares with the file given by --out, in a text format (svg, dot, mermaid, json)",
+              file=sys.stderr)
+        return EXIT_INPUT
+    mode: g.Aggregate = "none" if args.format == "json" and args.aggregate == "auto" else args.aggregate
+    with activity(f"drawing the access graph of stack {args.stack}"):
+        graph = g.picture(platform, args.group, args.agent, args.service, mode, args.max_agents)
+        dot = g.to_dot(graph)
+    out = Path(args.out) if args.out else None
+    if args.check and out is not None:
+        if args.format == "svg":
+            current = out.exists() and g.svg_is_current(out.read_text(encoding="utf-8"), dot)
+        else:
+            current = out.exists() and out.read_text(encoding="utf-8") == _graph_text(graph, dot, args.format)
+        if not current:
+            print(f"{out} is out of date: run `passport graph --stack {args.stack} --format {args.format} "
+                  f"--out {out}`", file=sys.stderr)
+            return EXIT_FOUND
+        return EXIT_OK
+    if args.format in ("svg", "png"):
+        try:
+            with activity(f"laying out {len(graph.nodes)} nodes and {len(graph.edges)} edges with Graphviz dot"):
+                data = g.run_dot(dot, args.format)
+        except g.GraphvizError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_INPUT
+    else:
+        data = _graph_text(graph, dot, args.format).encode()
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        print(f"wrote {out}")
+    elif args.format == "png" and sys.stdout.isatty():
+        print("png is binary: write it to a file with --out FILE", file=sys.stderr)
+        return EXIT_INPUT
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return EXIT_OK
+
+
+def _graph_text(graph: Any, dot: str, fmt: str) -> str:
+    from components import graph as g
+
+    if fmt == "json":
+        return g.json_text(graph)
+    return g.to_mermaid(graph) if fmt == "mermaid" else dot
+
+
 def cmd_revoke(args: argparse.Namespace) -> int:
     import os
 
@@ -353,6 +416,26 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--no-resources", action="store_true", help="skip running the program under mocks")
     d.add_argument("--root", default=".", help="project directory (default: .)")
     d.set_defaults(func=cmd_diff)
+
+    gr = sub.add_parser("graph", help="the stack's access graph: who can reach what (mermaid, dot, svg, png, json)")
+    gr.add_argument("--stack", required=True)
+    only = gr.add_mutually_exclusive_group()
+    only.add_argument("--agent", help="only this agent and what it reaches")
+    only.add_argument("--service", help="only this service, its gateway and its callers")
+    gr.add_argument("--format", choices=["mermaid", "dot", "svg", "png", "json"], default="mermaid",
+                    help="mermaid (Markdown), dot (Graphviz), svg/png (drawn by Graphviz's dot), json (tools)")
+    gr.add_argument("--group", choices=["team", "namespace"], default="team",
+                    help="draw agents and services in boxes per team (default) or namespace")
+    gr.add_argument("--aggregate", choices=["auto", "none", "team", "namespace"], default="auto",
+                    help="merge agents per team or namespace; auto (default): when there are more than "
+                    "--max-agents (pictures only: json keeps every edge unless this is given)")
+    gr.add_argument("--max-agents", type=_positive_int, default=40,
+                    help="agents a picture draws one by one before aggregating (default 40)")
+    gr.add_argument("--out", help="write to this file (default: stdout)")
+    gr.add_argument("--check", action="store_true",
+                    help="fail if --out is not what this graph draws (an svg: drawn from the same DOT)")
+    gr.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: the stack's agentsDir)")
+    gr.set_defaults(func=cmd_graph)
 
     rv = sub.add_parser("revoke", help="incident kill switch: gateways deny the agent's SPIFFE ID, its Vault "
                         "leases/tokens and SPIRE entries are revoked, now (dry run without --yes)")
