@@ -89,38 +89,114 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def explain_text(platform: Platform, name: str) -> str:
+def explain_tables(platform: Platform, name: str) -> list[Any]:
+    """The agent's identity and its grants, each with where the stack enforces it (rich tables)."""
+    from rich import box
+    from rich.table import Table
+
+    from components.graph import enforcement, not_enforced_reason, path_text, window_text
+
+    agent = platform.agent(name)
+    assert agent is not None
     bom = identity_bom(platform)["agents"][name]
-    lines = [
-        f"agent        {name}" + ("  [SUSPENDED: " + bom["suspendedReason"] + "]" if bom["suspended"] else ""),
-        f"manifest     {bom['manifest']}",
-        f"team/owner   {bom['team']} / {bom['owner']}",
-        f"stack        {platform.stack} (environment {platform.config.environment})",
-        f"spiffe id    {bom['spiffeId']}",
-        f"platform     {bom['platform']}",
-        f"x509-svid    ttl {bom['x509SvidTtl']} (renewed at half-life with jitter)",
-        f"jwt-svid     ttl {bom['jwtSvidTtl']}, audiences {', '.join(bom['jwtAudiences'])}",
-        f"mesh id      {bom['meshIdentity'] or '- (not meshed by Linkerd)'}",
-        f"subsystems   {', '.join(bom['subsystems']) or '-'}",
-        "grants:",
-    ]
-    if not bom["grants"]:
-        lines.append("  (none)")
-    for g in bom["grants"]:
-        detail = ", ".join(f"{k}={_short(v)}" for k, v in g.items() if k != "kind" and v not in ([], {}, None))
-        lines.append(f"  - {g['kind']}: {detail}")
+    ident = agent.identity
+    status = f"SUSPENDED: {bom['suspendedReason']}" if bom["suspended"] else "active"
+    identity = Table(title=f"{name} in stack {platform.stack} (environment {platform.config.environment})",
+                     title_justify="left", box=box.SIMPLE_HEAD, show_header=False, pad_edge=False)
+    identity.add_column("field", style="bold", no_wrap=True)
+    identity.add_column("value", overflow="fold")
+    platform_text = bom["platform"]
+    if ident.namespace:
+        platform_text += f" (namespace {ident.namespace}, serviceAccount {ident.service_account})"
+    for field, value in (
+        ("status", status),
+        ("team / owner", f"{bom['team']} / {bom['owner']}"),
+        ("manifest", bom["manifest"]),
+        ("SPIFFE ID", bom["spiffeId"]),
+        ("platform", platform_text),
+        ("X.509-SVID", f"ttl {bom['x509SvidTtl']} (renewed at half-life with jitter)"),
+        ("JWT-SVID", f"ttl {bom['jwtSvidTtl']}, audiences {', '.join(bom['jwtAudiences']) or '-'}"),
+        ("mesh identity", bom["meshIdentity"] or "- (not meshed by Linkerd)"),
+        ("subsystems", ", ".join(bom["subsystems"]) or "-"),
+    ):
+        identity.add_row(field, value)
+    grants = Table(title=f"grants ({len(agent.grants)})", title_justify="left", box=box.SIMPLE_HEAD,
+                   pad_edge=False, expand=True)
+    grants.add_column("#", no_wrap=True)
+    grants.add_column("kind", no_wrap=True)
+    for column, ratio in (("reaches", 3), ("allows", 3), ("conditions", 3), ("enforced by", 4)):
+        grants.add_column(column, overflow="fold", ratio=ratio)
+    for i, g in enumerate(agent.grants):
+        reaches, allows, conditions = _grant_cells(platform, agent, g, path_text, window_text)
+        if g.description:
+            reaches += f"\n[dim]{_escape(g.description)}[/dim]"
+        where = enforcement(platform, agent, g)
+        enforced = ("\n".join(f"[bold]{e.system}[/bold]: {_escape(e.detail)}" for e in where)
+                    if where and not agent.suspended else f"[dim]{not_enforced_reason(platform, agent, g)}[/dim]")
+        grants.add_row(str(i), g.kind, reaches, allows, conditions, enforced)
+    if not agent.grants:
+        grants.add_row("", "", "(none)", "", "", "")
+    out: list[Any] = [identity, grants]
     if bom["suspended"]:
-        lines.append("note: suspended agents keep their manifest; pulumi up removes their registration, "
-                     "Vault roles, IAM trust and authorization data.")
-    return "\n".join(lines)
+        out.append("note: suspended agents keep their manifest; pulumi up removes their registration, "
+                   "Vault roles, IAM trust and authorization data.")
+    return out
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + "; ".join(map(str, value)) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
-    return str(value)
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _grant_cells(platform: Platform, agent: Any, g: Any, path_text: Any, window_text: Any) -> tuple[str, str, str]:
+    """(reaches, allows, conditions) of one grant, as rich markup."""
+    from components.graph import has_gateway
+    from components.platform_model import grant_summary
+
+    s = grant_summary(g)
+    if g.http is not None:
+        svc = platform.service(g.http.service)
+        via = f" via {platform.gateway(svc).name}" if svc is not None and has_gateway(platform, svc) else ""
+        allows = f"{','.join(s['methods'])} {', '.join(path_text(p) for p in s['paths'])}"
+        conditions = [f"header {k}: {v}" for k, v in s["headers"].items()]
+        conditions += [f"only {window_text(w)}" for w in s["timeWindows"]]
+        return _escape(f"service {g.http.service}{via}"), _escape(allows), _escape("\n".join(conditions) or "-")
+    if g.database is not None:
+        d = g.database
+        return (_escape(f"database {d.cluster}/{d.database} ({d.engine})"), _escape("\n".join(s["privileges"])),
+                _escape(f"lease {d.ttl}, max {d.max_ttl}"))
+    if g.vault is not None:
+        return _escape(f"Vault {g.vault.path}"), _escape(", ".join(s["capabilities"])), "-"
+    role = agent.identity.aws_role_name(g.aws.role)
+    allows = ", ".join(s["actions"]) + "".join(f"\npolicy {arn}" for arn in s["managedPolicyArns"])
+    return _escape(f"AWS IAM role {role}"), _escape(allows or "-"), _escape(f"session {g.aws.session_duration}")
+
+
+def explain_text(platform: Platform, name: str, width: int = 140) -> str:
+    """The tables as plain text (no colour, no control codes): for pipes, CI and tests."""
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, color_system=None, force_terminal=False, highlight=False)
+    for item in explain_tables(platform, name):
+        console.print(item)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines()) + "\n"
+
+
+def explain_json(platform: Platform, name: str) -> dict[str, Any]:
+    """The agent's bill of materials (as in identity/bom.json), plus where each grant is enforced."""
+    from components.graph import enforcement
+
+    agent = platform.agent(name)
+    assert agent is not None
+    bom: dict[str, Any] = identity_bom(platform)["agents"][name]
+    bom["enforcement"] = [[] if agent.suspended else
+                          [{"system": e.system, "detail": e.detail} for e in enforcement(platform, agent, g)]
+                          for g in agent.grants]
+    return bom
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -134,9 +210,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
               f"not by base stack {args.stack}; run `passport shards` to see which", file=sys.stderr)
         return EXIT_INPUT
     if args.format == "json":
-        print(json.dumps(identity_bom(platform)["agents"][args.agent], indent=2))
+        print(json.dumps(explain_json(platform, args.agent), indent=2))
+    elif sys.stdout.isatty():
+        from rich.console import Console
+
+        console = Console(highlight=False)
+        for item in explain_tables(platform, args.agent):
+            console.print(item)
     else:
-        print(explain_text(platform, args.agent))
+        print(explain_text(platform, args.agent), end="")
     return EXIT_OK
 
 

@@ -118,6 +118,11 @@ def test_suspended_agents_are_drawn_and_marked(tmp_path: Path, capsys: pytest.Ca
     ids = {label.split("<br/>")[0]: nid for nid, label in chart.nodes.items()}
     assert ids["old-scraper"] in chart.classes["suspended"]
     assert all(arrow == "-.->" for src, arrow, _, _ in chart.edges if src == ids["old-scraper"])
+    # explain says nothing is deployed for its grants
+    assert main(["explain", "old-scraper", "--stack", "prod", "--paths", str(tmp_path / "agents")]) == 0
+    out = capsys.readouterr().out
+    assert "SUSPENDED: token leaked" in out
+    assert out.count("nothing deployed:") == 2
 
 
 def test_labels_are_short_and_the_legend_spells_them_out() -> None:

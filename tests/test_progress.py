@@ -34,6 +34,8 @@ def _commands(tmp: Path) -> list[list[str]]:
         ["validate", "--stack", "dev", "--stack", "prod"],
         ["render", "--stack", "dev", "--out", str(tmp / "render")],
         ["capacity", "--stack", "prod"],
+        ["explain", "agent-cortex", "--stack", "prod"],
+        ["graph", "--stack", "prod", "--format", "json"],
     ]
 
 
