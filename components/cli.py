@@ -349,6 +349,10 @@ def cmd_graph(args: argparse.Namespace) -> int:
             return EXIT_INPUT
     else:
         data = _graph_text(graph, dot, args.format).encode()
+        if args.format == "mermaid" and len(graph.edges) > g.MERMAID_MAX_EDGES:
+            print(f"warning: {len(graph.edges)} edges: Mermaid draws at most {g.MERMAID_MAX_EDGES} unless the page "
+                  "raises maxEdges; aggregate (--aggregate auto|team|namespace), narrow (--agent, --service) or use "
+                  "--format svg", file=sys.stderr)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(data)

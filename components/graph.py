@@ -799,6 +799,10 @@ def run_dot(dot: str, fmt: Literal["svg", "png"], binary: str | None = None, tim
 
 # --------------------------------------------------------------------------- Mermaid
 
+MERMAID_MAX_EDGES = 500
+"""Mermaid refuses to draw more edges than this unless the page that renders it raises
+``maxEdges`` (a page setting: a diagram cannot)."""
+
 MERMAID_SHAPES: dict[str, tuple[str, str]] = {
     "agent": ('(["', '"])'),
     "agents": ('(["', '"])'),

@@ -237,6 +237,17 @@ def test_a_thousand_agents_make_a_readable_picture(fleet: Platform) -> None:
     check_flowchart(g.to_mermaid(graph))
 
 
+def test_mermaid_of_a_whole_fleet_one_by_one_is_refused_and_the_command_says_so(
+        fleet: Platform, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Mermaid draws at most 500 edges: the aggregated picture stays under, --aggregate none warns."""
+    with pytest.raises(MermaidError, match="Mermaid draws at most 500"):
+        check_flowchart(g.to_mermaid(g.picture(fleet, mode="none")))
+    fleet_dir = str(Path(fleet.agents[0].source.file).parent)
+    assert main(["graph", "--stack", "dev", "--paths", fleet_dir, "--aggregate", "none", "--out",
+                 str(tmp_path / "g.mmd")]) == 0
+    assert "warning: 3020 edges: Mermaid draws at most 500" in capsys.readouterr().err
+
+
 def test_json_keeps_every_edge_unless_asked_to_aggregate(fleet: Platform) -> None:
     assert_edges_are_the_grants(fleet, g.to_json(g.build_graph(fleet)))
     teams = g.to_json(g.picture(fleet, mode="team", max_agents=300))

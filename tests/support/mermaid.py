@@ -15,7 +15,8 @@ showing up as "Syntax error in graph" in a pull request:
 
 Beyond the grammar it checks what makes Mermaid draw something else than meant: ids that are
 keywords, a node declared twice or used before it is declared, quotes or line breaks inside a
-label, ``linkStyle`` of an edge that does not exist, ``class`` of an unknown node or class.
+label, ``linkStyle`` of an edge that does not exist, ``class`` of an unknown node or class, and
+more edges than Mermaid's default limit (500).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ LINKSTYLE_RE = re.compile(rf"^linkStyle (?P<n>[0-9]+(?:,[0-9]+)*) {STYLE}$")
 CLASSDEF_RE = re.compile(rf"^classDef (?P<name>{ID}) {STYLE}$")
 CLASS_RE = re.compile(rf"^class (?P<ids>{ID}(?:,{ID})*) (?P<name>{ID})$")
 ENTITY_RE = re.compile(r"#(?:[0-9]+|quot|amp|lt|gt);")
+MAX_EDGES = 500
+"""Mermaid's default maxEdges: a chart with more is refused ("Edge limit exceeded")."""
 
 
 @dataclass
@@ -122,6 +125,8 @@ def check_flowchart(text: str) -> Flowchart:
         raise MermaidError(f"line {no}: not a statement of the emitted subset: {line!r}")
     if depth != 0:
         raise MermaidError(f"{depth} subgraph(s) without 'end'")
+    if len(chart.edges) > MAX_EDGES:
+        raise MermaidError(f"{len(chart.edges)} edges: Mermaid draws at most {MAX_EDGES} (maxEdges)")
     for no, ids, name in pending_classes:
         if name not in class_defs:
             raise MermaidError(f"line {no}: class {name!r} has no classDef")
