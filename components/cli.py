@@ -19,6 +19,7 @@ from components.durations import parse_duration
 from components.errors import PassportError
 from components.manifest.loader import ManifestSet, load_manifests
 from components.platform_model import Platform, build_platform, identity_bom
+from components.progress import activity
 
 EXIT_OK, EXIT_FOUND, EXIT_INPUT = 0, 1, 2
 
@@ -26,8 +27,10 @@ EXIT_OK, EXIT_FOUND, EXIT_INPUT = 0, 1, 2
 def load_platform(stack: str, paths: Sequence[str] | None = None) -> Platform:
     """Stack config from ``stacks/``, manifests from ``paths`` (default: the stack's agentsDir)."""
     cfg = load_stack_config(stack)
-    manifests = load_manifests(paths or [cfg.agents_dir])
-    return build_platform(cfg, manifests, stack, f"stacks/Pulumi.{stack}.yaml")
+    with activity(f"loading manifests from {', '.join(paths or [cfg.agents_dir])}"):
+        manifests = load_manifests(paths or [cfg.agents_dir])
+    with activity(f"checking {len(manifests.agents)} agents against stack {stack}"):
+        return build_platform(cfg, manifests, stack, f"stacks/Pulumi.{stack}.yaml")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -37,12 +40,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     stacks = args.stack or list_stacks()
     loaded: dict[tuple[str, ...], ManifestSet] = {}
-    for stack in stacks:
-        cfg = load_stack_config(stack)
-        paths = tuple(args.paths or [cfg.agents_dir])
-        if paths not in loaded:
-            loaded[paths] = load_manifests(paths)
-        render_all(build_platform(cfg, loaded[paths], stack, f"stacks/Pulumi.{stack}.yaml"))
+    with activity(f"validating stack {stacks[0]}" if stacks else "validating", total=len(stacks)) as step:
+        for i, stack in enumerate(stacks):
+            cfg = load_stack_config(stack)
+            paths = tuple(args.paths or [cfg.agents_dir])
+            if paths not in loaded:
+                with activity(f"loading manifests from {', '.join(paths)}"):
+                    loaded[paths] = load_manifests(paths)
+            render_all(build_platform(cfg, loaded[paths], stack, f"stacks/Pulumi.{stack}.yaml"))
+            step.advance(f"validating stack {stacks[i + 1]}" if i + 1 < len(stacks) else "validated")
     if not loaded:
         loaded[tuple(args.paths or ["agents"])] = load_manifests(args.paths or ["agents"])
     agents = {a.name for m in loaded.values() for a in m.agents}
@@ -83,38 +89,114 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def explain_text(platform: Platform, name: str) -> str:
+def explain_tables(platform: Platform, name: str) -> list[Any]:
+    """The agent's identity and its grants, each with where the stack enforces it (rich tables)."""
+    from rich import box
+    from rich.table import Table
+
+    from components.graph import enforcement, not_enforced_reason, path_text, window_text
+
+    agent = platform.agent(name)
+    assert agent is not None
     bom = identity_bom(platform)["agents"][name]
-    lines = [
-        f"agent        {name}" + ("  [SUSPENDED: " + bom["suspendedReason"] + "]" if bom["suspended"] else ""),
-        f"manifest     {bom['manifest']}",
-        f"team/owner   {bom['team']} / {bom['owner']}",
-        f"stack        {platform.stack} (environment {platform.config.environment})",
-        f"spiffe id    {bom['spiffeId']}",
-        f"platform     {bom['platform']}",
-        f"x509-svid    ttl {bom['x509SvidTtl']} (renewed at half-life with jitter)",
-        f"jwt-svid     ttl {bom['jwtSvidTtl']}, audiences {', '.join(bom['jwtAudiences'])}",
-        f"mesh id      {bom['meshIdentity'] or '- (not meshed by Linkerd)'}",
-        f"subsystems   {', '.join(bom['subsystems']) or '-'}",
-        "grants:",
-    ]
-    if not bom["grants"]:
-        lines.append("  (none)")
-    for g in bom["grants"]:
-        detail = ", ".join(f"{k}={_short(v)}" for k, v in g.items() if k != "kind" and v not in ([], {}, None))
-        lines.append(f"  - {g['kind']}: {detail}")
+    ident = agent.identity
+    status = f"SUSPENDED: {bom['suspendedReason']}" if bom["suspended"] else "active"
+    identity = Table(title=f"{name} in stack {platform.stack} (environment {platform.config.environment})",
+                     title_justify="left", box=box.SIMPLE_HEAD, show_header=False, pad_edge=False)
+    identity.add_column("field", style="bold", no_wrap=True)
+    identity.add_column("value", overflow="fold")
+    platform_text = bom["platform"]
+    if ident.namespace:
+        platform_text += f" (namespace {ident.namespace}, serviceAccount {ident.service_account})"
+    for field, value in (
+        ("status", status),
+        ("team / owner", f"{bom['team']} / {bom['owner']}"),
+        ("manifest", bom["manifest"]),
+        ("SPIFFE ID", bom["spiffeId"]),
+        ("platform", platform_text),
+        ("X.509-SVID", f"ttl {bom['x509SvidTtl']} (renewed at half-life with jitter)"),
+        ("JWT-SVID", f"ttl {bom['jwtSvidTtl']}, audiences {', '.join(bom['jwtAudiences']) or '-'}"),
+        ("mesh identity", bom["meshIdentity"] or "- (not meshed by Linkerd)"),
+        ("subsystems", ", ".join(bom["subsystems"]) or "-"),
+    ):
+        identity.add_row(field, value)
+    grants = Table(title=f"grants ({len(agent.grants)})", title_justify="left", box=box.SIMPLE_HEAD,
+                   pad_edge=False, expand=True)
+    grants.add_column("#", no_wrap=True)
+    grants.add_column("kind", no_wrap=True)
+    for column, ratio in (("reaches", 3), ("allows", 3), ("conditions", 3), ("enforced by", 4)):
+        grants.add_column(column, overflow="fold", ratio=ratio)
+    for i, g in enumerate(agent.grants):
+        reaches, allows, conditions = _grant_cells(platform, agent, g, path_text, window_text)
+        if g.description:
+            reaches += f"\n[dim]{_escape(g.description)}[/dim]"
+        where = enforcement(platform, agent, g)
+        enforced = ("\n".join(f"[bold]{e.system}[/bold]: {_escape(e.detail)}" for e in where)
+                    if where and not agent.suspended else f"[dim]{not_enforced_reason(platform, agent, g)}[/dim]")
+        grants.add_row(str(i), g.kind, reaches, allows, conditions, enforced)
+    if not agent.grants:
+        grants.add_row("", "", "(none)", "", "", "")
+    out: list[Any] = [identity, grants]
     if bom["suspended"]:
-        lines.append("note: suspended agents keep their manifest; pulumi up removes their registration, "
-                     "Vault roles, IAM trust and authorization data.")
-    return "\n".join(lines)
+        out.append("note: suspended agents keep their manifest; pulumi up removes their registration, "
+                   "Vault roles, IAM trust and authorization data.")
+    return out
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + "; ".join(map(str, value)) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
-    return str(value)
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _grant_cells(platform: Platform, agent: Any, g: Any, path_text: Any, window_text: Any) -> tuple[str, str, str]:
+    """(reaches, allows, conditions) of one grant, as rich markup."""
+    from components.graph import has_gateway
+    from components.platform_model import grant_summary
+
+    s = grant_summary(g)
+    if g.http is not None:
+        svc = platform.service(g.http.service)
+        via = f" via {platform.gateway(svc).name}" if svc is not None and has_gateway(platform, svc) else ""
+        allows = f"{','.join(s['methods'])} {', '.join(path_text(p) for p in s['paths'])}"
+        conditions = [f"header {k}: {v}" for k, v in s["headers"].items()]
+        conditions += [f"only {window_text(w)}" for w in s["timeWindows"]]
+        return _escape(f"service {g.http.service}{via}"), _escape(allows), _escape("\n".join(conditions) or "-")
+    if g.database is not None:
+        d = g.database
+        return (_escape(f"database {d.cluster}/{d.database} ({d.engine})"), _escape("\n".join(s["privileges"])),
+                _escape(f"lease {d.ttl}, max {d.max_ttl}"))
+    if g.vault is not None:
+        return _escape(f"Vault {g.vault.path}"), _escape(", ".join(s["capabilities"])), "-"
+    role = agent.identity.aws_role_name(g.aws.role)
+    allows = ", ".join(s["actions"]) + "".join(f"\npolicy {arn}" for arn in s["managedPolicyArns"])
+    return _escape(f"AWS IAM role {role}"), _escape(allows or "-"), _escape(f"session {g.aws.session_duration}")
+
+
+def explain_text(platform: Platform, name: str, width: int = 140) -> str:
+    """The tables as plain text (no colour, no control codes): for pipes, CI and tests."""
+    import io
+
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, color_system=None, force_terminal=False, highlight=False)
+    for item in explain_tables(platform, name):
+        console.print(item)
+    return "\n".join(line.rstrip() for line in buffer.getvalue().rstrip().splitlines()) + "\n"
+
+
+def explain_json(platform: Platform, name: str) -> dict[str, Any]:
+    """The agent's bill of materials (as in identity/bom.json), plus where each grant is enforced."""
+    from components.graph import enforcement
+
+    agent = platform.agent(name)
+    assert agent is not None
+    bom: dict[str, Any] = identity_bom(platform)["agents"][name]
+    bom["enforcement"] = [[] if agent.suspended else
+                          [{"system": e.system, "detail": e.detail} for e in enforcement(platform, agent, g)]
+                          for g in agent.grants]
+    return bom
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -128,9 +210,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
               f"not by base stack {args.stack}; run `passport shards` to see which", file=sys.stderr)
         return EXIT_INPUT
     if args.format == "json":
-        print(json.dumps(identity_bom(platform)["agents"][args.agent], indent=2))
+        print(json.dumps(explain_json(platform, args.agent), indent=2))
+    elif sys.stdout.isatty():
+        from rich.console import Console
+
+        console = Console(highlight=False)
+        for item in explain_tables(platform, args.agent):
+            console.print(item)
     else:
-        print(explain_text(platform, args.agent))
+        print(explain_text(platform, args.agent), end="")
     return EXIT_OK
 
 
@@ -138,7 +226,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     from components.render.artifacts import render_all, write_artifacts
 
     platform = load_platform(args.stack, args.paths)
-    written, removed = write_artifacts(render_all(platform), Path(args.out))
+    with activity(f"rendering every artifact of stack {args.stack}"):
+        artifacts = render_all(platform)
+    with activity(f"writing {len(artifacts)} artifacts to {args.out}"):
+        written, removed = write_artifacts(artifacts, Path(args.out))
     print(f"rendered {written} artifacts to {args.out}" + (f" (removed {removed} stale)" if removed else ""))
     return EXIT_OK
 
@@ -189,7 +280,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     from components.capacity import capacity_text, estimate
 
     platform = load_platform(args.stack, args.paths)
-    est = estimate(platform, args.instances_per_agent, args.startup_window)
+    with activity(f"estimating SPIRE signing load of {len(platform.active_agents)} agents"):
+        est = estimate(platform, args.instances_per_agent, args.startup_window)
     print(capacity_text(est))
     return EXIT_FOUND if est.warnings() else EXIT_OK
 
@@ -198,7 +290,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from components.check import FORMATTERS, effective_config, policies, read_policy_config, run_check
 
     overrides = read_policy_config(Path(args.policy_config), policies()) if args.policy_config else {}
-    result = run_check(args.stack, Path(args.root), overrides)
+    with activity(f"checking stack {args.stack}: the program under mocks, then the policy pack"):
+        result = run_check(args.stack, Path(args.root), overrides)
     if args.write_policy_config:
         cfg = load_stack_config(args.stack, Path(args.root).resolve())
         text = json.dumps(effective_config(cfg, overrides), indent=2, sort_keys=True) + "\n"
@@ -213,6 +306,73 @@ def cmd_diff(args: argparse.Namespace) -> int:
     diff = run_diff(args.base, args.stack, Path(args.root), resources=not args.no_resources)
     print(json.dumps(as_json(diff), indent=2) if args.format == "json" else format_markdown(diff), end="")
     return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    """The stack's access graph as Mermaid, DOT, SVG, PNG or JSON (components.graph)."""
+    from components import graph as g
+
+    platform = load_platform(args.stack, args.paths)
+    if args.agent and platform.agent(args.agent) is None:
+        where = "is not in this environment" if args.agent in platform.excluded else "does not exist"
+        print(f"agent {args.agent!r} {where} (stack {args.stack})", file=sys.stderr)
+        return EXIT_INPUT
+    if args.service and platform.service(args.service) is None:
+        known = ", ".join(s.name for s in platform.services) or "none"
+        print(f"service {args.service!r} is not declared (declared: {known})", file=sys.stderr)
+        return EXIT_INPUT
+    if args.check and (not args.out or args.format == "png"):
+        print("--check compares with the file given by --out, in a text format (svg, dot, mermaid, json)",
+              file=sys.stderr)
+        return EXIT_INPUT
+    mode: g.Aggregate = "none" if args.format == "json" and args.aggregate == "auto" else args.aggregate
+    with activity(f"drawing the access graph of stack {args.stack}"):
+        graph = g.picture(platform, args.group, args.agent, args.service, mode, args.max_agents)
+        dot = g.to_dot(graph)
+    out = Path(args.out) if args.out else None
+    if args.check and out is not None:
+        if args.format == "svg":
+            current = out.exists() and g.svg_is_current(out.read_text(encoding="utf-8"), dot)
+        else:
+            current = out.exists() and out.read_text(encoding="utf-8") == _graph_text(graph, dot, args.format)
+        if not current:
+            print(f"{out} is out of date: run `passport graph --stack {args.stack} --format {args.format} "
+                  f"--out {out}`", file=sys.stderr)
+            return EXIT_FOUND
+        return EXIT_OK
+    if args.format in ("svg", "png"):
+        try:
+            with activity(f"laying out {len(graph.nodes)} nodes and {len(graph.edges)} edges with Graphviz dot"):
+                data = g.run_dot(dot, args.format)
+        except g.GraphvizError as exc:
+            print(str(exc), file=sys.stderr)
+            return EXIT_INPUT
+    else:
+        data = _graph_text(graph, dot, args.format).encode()
+        if args.format == "mermaid" and len(graph.edges) > g.MERMAID_MAX_EDGES:
+            print(f"warning: {len(graph.edges)} edges: Mermaid draws at most {g.MERMAID_MAX_EDGES} unless the page "
+                  "raises maxEdges; aggregate (--aggregate auto|team|namespace), narrow (--agent, --service) or use "
+                  "--format svg", file=sys.stderr)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        print(f"wrote {out}")
+    elif args.format == "png" and sys.stdout.isatty():
+        print("png is binary: write it to a file with --out FILE", file=sys.stderr)
+        return EXIT_INPUT
+    else:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return EXIT_OK
+
+
+def _graph_text(graph: Any, dot: str, fmt: str) -> str:
+    from components import graph as g
+
+    if fmt == "json":
+        return g.json_text(graph)
+    return g.to_mermaid(graph) if fmt == "mermaid" else dot
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
@@ -342,6 +502,26 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--no-resources", action="store_true", help="skip running the program under mocks")
     d.add_argument("--root", default=".", help="project directory (default: .)")
     d.set_defaults(func=cmd_diff)
+
+    gr = sub.add_parser("graph", help="the stack's access graph: who can reach what (mermaid, dot, svg, png, json)")
+    gr.add_argument("--stack", required=True)
+    only = gr.add_mutually_exclusive_group()
+    only.add_argument("--agent", help="only this agent and what it reaches")
+    only.add_argument("--service", help="only this service, its gateway and its callers")
+    gr.add_argument("--format", choices=["mermaid", "dot", "svg", "png", "json"], default="mermaid",
+                    help="mermaid (Markdown), dot (Graphviz), svg/png (drawn by Graphviz's dot), json (tools)")
+    gr.add_argument("--group", choices=["team", "namespace"], default="team",
+                    help="draw agents and services in boxes per team (default) or namespace")
+    gr.add_argument("--aggregate", choices=["auto", "none", "team", "namespace"], default="auto",
+                    help="merge agents per team or namespace; auto (default): when there are more than "
+                    "--max-agents (pictures only: json keeps every edge unless this is given)")
+    gr.add_argument("--max-agents", type=_positive_int, default=40,
+                    help="agents a picture draws one by one before aggregating (default 40)")
+    gr.add_argument("--out", help="write to this file (default: stdout)")
+    gr.add_argument("--check", action="store_true",
+                    help="fail if --out is not what this graph draws (an svg: drawn from the same DOT)")
+    gr.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: the stack's agentsDir)")
+    gr.set_defaults(func=cmd_graph)
 
     rv = sub.add_parser("revoke", help="incident kill switch: gateways deny the agent's SPIFFE ID, its Vault "
                         "leases/tokens and SPIRE entries are revoked, now (dry run without --yes)")

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,22 @@ from components.check import load_inputs
 from components.config import load_stack_config
 from components.durations import format_duration, seconds
 from components.errors import ConfigError, ManifestError, Problem
+from components.graph import (
+    AccessGraph,
+    ChangeKind,
+    Edge,
+    EdgeKind,
+    GrantRef,
+    Legend,
+    agent_node,
+    edge_label,
+    target_nodes,
+    to_mermaid,
+)
 from components.manifest.models import Grant
 from components.mockrun import Graph, run_program
-from components.platform_model import Platform, ResolvedAgent
+from components.platform_model import Platform, ResolvedAgent, grant_summary
+from components.progress import activity
 
 Direction = Literal["widened", "narrowed", "changed"]
 WIDE = "⚠️ **widened**"
@@ -63,6 +77,8 @@ class StackDiff:
     base: str
     agents: list[AgentDiff]
     resources: ResourceDiff | None
+    access: AccessGraph | None = None
+    """Only the grants that changed, as edges (added, removed, widened, narrowed): the picture."""
 
     @property
     def widened(self) -> int:
@@ -278,6 +294,68 @@ def compare_platforms(base: Platform | None, head: Platform) -> list[AgentDiff]:
     return out
 
 
+MAX_DRAWN_CHANGES = 40
+"""A PR comment's picture draws at most this many changed grants (the lists have every one)."""
+CHANGE_ORDER: dict[str, int] = {"widened": 0, "added": 1, "removed": 2, "narrowed": 3}
+
+
+def _indexed(agent: ResolvedAgent) -> dict[tuple[str, ...], tuple[int, Grant]]:
+    grants = agent.grants
+    return {key: (next(i for i, g in enumerate(grants) if g is grant), grant)
+            for key, grant in keyed_grants(grants).items()}
+
+
+def access_changes(base: Platform | None, head: Platform, base_ref: str = "base",
+                   limit: int = MAX_DRAWN_CHANGES) -> AccessGraph:
+    """The grants that give access (active agents') and changed, one edge each: added, removed,
+    widened (any part of it widened) or narrowed; unchanged grants are left out."""
+    graph = AccessGraph(head.stack, head.config.environment, head.config.trust_domain, "team",
+                        scope=f"changes against {base_ref}")
+    legend = Legend()
+    old = {a.name: a for a in (base.active_agents if base else ())}
+    new = {a.name: a for a in head.active_agents}
+    found: list[tuple[ChangeKind, Platform, ResolvedAgent, int, Grant, str]] = []
+    for name in sorted(old.keys() | new.keys()):
+        before = _indexed(old[name]) if name in old else {}
+        after = _indexed(new[name]) if name in new else {}
+        for key in sorted(before.keys() | after.keys()):
+            if key not in before:
+                i, g = after[key]
+                found.append(("added", head, new[name], i, g, ""))
+            elif key not in after:
+                i, g = before[key]
+                assert base is not None
+                found.append(("removed", base, old[name], i, g, ""))
+            else:
+                changes = list(compare_grant(before[key][1], after[key][1], key))
+                if not changes:
+                    continue
+                prefix = f"{grant_label(key)}: "
+                what = "\n".join(c.text.removeprefix(prefix) for c in changes)
+                widened = any(c.direction == "widened" for c in changes)
+                i, g = after[key]
+                found.append(("widened" if widened else "narrowed", head, new[name], i, g, what))
+    found.sort(key=lambda f: (CHANGE_ORDER[f[0]], f[2].name, f[3]))
+    if len(found) > limit:
+        graph.notes.append(f"the {len(found) - limit} other changed grants are in the lists below, not drawn")
+    for change, platform, agent, i, grant, what in found[:limit]:
+        node, group = agent_node(agent, "team")
+        graph.add_node(node, group)
+        targets = target_nodes(platform, agent, grant, "team")
+        for t, tg in targets:
+            graph.add_node(t, tg)
+        summary = grant_summary(grant)
+        kind: EdgeKind = grant.kind
+        label = what or edge_label(kind, [summary], legend)
+        graph.edges.append(Edge(node.id, targets[0][0].id, kind, label, (GrantRef(agent.name, i, summary),),
+                                change=change))
+    for n in list(graph.nodes.values()):
+        if n.kind == "gateway" and f"service:{n.attrs['service']}" in graph.nodes:
+            graph.edges.append(Edge(n.id, f"service:{n.attrs['service']}", "fronts", ""))
+    graph.legend = legend.sorted()
+    return graph
+
+
 def compare_graphs(base: Graph | None, head: Graph) -> ResourceDiff:
     old = {r.urn: r for r in (base.resources if base else [])}
     new = {r.urn: r for r in head.resources}
@@ -299,13 +377,16 @@ def compare_graphs(base: Graph | None, head: Graph) -> ResourceDiff:
 
 def run_diff(base_ref: str, stack: str, root: Path | None = None, resources: bool = True) -> StackDiff:
     root = (root or Path.cwd()).resolve()
-    _, head = load_inputs(stack, root)
+    with activity(f"checking stack {stack} as it is now"):
+        _, head = load_inputs(stack, root)
     with tempfile.TemporaryDirectory(prefix="passport-diff-") as tmp:
-        project = materialise(base_ref, stack, root, Path(tmp))
+        with activity(f"reading stack {stack} and its manifests at {base_ref}"):
+            project = materialise(base_ref, stack, root, Path(tmp))
         base: Platform | None = None
         if (project / "stacks" / f"Pulumi.{stack}.yaml").exists():
             try:
-                _, base = load_inputs(stack, project)
+                with activity(f"checking stack {stack} as it was at {base_ref}"):
+                    _, base = load_inputs(stack, project)
             except ManifestError as exc:
                 if not any("no manifest files" in p.message for p in exc.problems):
                     raise ConfigError([Problem(f"{base_ref}:{p.file}", p.line, p.field, p.message)
@@ -316,15 +397,19 @@ def run_diff(base_ref: str, stack: str, root: Path | None = None, resources: boo
             if base is not None:
                 shutil.copy2(root / "__main__.py", project / "__main__.py")
                 try:
-                    base_graph = run_program(stack, project)
+                    with activity(f"running the program under mocks for {base_ref}"):
+                        base_graph = run_program(stack, project)
                 except pulumi.RunError as exc:
                     raise ConfigError([Problem(
                         f"{base_ref}:stacks/Pulumi.{stack}.yaml", None, "",
                         "the base does not build with the current program, so its resources cannot be "
                         f"compared (use --no-resources for identities and grants only):\n{str(exc).strip()}",
                     )]) from None
-            resource_diff = compare_graphs(base_graph, run_program(stack, root))
-    return StackDiff(stack, base_ref, compare_platforms(base, head), resource_diff)
+            with activity("running the program under mocks for the change"):
+                head_graph = run_program(stack, root)
+            resource_diff = compare_graphs(base_graph, head_graph)
+    return StackDiff(stack, base_ref, compare_platforms(base, head), resource_diff,
+                     access_changes(base, head, base_ref))
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -349,6 +434,7 @@ def format_markdown(diff: StackDiff) -> str:
         r = diff.resources
         summary.append(f"resources +{len(r.added)} ~{len(r.changed)} -{len(r.removed)}")
     lines = [f"### passport diff — stack `{diff.stack}` against `{diff.base}`", "", " · ".join(summary), ""]
+    lines += mermaid_section(diff)
     if added or removed:
         lines += ["#### Identities", "", "| | agent | SPIFFE ID | manifest |", "|---|---|---|---|"]
         for a in added + removed:
@@ -382,6 +468,19 @@ def format_markdown(diff: StackDiff) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def mermaid_section(diff: StackDiff) -> list[str]:
+    """The changed grants drawn (GitHub renders Mermaid in comments); the lists below stay the
+    accessible version, so the picture repeats its colours in words."""
+    if diff.access is None or not any(e.change for e in diff.access.edges):
+        return []
+    counts = Counter(e.change for e in diff.access.edges if e.change)
+    words = {"added": "green", "removed": "red, dotted", "widened": "orange", "narrowed": "grey"}
+    key = " · ".join(f"{words[c]}: {counts[c]} {c}" for c in ("widened", "added", "removed", "narrowed")
+                     if counts[c])
+    return ["#### Access changes", "", "```mermaid", to_mermaid(diff.access).rstrip(), "```", "",
+            f"<sub>Changed grants only — {key}. The lists below say the same in words.</sub>", ""]
+
+
 def as_json(diff: StackDiff) -> dict[str, Any]:
     """A machine-readable form (tests and tooling)."""
     return {
@@ -390,6 +489,10 @@ def as_json(diff: StackDiff) -> dict[str, Any]:
         "agents": [{"name": a.name, "file": a.file, "status": a.status, "spiffeId": a.spiffe_id,
                     "changes": [{"direction": c.direction, "text": c.text} for c in a.changes]}
                    for a in diff.agents],
+        "access": [] if diff.access is None else [
+            {"change": e.change, "from": e.source, "to": e.target, "kind": e.kind, "label": e.label,
+             "agent": e.grants[0].agent, "index": e.grants[0].index}
+            for e in diff.access.edges if e.change],
         "resources": None if diff.resources is None else {
             "added": [list(x) for x in diff.resources.added],
             "removed": [list(x) for x in diff.resources.removed],

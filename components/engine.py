@@ -337,10 +337,12 @@ def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool
     settings = prepared
     try:
         # Every user error before the engine starts: nothing is half-deployed.
-        platform = load_platform(stack)
+        from components.progress import activity
         from components.render.artifacts import render_all
 
-        render_all(platform)
+        with activity(f"checking and rendering stack {stack} before the engine starts"):
+            platform = load_platform(stack)
+            render_all(platform)
     except PassportError as exc:
         print(exc.report(), file=err)
         return 2
@@ -355,7 +357,8 @@ def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool
         print(f"[passport] {why}", file=out)
         if skip:
             settings.env["PULUMI_SKIP_CHECKPOINTS"] = "true"
-    stack_obj = _workspace(settings, program)
+    with activity(f"starting the Pulumi engine for stack {stack}"):
+        stack_obj = _workspace(settings, program)
     if skip and action == "up":
         print(f"[passport] state backed up to {backup_state(stack_obj, settings.root, stack)}", file=out)
     tally = Tally()

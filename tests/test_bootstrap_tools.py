@@ -139,9 +139,22 @@ def test_no_go_and_bad_build_jobs_exit_2(sandbox: Sandbox) -> None:
 def test_help(sandbox: Sandbox) -> None:
     res = sandbox.run("--help")
     assert res.returncode == 0
-    for flag in ("--only", "--list", "--print-path", "--require-all", "--with-postgres", "--rebuild", "--budget"):
+    for flag in ("--only", "--list", "--print-path", "--require-all", "--with-postgres", "--with-graphviz",
+                 "--rebuild", "--budget"):
         assert flag in res.stdout
     assert "spire = spire-server,spire-agent,spire-oidc-discovery-provider" in res.stdout
+
+
+def test_with_graphviz_links_dot_from_path(sandbox: Sandbox) -> None:
+    """A dot already on PATH is linked into the cache by its name (Debian's dispatches on it), and
+    nothing is installed or built; a missing one would be installed with apt (not run here)."""
+    sandbox.prebuilt("opa")
+    dot = sandbox.fake("dot", 'echo "dot - graphviz version 2.43.0 (0)" >&2\n')
+    res = sandbox.run("--only", "opa", "--with-graphviz")
+    assert res.returncode == 0, res.stderr
+    assert "graphviz: dot available" in res.stderr
+    assert os.readlink(sandbox.cache / "bin" / "dot") == str(dot)
+    assert not sandbox.go_was_called()
 
 
 def test_print_path(sandbox: Sandbox) -> None:
@@ -478,7 +491,8 @@ def test_callers_name_real_tools_and_flags() -> None:
             assert set(only.split(",")) <= known, (path, only)
         for flag in re.findall(r"bootstrap-tools((?: --[\w-]+)+)", path.read_text()):
             for f in flag.split():
-                assert f in {"--only", "--print-path", "--with-postgres", "--budget", "--list"}, (path, f)
+                assert f in {"--only", "--print-path", "--with-postgres", "--with-graphviz", "--budget", "--list"}, (
+                    path, f)
 
 
 def test_go_sources_are_gofmt_clean() -> None:

