@@ -216,6 +216,20 @@ def checkpoint_policy(cfg: StackConfig, mode: Checkpoints) -> tuple[bool, str]:
                   "(kubernetes server-side apply; `passport recover`); the state is backed up first")
 
 
+# The fit of benchmarks/engine.py on a 2-core machine (docs/benchmarks.md, section 6): `up` CPU is
+# about 2.8e-4 s x resources^2 with a checkpoint per step and 28 ms per resource without.
+CHECKPOINTED_S_PER_RESOURCE2 = 2.8e-4
+UNCHECKPOINTED_S_PER_RESOURCE = 0.028
+LONG_RUN_S = 120
+
+
+def expected_seconds(resources: int, skip_checkpoints: bool) -> float:
+    """What an `up` of ``resources`` is expected to cost, from the measured fit."""
+    if skip_checkpoints:
+        return UNCHECKPOINTED_S_PER_RESOURCE * resources
+    return CHECKPOINTED_S_PER_RESOURCE2 * resources * resources
+
+
 def backup_state(stack_obj: Any, root: Path, stack: str) -> Path:
     """The stack's current state, exported before an update that skips checkpoints."""
     backups = root / LOCAL_DIR / "backups"
@@ -342,7 +356,7 @@ def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool
 
         with activity(f"checking and rendering stack {stack} before the engine starts"):
             platform = load_platform(stack)
-            render_all(platform)
+            artifacts = render_all(platform)
     except PassportError as exc:
         print(exc.report(), file=err)
         return 2
@@ -357,6 +371,11 @@ def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool
         print(f"[passport] {why}", file=out)
         if skip:
             settings.env["PULUMI_SKIP_CHECKPOINTS"] = "true"
+        objects = sum(1 for a in artifacts if a.path.startswith("kubernetes/"))
+        expected = expected_seconds(objects, skip)
+        if expected >= LONG_RUN_S:
+            print(f"[passport] at least {objects} resources: expect about {expected / 60:.0f} min of engine CPU "
+                  f"({'without' if skip else 'with'} per-step checkpoints; docs/sharding.md)", file=out)
     with activity(f"starting the Pulumi engine for stack {stack}"):
         stack_obj = _workspace(settings, program)
     if skip and action == "up":

@@ -214,3 +214,9 @@ def test_objects_wait_for_the_namespaces_the_stack_creates(stack_graph: Callable
         if ns in namespaces and namespaces[ns] not in r.dependencies:
             racing.append(f"{r.type} {r.name}")
     assert racing == []
+
+
+def test_expected_duration_follows_the_measured_fit() -> None:
+    assert engine.expected_seconds(1437, skip_checkpoints=False) == pytest.approx(578, rel=0.01)
+    assert engine.expected_seconds(1437, skip_checkpoints=True) == pytest.approx(40, rel=0.01)
+    assert engine.expected_seconds(500, skip_checkpoints=True) < engine.LONG_RUN_S
