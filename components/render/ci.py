@@ -19,6 +19,7 @@ and is refused: the workflow's preview job names none.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,10 @@ from components.config import NAMESPACE, StackConfig
 from components.config.ci import AWS_AUDIENCE, GITHUB_ISSUER, GithubCi
 from components.durations import seconds
 from components.errors import ConfigError, Problem
+from components.platform_model import Platform
+from components.render.artifacts import Artifact
+from components.render.yamlout import dump_json
+from components.shard import deploys_shared, stack_scope
 
 POLICY_VERSION = "2012-10-17"
 GITHUB_JWT_ALGS = ("RS256",)
@@ -225,3 +230,29 @@ def plan_ci(cfg: StackConfig, stack: str, file: str = "") -> CiPlan | None:
         policy=aws_preview_policy(cfg),
     ) if cfg.subsystems.aws else None
     return CiPlan(github.repository, vault_plan, aws_plan)
+
+
+def ci_artifacts(platform: Platform) -> Iterator[Artifact]:
+    """``ci/vault/<role>.hcl`` and ``ci/vault/<role>.json`` (the role's inputs), ``ci/aws/<role>.json``
+    (trust subjects and permissions), for a stack that renders the pipeline's login."""
+    if not deploys_shared(stack_scope(platform.config)):
+        return
+    plan = plan_ci(platform.config, platform.stack, platform.config_file)
+    if plan is None:
+        return
+    if plan.vault is not None:
+        v = plan.vault
+        yield Artifact(f"ci/vault/{v.policy_name}.hcl", v.policy_hcl)
+        yield Artifact(f"ci/vault/{v.role}.json", dump_json({
+            "mount": v.mount, "issuer": v.issuer, "role": v.role, "boundAudiences": list(v.bound_audiences),
+            "boundClaims": v.bound_claims, "userClaim": v.user_claim, "claimMappings": v.claim_mappings,
+            "tokenTtl": v.token_ttl, "tokenMaxTtl": v.token_max_ttl, "tokenPolicies": [v.policy_name],
+        }))
+    if plan.aws is not None:
+        a = plan.aws
+        yield Artifact(f"ci/aws/{a.role_name}.json", dump_json({
+            "roleName": a.role_name, "oidcProvider": a.existing_provider_arn or a.provider_url,
+            "trustPolicy": aws_trust_policy(a.existing_provider_arn or "<the GitHub OIDC provider's ARN>",
+                                             list(a.subjects)),
+            "maxSessionDuration": a.max_session_duration, "permissions": a.policy,
+        }))
