@@ -334,3 +334,16 @@ def test_committed_workflow_holds_no_static_secret() -> None:
     text = (ROOT / ".github/workflows/passport.yml").read_text(encoding="utf-8")
     assert "id-token: write" in text and "method: jwt" in text
     assert "urn:pulumi:token-type:access_token:team" in text
+
+
+def test_render_writes_the_pipeline_login() -> None:
+    from components.cli import load_platform
+    from components.render.artifacts import render_all
+
+    staging = {a.path: a.content for a in render_all(load_platform("staging")) if a.path.startswith("ci/")}
+    assert sorted(staging) == ["ci/aws/agentpassport-ci-staging.json", "ci/vault/passport-ci.hcl",
+                               "ci/vault/passport-ci.json"]
+    assert staging["ci/vault/passport-ci.hcl"] == STAGING_POLICY
+    role = json.loads(staging["ci/vault/passport-ci.json"])
+    assert role["boundClaims"] == {"repository": REPO, "sub": ",".join(SUBJECTS)} and role["tokenTtl"] == 600
+    assert not [a for a in render_all(load_platform("prod")) if a.path.startswith("ci/")]
