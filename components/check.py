@@ -376,7 +376,18 @@ def run_check(stack: str, root: Path | None = None, overrides: Mapping[str, Any]
                                    f"the program refused this stack: {str(exc).strip()}")]) from None
     config = merge_config(stack_policy_config(cfg), overrides or {})
     raw = evaluate(graph, config)
-    return CheckResult(stack, attribute(raw, graph, platform), len(graph.resources), policies(), config)
+    violations = attribute(raw, graph, platform) + workflow_warnings(root)
+    return CheckResult(stack, violations, len(graph.resources), policies(), config)
+
+
+def workflow_warnings(root: Path) -> list[Violation]:
+    """Static credentials in the repository's CI workflows: advisory (never counted as mandatory)."""
+    from components import workflow_secrets as ws
+
+    return [Violation(policy=ws.RULE, level="advisory", severity=ws.SEVERITY, description=ws.DESCRIPTION,
+                      message=f.message, remediation=f.fix, urn=None, resource_type=None, resource_name=None,
+                      agent=None, file=f.file, line=f.line)
+            for f in ws.scan_workflows(root)]
 
 
 # --------------------------------------------------------------------------- output
@@ -392,7 +403,9 @@ def format_text(result: CheckResult) -> str:
     for v in result.violations:
         if v.file != current:
             current = v.file
-            lines += ["", v.file + ("" if v.agent else "  (stack-wide, not attributable to one agent)")]
+            note = ("" if v.agent else "  (the CI pipeline, not the stack)" if v.urn is None and
+                    v.file.startswith(".github/") else "  (stack-wide, not attributable to one agent)")
+            lines += ["", v.file + note]
         where = f"{v.file}:{v.line}" if v.line else v.file
         kind = "error" if v.mandatory else "warning"
         lines.append(f"  {where}: {kind} [{v.policy}] {v.message}")
@@ -437,6 +450,17 @@ def format_sarif(result: CheckResult) -> str:
             "properties": {"tags": ["security", "agent-passport"],
                            "security-severity": _SECURITY_SEVERITY.get(severity, "5.5")},
         })
+    for v in result.violations:  # findings outside the pack (CI workflows): one rule each, as used
+        if v.policy not in index:
+            index[v.policy] = len(rules)
+            rules.append({
+                "id": v.policy, "name": "".join(w.capitalize() for w in v.policy.split("-")),
+                "shortDescription": {"text": v.description}, "fullDescription": {"text": v.description},
+                "help": {"text": v.remediation, "markdown": f"**{v.description}**\n\n{v.remediation}"},
+                "defaultConfiguration": {"level": _SARIF_LEVEL.get(v.level, "note")},
+                "properties": {"tags": ["security", "agent-passport", "ci"],
+                               "security-severity": _SECURITY_SEVERITY.get(v.severity, "5.5")},
+            })
     results = []
     for v in result.violations:
         fingerprint = hashlib.sha256(f"{v.policy}|{v.urn}|{v.message}".encode()).hexdigest()

@@ -9,6 +9,7 @@ import pulumi
 
 from components.authz import AuthzGateway, AuthzGatewayArgs, GatewayData, GatewayDataArgs
 from components.aws import AuditTrail, AuditTrailArgs, AwsFederation, AwsFederationArgs
+from components.ci import CiFederation, CiFederationArgs
 from components.mesh import (
     LinkerdIdentity,
     LinkerdIdentityArgs,
@@ -21,6 +22,7 @@ from components.observe import IdentityHealth, IdentityHealthArgs
 from components.platform_model import Platform
 from components.render.authz import validate_authz
 from components.render.aws import validate_aws
+from components.render.ci import plan_ci
 from components.render.rego import gateway_services
 from components.render.windows import validate_windows
 from components.shard import SHARED_OUTPUT, deploys_agents, deploys_shared, stack_scope
@@ -78,6 +80,8 @@ class AgentPassport(pulumi.ComponentResource):
             validate_windows(platform)  # [windows] every problem before the first resource registers
         if on.aws:
             validate_aws(platform)  # [aws] every problem before the first resource registers
+        if shared:
+            plan_ci(platform.config, platform.stack, platform.config_file)  # [ci] likewise
         # Composition, in dependency order.
         # [trust]   TrustDomain (always, but in a shard) -> `trust`
         trust = TrustDomain(
@@ -146,6 +150,9 @@ class AgentPassport(pulumi.ComponentResource):
             ), pulumi.ResourceOptions(parent=self))
             if shared:
                 AuditTrail(f"{name}-audit", AuditTrailArgs(platform=platform), pulumi.ResourceOptions(parent=self))
+        # [ci]      CiFederation (if ci.github is set; not in a shard): the pipeline's OIDC login
+        if platform.config.ci.enabled and shared:
+            CiFederation(f"{name}-ci", CiFederationArgs(platform=platform), pulumi.ResourceOptions(parent=self))
         # [observe] IdentityHealth (if on.observe; not in a shard)
         if on.observe and trust is not None:
             self.observe = IdentityHealth(f"{name}-observe", IdentityHealthArgs(

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 from components.config.authz import AuthzConfig
 from components.config.aws import AwsConfig
 from components.config.base import Section
+from components.config.ci import CiConfig
 from components.config.kubernetes import KubernetesTarget
 from components.config.limits import Limits
 from components.config.mesh import MeshConfig
@@ -79,6 +80,8 @@ class StackConfig(Section):
     limits: Limits = Field(default_factory=Limits, description="Lifetime ceilings.")
     observe: ObserveConfig = Field(default_factory=ObserveConfig, description="Monitoring, alerts, log pipeline.")
     shard: ShardConfig = Field(default_factory=ShardConfig, description="Splitting an environment across stacks.")
+    ci: CiConfig = Field(default_factory=CiConfig,
+                         description="The pipeline's own credential-free login (off by default).")
 
     @property
     def is_strict(self) -> bool:

@@ -48,6 +48,7 @@ def _renderers() -> list[Renderer]:
     # Each subsystem registers its renderer here, in deployment order.
     from components.render.authz import authz_artifacts  # imports this module: import here
     from components.render.aws import aws_artifacts  # imports this module: import here
+    from components.render.ci import ci_artifacts  # imports this module: import here
     from components.render.mesh import mesh_artifacts
     from components.render.observe import observe_artifacts
     from components.render.spire import spire_artifacts
@@ -56,7 +57,7 @@ def _renderers() -> list[Renderer]:
     from components.render.windows import windows_artifacts  # imports this module: import here
 
     return [identity_artifacts, trust_artifacts, spire_artifacts, mesh_artifacts, authz_artifacts, vault_artifacts,
-            windows_artifacts, aws_artifacts, observe_artifacts]
+            windows_artifacts, aws_artifacts, ci_artifacts, observe_artifacts]
 
 
 def render_all(platform: Platform) -> list[Artifact]:
