@@ -32,6 +32,13 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import BaseLoader as _Loader  # type: ignore[assignment]
 
 YAML_SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 16 * 2**20
+"""Largest manifest file read (a fleet of 100 agents per file is ~90 KiB; 10,000 grants ~1.5 MiB)."""
+MAX_ALIAS_NODES = 10_000
+"""Nodes that aliases may repeat in one document: enough to share a few blocks, far below what a
+"billion laughs" document (anchors of aliases of anchors) would expand to."""
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists in one document (a manifest needs about 10)."""
 KINDS: dict[str, type[BaseModel]] = {"Agent": AgentManifest, "Service": ServiceManifest}
 
 _NULL = re.compile(r"^(~|null|Null|NULL|)$")
@@ -145,6 +152,53 @@ def _to_python(node: yaml.Node) -> Any:
     raise _YamlProblem(node.start_mark.line + 1, "unsupported YAML node")  # pragma: no cover
 
 
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if type(node) is _SEQUENCE:
+        return list(node.value)
+    if type(node) is _MAPPING:
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_bounds(root: yaml.Node) -> _YamlProblem | None:
+    """Refuse a document whose aliases would repeat more than :data:`MAX_ALIAS_NODES` nodes, that
+    nests deeper than :data:`MAX_DEPTH`, or whose alias refers to the collection it is inside.
+
+    The composer shares one node per anchor, so the composed graph is as small as the text; the
+    size after expanding every alias is counted on that graph (each shared node once, iteratively)
+    before any Python value is built.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_.discard(key)
+            children = _children(node)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            continue
+        if key in size:
+            continue
+        if key in open_:
+            return _YamlProblem(node.start_mark.line + 1,
+                                "an alias refers to the collection it is inside (a recursive document)")
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in size)
+    line = root.start_mark.line + 1
+    repeated = size[id(root)] - len(size)
+    if repeated > MAX_ALIAS_NODES:
+        return _YamlProblem(line, f"aliases would repeat {repeated:,} nodes of this document (at most "
+                                  f"{MAX_ALIAS_NODES:,}): refused before building it; write the values out")
+    if depth[id(root)] > MAX_DEPTH:
+        return _YamlProblem(line, f"the document nests {depth[id(root)]} levels deep (at most {MAX_DEPTH})")
+    return None
+
+
 def _record_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
     """Line of every key and list item below ``node`` (1-based), by field path."""
     lines.setdefault(loc, node.start_mark.line + 1)
@@ -203,6 +257,9 @@ class LazyLines(Mapping[Loc, int]):
 def parse_yaml_documents(text: str, file: str) -> Iterator[tuple[Any, int, Mapping[Loc, int]]]:
     """Yield (value, first line, line map) per non-empty document; raise ManifestError on bad YAML."""
     for index, node in enumerate(_compose(text, file)):
+        refused = _check_bounds(node)
+        if refused is not None:
+            raise ManifestError([Problem(file, refused.line, "", refused.message)])
         try:
             value = _to_python(node)
         except _YamlProblem as exc:
@@ -337,6 +394,11 @@ def _load_manifests(paths: Iterable[str | Path]) -> ManifestSet:
     for path in files:
         file = _display(path)
         try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                problems.append(Problem(file, None, "", f"file is {size / 2**20:.1f} MiB; a manifest file may "
+                                                        f"have at most {MAX_FILE_BYTES // 2**20} MiB (split it)"))
+                continue
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(Problem(file, None, "", f"cannot read file: {exc}"))
