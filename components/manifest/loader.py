@@ -9,8 +9,14 @@ last one silently winning.
 from __future__ import annotations
 
 import difflib
+import gc
+import marshal
+import multiprocessing
+import os
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 from components import API_VERSION
 from components.errors import ManifestError, Problem
 from components.gcpause import gc_paused
+from components.manifest import fastyaml
 from components.manifest.models import PATTERN_HINTS, AgentManifest, ServiceManifest
 
 # The base loaders resolve no implicit tags (every plain scalar arrives as a string node):
@@ -378,43 +385,142 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def load_manifests(paths: Iterable[str | Path]) -> ManifestSet:
-    """Load and validate every manifest; raise ManifestError listing every problem found."""
+POOL_MIN_BYTES = 1 * 2**20
+"""Below this much YAML the files are parsed in this process (starting workers costs more)."""
+FREEZE_AT = 1000
+"""Manifests from which a load freezes what it allocated (see :func:`load_manifests`)."""
+WORKERS_ENV = "PASSPORT_PARSE_WORKERS"
+"""Environment variable: how many worker processes parse YAML (0: none; default: one per core)."""
+
+Parsed = tuple[str, Any]
+"""("fast" | "reference", [(value, first line)]) or ("problems", [(file, line, field, message)])."""
+
+
+def _parse_reference(text: str, file: str) -> Parsed:
+    try:
+        return "reference", [(value, line) for value, line, _ in parse_yaml_documents(text, file)]
+    except ManifestError as exc:
+        return "problems", [(p.file, p.line, p.field, p.message) for p in exc.problems]
+
+
+def _parse_text(text: str, file: str) -> Parsed:
+    """The fast path's values where it can vouch for them, the reference's otherwise."""
+    docs = fastyaml.parse(text)
+    return ("fast", docs) if docs is not None else _parse_reference(text, file)
+
+
+def _parse_chunk(chunk: list[tuple[str, str]]) -> bytes:
+    """In a worker: parse (file, text) pairs; marshal is the cheapest way back for plain data."""
     with gc_paused():
-        return _load_manifests(paths)
+        return marshal.dumps([_parse_text(text, file) for file, text in chunk])
 
 
-def _load_manifests(paths: Iterable[str | Path]) -> ManifestSet:
+def parse_workers(total_bytes: int, wanted: int | None = None) -> int:
+    """Worker processes for parsing this much YAML: ``wanted`` (else the environment variable
+    :data:`WORKERS_ENV`, else one per usable core, and none below :data:`POOL_MIN_BYTES`); but 0
+    (parse here) while another thread runs, as forking it is unsafe, or where fork does not exist."""
+    configured = os.environ.get(WORKERS_ENV, "").strip()
+    if wanted is None and configured.isdigit():
+        wanted = int(configured)
+    if wanted is None:
+        if total_bytes < POOL_MIN_BYTES:
+            return 0
+        wanted = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if wanted < 2 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return 0
+    return min(wanted, 8)
+
+
+def _parse_all(items: list[tuple[str, str]], workers: int) -> Iterator[Parsed]:
+    """Parsed results in the order of ``items``; with workers, the first chunks arrive while later
+    ones are still being parsed, so validation here overlaps parsing there."""
+    if workers < 2:
+        for file, text in items:
+            yield _parse_text(text, file)
+        return
+    target = max(256 * 2**10, sum(len(t) for _, t in items) // (workers * 8))
+    chunks: list[list[tuple[str, str]]] = [[]]
+    size = 0
+    for item in items:
+        if size >= target:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += len(item[1])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        for blob in pool.map(_parse_chunk, chunks):
+            yield from marshal.loads(blob)  # noqa: S302 - written by our own worker just now
+
+
+def load_manifests(paths: Iterable[str | Path], workers: int | None = None) -> ManifestSet:
+    """Load and validate every manifest; raise ManifestError listing every problem found.
+
+    ``workers``: processes that parse the YAML (default: see :func:`parse_workers`; 0 or 1: none).
+    """
+    with gc_paused():
+        loaded = _load_manifests(paths, workers)
+        if len(loaded.agents) + len(loaded.services) >= FREEZE_AT:
+            # Everything allocated while the collector was paused is in its youngest generation,
+            # and the first collection after it resumes would traverse all of it (1.7 s of CPU
+            # for 50,000 manifests) to free nothing: the models live as long as the program.
+            # Freezing moves what is alive now out of the collector's sight instead.
+            gc.freeze()
+        return loaded
+
+
+def _read(path: Path, file: str) -> str | Problem:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return Problem(file, None, "", f"file is {size / 2**20:.1f} MiB; a manifest file may "
+                                           f"have at most {MAX_FILE_BYTES // 2**20} MiB (split it)")
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return Problem(file, None, "", f"cannot read file: {exc}")
+
+
+def _load_manifests(paths: Iterable[str | Path], workers: int | None) -> ManifestSet:
     problems: list[Problem] = []
     agents: list[SourcedAgent] = []
     services: list[SourcedService] = []
     files = discover(paths)
     if not files:
         raise ManifestError([Problem(", ".join(map(str, paths)) or ".", None, "", "no manifest files (*.yaml) found")])
+    items: list[tuple[str, str]] = []
     for path in files:
         file = _display(path)
-        try:
-            size = path.stat().st_size
-            if size > MAX_FILE_BYTES:
-                problems.append(Problem(file, None, "", f"file is {size / 2**20:.1f} MiB; a manifest file may "
-                                                        f"have at most {MAX_FILE_BYTES // 2**20} MiB (split it)"))
-                continue
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(file, None, "", f"cannot read file: {exc}"))
-            continue
-        try:
-            documents = list(parse_yaml_documents(text, file))
-        except ManifestError as exc:
-            problems.extend(exc.problems)
-            continue
-        for value, first_line, lines in documents:
-            problems.extend(_load_document(value, file, first_line, lines, agents, services))
+        text = _read(path, file)
+        if isinstance(text, Problem):
+            problems.append(text)
+        else:
+            items.append((file, text))
+    workers = parse_workers(sum(len(t) for _, t in items), workers)
+    for (file, text), parsed in zip(items, _parse_all(items, workers), strict=True):
+        found = _load_file(parsed, file, text)
+        if found[2] and parsed[0] == "fast":
+            # the fast path never has the last word on a problem: the reference reads the file again
+            found = _load_file(_parse_reference(text, file), file, text)
+        agents.extend(found[0])
+        services.extend(found[1])
+        problems.extend(found[2])
     problems.extend(_duplicates(agents, "Agent"))
     problems.extend(_duplicates(services, "Service"))
     if problems:
         raise ManifestError(problems)
     return ManifestSet(tuple(agents), tuple(services))
+
+
+def _load_file(parsed: Parsed, file: str, text: str,
+               ) -> tuple[list[SourcedAgent], list[SourcedService], list[Problem]]:
+    agents: list[SourcedAgent] = []
+    services: list[SourcedService] = []
+    how, docs = parsed
+    if how == "problems":
+        return agents, services, [Problem(*p) for p in docs]
+    problems: list[Problem] = []
+    for index, (value, first_line) in enumerate(docs):
+        problems.extend(_load_document(value, file, first_line, LazyLines(text, file, index), agents, services))
+    return agents, services, problems
 
 
 def _load_document(
