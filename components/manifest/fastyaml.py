@@ -59,23 +59,36 @@ def suspect(text: str) -> bool:
         or "<<" in text
         or ("?" in text and _COMPLEX_KEY.search(text))
         or _COLON_BEFORE_FLOW.search(text)
-        or _TEXT_AFTER_FLOW.search(text)
+        or (("] " in text or "} " in text or "]\t" in text or "}\t" in text) and _TEXT_AFTER_FLOW.search(text))
         or (("|" in text or ">" in text) and _BLOCK_HEADER_TEXT.search(text))
     )
 
 
-_AMBIGUOUS = (r"(?:~|null|Null|NULL|true|True|TRUE|false|False|FALSE|[-+]?[0-9]+"
-              r"|[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?)\"")
-_ODD_START = r"""(?:[\]\[{}@`:,?#|>%!&*']|\\"|":)"""
-UNSURE_STRING = re.compile(r"[\[{,:][ \n]*\"(?:" + _ODD_START + "|" + _AMBIGUOUS + ")")
-"""In rapidyaml's JSON, a string (key or value) the fast path cannot vouch for:
+_KEYWORD_STRING = re.compile(r'"(?:~|null|Null|NULL|true|True|TRUE|false|False|FALSE)"')
+_NUMBER_STRING = re.compile(r'"[-+]?(?:[0-9]+|(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?)"')
+_ODD_OR_NUMBER_START = re.compile(r"""["][\[{@`?#|>%!&*'\\~0-9.+-]""")
+_ODD_STRUCTURAL_START = re.compile(r'"(?<=[\[{, \n]")[\]},:"]')
 
-* one the reference might have read as null, a bool or a number had it been plain (``"~"``,
-  ``"True"``, ``"007"``: rapidyaml writes those plain scalars as strings, so quoting is lost);
-* one that starts with a YAML indicator, or an empty key: valid YAML has them only quoted, and
-  rapidyaml also accepts them plain where libyaml refuses (``]x``, ``@x``, ``[: x]``).
 
-A string starts right after ``[``, ``{``, ``,`` or ``:`` (and blanks) in the emitted JSON."""
+def unsure_strings(emitted: str) -> bool:
+    """Whether rapidyaml's JSON has a string (key or value) the fast path cannot vouch for:
+
+    * one the reference might have read as null, a bool or a number had it been plain (``"~"``,
+      ``"True"``, ``"007"``: rapidyaml writes those plain scalars as strings, so quoting is lost);
+    * one that starts with a YAML indicator, or an empty one: valid YAML has them only quoted,
+      and rapidyaml also accepts them plain where libyaml refuses (``]x``, ``@x``, ``[: x]``).
+
+    Every pattern starts with a literal quote (the regex engine skips to quotes quickly). In
+    rapidyaml's JSON a closing quote is followed only by ``,:]}``, a blank or a line break, and an
+    opening quote follows ``[{,``, a blank or a line break: so a quote followed by ``[{@`...~``
+    or a digit opens a string, and a quote after ``[{,``/blank followed by ``]},:"`` opens one
+    too (a closing quote there only makes this more careful)."""
+    if _KEYWORD_STRING.search(emitted) or _ODD_STRUCTURAL_START.search(emitted):
+        return True
+    for found in _ODD_OR_NUMBER_START.finditer(emitted):
+        if emitted[found.end() - 1] not in "~0123456789.+-" or _NUMBER_STRING.match(emitted, found.start()):
+            return True
+    return False
 
 
 _MARKER = re.compile(r"^(---|\.\.\.)(?=[ \t]|$)([^\n]*)$", re.MULTILINE)
@@ -165,7 +178,7 @@ def parse(text: str) -> list[tuple[Any, int]] | None:
             root = tree.root_id()
             stream = tree.is_stream(root)
             emitted = ryml.emit_json_malloc(tree, root)
-        if emitted is None or UNSURE_STRING.search(emitted) or emitted.lstrip().startswith('"'):
+        if emitted is None or unsure_strings(emitted) or emitted.lstrip().startswith('"'):
             return None  # (a document that is one string is no manifest: the reference reports it)
         value = json.loads(emitted, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except (_Unsure, ValueError, RuntimeError):
