@@ -139,3 +139,10 @@ def test_rego_prints_its_table() -> None:
     # OPA agreed with the reference decisions (last column: mismatches)
     assert standalone[:2] == ["10", "standalone"] and standalone[3] == "30" and standalone[-1] == "0"
     assert sharded[:3] == ["10", "2", "shards"] and sharded[4] == "30" and sharded[-1] == "0"
+
+
+def test_yaml_parsers_prints_its_tables() -> None:
+    out = run_script("benchmarks/yaml_parsers.py", "50")
+    assert out.splitlines()[0].split()[:2] == ["parser", "us/doc"]
+    assert "loader fast path (rapidyaml)" in out and "== loader reference (PyYAML)" in out
+    assert "unsupported YAML tag !foo" in out and "aliases would repeat" in out

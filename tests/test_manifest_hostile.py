@@ -104,3 +104,16 @@ def test_an_oversized_file_is_refused_unread(tmp_path: Path, monkeypatch: pytest
         load_manifests([big])
     (problem,) = info.value.problems
     assert "a manifest file may have at most" in problem.message and problem.file.endswith("big.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "tag"),
+    [
+        ("a: !foo x\n", "!foo"),
+        ("a:\n  b: !!python/object/apply:os.system [echo hi]\n", "tag:yaml.org,2002:python/object/apply:os.system"),
+        ("a: !!python/object:os.system {x: 1}\n", "tag:yaml.org,2002:python/object:os.system"),
+        ("--- !!set\n? a\n", "tag:yaml.org,2002:set"),
+    ],
+)
+def test_tags_are_refused_on_scalars_lists_and_mappings(text: str, tag: str) -> None:
+    assert _refusal(text).endswith(f": unsupported YAML tag {tag}")

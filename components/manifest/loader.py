@@ -139,8 +139,12 @@ def _to_python(node: yaml.Node) -> Any:
     if type(node) is _SCALAR:
         return _scalar(node)
     if type(node) is _SEQUENCE:
+        if node.tag != "tag:yaml.org,2002:seq":
+            raise _YamlProblem(node.start_mark.line + 1, f"unsupported YAML tag {node.tag}")
         return [_to_python(item) for item in node.value]
     if type(node) is _MAPPING:
+        if node.tag != "tag:yaml.org,2002:map":
+            raise _YamlProblem(node.start_mark.line + 1, f"unsupported YAML tag {node.tag}")
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if type(key_node) is not _SCALAR:
