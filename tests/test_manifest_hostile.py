@@ -91,7 +91,10 @@ def test_a_recursive_alias_is_refused() -> None:
 
 
 def test_deep_nesting_is_refused() -> None:
-    assert _refusal("a: " + "[" * 65 + "]" * 65 + "\n") == "x.yaml:1: the document nests 66 levels deep (at most 64)"
+    assert _refusal("a: " + "[" * 64 + "]" * 64 + "\n") == "x.yaml:1: the document nests more than 64 levels deep"
+    # through aliases too: each level is an alias of the one before
+    nested = "l0: &l0 [x]\n" + "".join(f"l{i}: &l{i} [*l{i - 1}]\n" for i in range(1, 70))
+    assert _refusal(nested).endswith("the document nests more than 64 levels deep")
     ((value, _, _),) = parse_yaml_documents("a: " + "[" * 63 + "]" * 63 + "\n", "x.yaml")
     assert str(value["a"]) == "[" * 63 + "]" * 63
 

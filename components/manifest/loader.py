@@ -134,14 +134,16 @@ def _scalar(node: yaml.ScalarNode) -> Any:
 _SCALAR, _SEQUENCE, _MAPPING = yaml.ScalarNode, yaml.SequenceNode, yaml.MappingNode
 
 
-def _to_python(node: yaml.Node) -> Any:
+def _to_python(node: yaml.Node, depth: int = 1) -> Any:
     """The node's value by YAML 1.2 core rules; duplicate and merge keys are errors."""
     if type(node) is _SCALAR:
         return _scalar(node)
+    if depth > MAX_DEPTH:
+        raise _YamlProblem(node.start_mark.line + 1, f"the document nests more than {MAX_DEPTH} levels deep")
     if type(node) is _SEQUENCE:
         if node.tag != "tag:yaml.org,2002:seq":
             raise _YamlProblem(node.start_mark.line + 1, f"unsupported YAML tag {node.tag}")
-        return [_to_python(item) for item in node.value]
+        return [_to_python(item, depth + 1) for item in node.value]
     if type(node) is _MAPPING:
         if node.tag != "tag:yaml.org,2002:map":
             raise _YamlProblem(node.start_mark.line + 1, f"unsupported YAML tag {node.tag}")
@@ -158,7 +160,7 @@ def _to_python(node: yaml.Node) -> Any:
                     key_node.start_mark.line + 1,
                     f"key {key!r} appears twice in the same mapping; keep one",
                 )
-            out[key] = _to_python(value_node)
+            out[key] = _to_python(value_node, depth + 1)
         return out
     raise _YamlProblem(node.start_mark.line + 1, "unsupported YAML node")  # pragma: no cover
 
@@ -171,13 +173,15 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def _check_bounds(root: yaml.Node) -> _YamlProblem | None:
+def _check_aliases(root: yaml.Node) -> _YamlProblem | None:
     """Refuse a document whose aliases would repeat more than :data:`MAX_ALIAS_NODES` nodes, that
-    nests deeper than :data:`MAX_DEPTH`, or whose alias refers to the collection it is inside.
+    nests deeper than :data:`MAX_DEPTH` through them, or whose alias refers to the collection it
+    is inside.
 
     The composer shares one node per anchor, so the composed graph is as small as the text; the
     size after expanding every alias is counted on that graph (each shared node once, iteratively)
-    before any Python value is built.
+    before any Python value is built. (Without aliases the graph is a tree as large as the text:
+    :func:`_to_python` bounds its depth as it goes.)
     """
     size: dict[int, int] = {}
     depth: dict[int, int] = {}
@@ -190,7 +194,7 @@ def _check_bounds(root: yaml.Node) -> _YamlProblem | None:
             open_.discard(key)
             children = _children(node)
             size[key] = 1 + sum(size[id(c)] for c in children)
-            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            depth[key] = (type(node) is not _SCALAR) + max((depth[id(c)] for c in children), default=0)
             continue
         if key in size:
             continue
@@ -206,7 +210,7 @@ def _check_bounds(root: yaml.Node) -> _YamlProblem | None:
         return _YamlProblem(line, f"aliases would repeat {repeated:,} nodes of this document (at most "
                                   f"{MAX_ALIAS_NODES:,}): refused before building it; write the values out")
     if depth[id(root)] > MAX_DEPTH:
-        return _YamlProblem(line, f"the document nests {depth[id(root)]} levels deep (at most {MAX_DEPTH})")
+        return _YamlProblem(line, f"the document nests more than {MAX_DEPTH} levels deep")
     return None
 
 
@@ -267,8 +271,9 @@ class LazyLines(Mapping[Loc, int]):
 
 def parse_yaml_documents(text: str, file: str) -> Iterator[tuple[Any, int, Mapping[Loc, int]]]:
     """Yield (value, first line, line map) per non-empty document; raise ManifestError on bad YAML."""
+    aliases = "*" in text  # an alias is written '*name': without one, no node is shared
     for index, node in enumerate(_compose(text, file)):
-        refused = _check_bounds(node)
+        refused = _check_aliases(node) if aliases else None
         if refused is not None:
             raise ManifestError([Problem(file, refused.line, "", refused.message)])
         try:
