@@ -3,7 +3,13 @@
 YAML is composed into nodes (so every key keeps its line) and turned into Python values with
 YAML 1.2 core-schema scalars: ``17:00`` stays a string (YAML 1.1 would read the integer
 1020), ``on``/``yes``/``no`` stay strings, and a key written twice is an error rather than the
-last one silently winning.
+last one silently winning. Tags are refused, and so is a document whose aliases would repeat
+more than :data:`MAX_ALIAS_NODES` nodes (counted before any value is built).
+
+That PyYAML path is the reference. Most files are read by a fast path
+(:mod:`components.manifest.fastyaml`) that returns the same values or declines; any file in which
+a problem is found is read again by the reference, so every error is the reference's. Large
+inputs are parsed in worker processes while this one validates the models (:func:`parse_workers`).
 """
 
 from __future__ import annotations
