@@ -19,10 +19,15 @@ from components.manifest import loader
 from tests.conftest import ROOT
 
 SCRIPT = """
-import json, sys, threading
+import json, os, sys, threading
 from components.errors import ManifestError
+from components.manifest import fastyaml
 from components.manifest.loader import load_manifests, parse_workers
 assert threading.active_count() == 1
+if len(sys.argv) > 3:  # a worker dies (as a crash in a parser's C code would kill it) on this file
+    parse = fastyaml.parse
+    fastyaml.parse = lambda text: os._exit(3) if sys.argv[3] in text and os.getpid() != PARENT else parse(text)
+PARENT = os.getpid()
 out = {"workers": parse_workers(10**9, int(sys.argv[2]))}
 try:
     m = load_manifests([sys.argv[1]], workers=int(sys.argv[2]))
@@ -34,8 +39,9 @@ print(json.dumps(out))
 """
 
 
-def _in_subprocess(fleet: Path, workers: int) -> dict[str, object]:
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(fleet), str(workers)], cwd=ROOT,
+def _in_subprocess(fleet: Path, workers: int, crash_on: str = "") -> dict[str, object]:
+    extra = [crash_on] if crash_on else []
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(fleet), str(workers), *extra], cwd=ROOT,
                           capture_output=True, text=True, timeout=300, check=True)
     out: dict[str, object] = json.loads(proc.stdout)
     return out
@@ -68,6 +74,12 @@ def test_a_pool_reports_the_same_problems(tmp_path: Path) -> None:
     assert any("agents-00005.yaml:2: invalid YAML" in p for p in problems)
     assert any("appears twice" in p for p in problems)
     assert any(".x509SvidTtl:" in p and "soon" in p for p in problems)
+
+
+def test_when_a_worker_dies_the_rest_is_read_here(tmp_path: Path) -> None:
+    fleet = write_fleet(tmp_path, 300, per_file=20)
+    here, crashed = _in_subprocess(fleet, 0), _in_subprocess(fleet, 2, crash_on="name: agent-00150")
+    assert crashed == {**here, "workers": 2}
 
 
 def test_no_pool_for_small_inputs_other_threads_or_when_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -465,9 +466,18 @@ def _parse_all(items: list[tuple[str, str]], workers: int) -> Iterator[Parsed]:
             size = 0
         chunks[-1].append(item)
         size += len(item[1])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        for blob in pool.map(_parse_chunk, chunks):
-            yield from marshal.loads(blob)  # noqa: S302 - written by our own worker just now
+    done = 0
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            for blob in pool.map(_parse_chunk, chunks):
+                for parsed in marshal.loads(blob):  # noqa: S302 - written by our own worker just now
+                    yield parsed
+                    done += 1
+    except BrokenProcessPool:
+        # a worker died (killed, or a crash in a parser's C code): read the rest here with the
+        # reference, which is the path that crash did not come from
+        for file, text in items[done:]:
+            yield _parse_reference(text, file)
 
 
 def load_manifests(paths: Iterable[str | Path], workers: int | None = None) -> ManifestSet:
