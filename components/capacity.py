@@ -11,9 +11,16 @@ and datastore dominate).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from components.platform_model import Platform
+from components.durations import seconds
+
+if TYPE_CHECKING:  # the estimate needs counts: building a Platform is only one way to get them
+    from components.config import StackConfig
+    from components.manifest.loader import ManifestSet
+    from components.platform_model import Platform
 
 SIGNINGS_PER_SERVER = 500.0
 STEADY_WARN = 0.5
@@ -60,16 +67,40 @@ class CapacityEstimate:
         return out
 
 
+SvidLoad = tuple[int, int, int]
+"""One active agent's X.509-SVID TTL and JWT-SVID TTL in seconds, and its number of JWT audiences."""
+
+
 def estimate(platform: Platform, instances_per_agent: int = 1, startup_window_s: int = 60,
              per_server: float = SIGNINGS_PER_SERVER) -> CapacityEstimate:
     """Signing load of the stack's active agents against its SPIRE servers."""
-    agents = platform.active_agents
-    x509 = sum(instances_per_agent / (a.identity.x509_svid_ttl_seconds / 2) for a in agents)
-    jwt = sum(instances_per_agent * len(a.identity.jwt_audiences) / (a.identity.jwt_svid_ttl_seconds / 2)
-              for a in agents)
+    loads = [(a.identity.x509_svid_ttl_seconds, a.identity.jwt_svid_ttl_seconds, len(a.identity.jwt_audiences))
+             for a in platform.active_agents]
+    return _estimate(loads, platform.config.spire.replicas, instances_per_agent, startup_window_s, per_server)
+
+
+def fleet_estimate(cfg: StackConfig, manifests: ManifestSet, instances_per_agent: int = 1,
+                   startup_window_s: int = 60, per_server: float = SIGNINGS_PER_SERVER) -> CapacityEstimate:
+    """The same estimate read straight from the manifests, without resolving a Platform: the
+    agents the stack deploys (its environment and shard) that are not suspended, in the
+    Platform's order (by name, so the sums are the same to the last bit), with the TTLs and
+    audiences their identities take from the manifest. It checks nothing across manifests:
+    ``passport validate`` does."""
+    from components.shard import in_stack
+
+    active = sorted((a.name, a.manifest.spec.identity) for a in manifests.agents
+                    if not a.manifest.spec.suspended and in_stack(cfg, a.manifest))
+    loads = [(seconds(i.x509_svid_ttl), seconds(i.jwt_svid_ttl), len(i.jwt_audiences)) for _, i in active]
+    return _estimate(loads, cfg.spire.replicas, instances_per_agent, startup_window_s, per_server)
+
+
+def _estimate(loads: Iterable[SvidLoad], servers: int, instances_per_agent: int, startup_window_s: int,
+              per_server: float) -> CapacityEstimate:
+    agents = list(loads)
+    x509 = sum(instances_per_agent / (x509_ttl / 2) for x509_ttl, _, _ in agents)
+    jwt = sum(instances_per_agent * audiences / (jwt_ttl / 2) for _, jwt_ttl, audiences in agents)
     instances = len(agents) * instances_per_agent
-    storm_signings = sum(instances_per_agent * (1 + len(a.identity.jwt_audiences)) for a in agents)
-    servers = platform.config.spire.replicas
+    storm_signings = sum(instances_per_agent * (1 + audiences) for _, _, audiences in agents)
     return CapacityEstimate(
         agents=len(agents), instances=instances, servers=servers, capacity_per_s=servers * per_server,
         steady_x509_per_s=x509, steady_jwt_per_s=jwt, storm_per_s=storm_signings / startup_window_s,

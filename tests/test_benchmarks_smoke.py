@@ -62,14 +62,36 @@ def test_synthetic_script_writes_a_fleet(tmp_path: Path) -> None:
 def test_validate_prints_its_table() -> None:
     out = run_script("benchmarks/validate.py", "20").splitlines()
     assert out[0].split() == ["agents", "load+models", "s", "cross-checks", "s", "validate", "s", "cpu", "s",
-                              "us/manifest", "cpu", "us/man.", "peak", "MiB", "renderers", "s", "all", "s"]
-    assert out[1].split()[0] == "20"
+                              "us/manifest", "cpu", "us/man.", "peak", "MiB", "floor", "s", "x", "floor",
+                              "renderers", "s", "all", "s"]
+    row = out[1].split()
+    assert row[0] == "20" and len(row) == 12
+    assert float(row[8]) >= 0 and float(row[9]) >= 0  # floor s, x floor (rounded: tiny at 20 agents)
+
+
+def test_validate_without_renderers_and_with_workers(tmp_path: Path) -> None:
+    out = run_script("benchmarks/validate.py", "--no-renderers", "--workers", "2", "30").splitlines()
+    row = out[1].split()
+    assert row[0] == "30" and row[10] == "0.00"
+
+
+def test_validate_once_and_its_floor_on_a_fleet(tmp_path: Path) -> None:
+    fleet = write_fleet(tmp_path, 25, per_file=10)
+    assert run_script("benchmarks/validate.py", "--once", str(fleet)).startswith("validated 25 agents, 25 active, in ")
+    assert run_script("benchmarks/yaml_floor.py", str(fleet)).startswith("floor: 4 files, 45 documents read by ")
+
+
+def test_capacity_prints_its_table() -> None:
+    out = run_script("benchmarks/capacity.py", "30").splitlines()
+    assert out[0].split()[:3] == ["agents", "capacity", "s"]
+    assert out[1].split()[0] == "30" and out[1].endswith("agents 30, workload instances 30, SPIRE servers 1 "
+                                                          "(capacity 500 signings/s)")
 
 
 def test_validate_prints_its_table_for_one_manifest_with_many_grants() -> None:
     out = run_script("benchmarks/validate.py", "--grants", "40").splitlines()
     assert out[0].split()[:2] == ["grants", "load+models"] and "us/grant" in out[0]
-    assert out[1].split()[0] == "40" and len(out[1].split()) == 10
+    assert out[1].split()[0] == "40" and len(out[1].split()) == 12
 
 
 def test_the_many_grants_manifest_is_valid_and_every_grant_gets_its_rules(tmp_path: Path) -> None:
@@ -118,3 +140,10 @@ def test_rego_prints_its_table() -> None:
     # OPA agreed with the reference decisions (last column: mismatches)
     assert standalone[:2] == ["10", "standalone"] and standalone[3] == "30" and standalone[-1] == "0"
     assert sharded[:3] == ["10", "2", "shards"] and sharded[4] == "30" and sharded[-1] == "0"
+
+
+def test_yaml_parsers_prints_its_tables() -> None:
+    out = run_script("benchmarks/yaml_parsers.py", "50")
+    assert out.splitlines()[0].split()[:2] == ["parser", "us/doc"]
+    assert "loader fast path (rapidyaml)" in out and "== loader reference (PyYAML)" in out
+    assert "unsupported YAML tag !foo" in out and "aliases would repeat" in out

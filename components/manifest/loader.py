@@ -3,14 +3,27 @@
 YAML is composed into nodes (so every key keeps its line) and turned into Python values with
 YAML 1.2 core-schema scalars: ``17:00`` stays a string (YAML 1.1 would read the integer
 1020), ``on``/``yes``/``no`` stay strings, and a key written twice is an error rather than the
-last one silently winning.
+last one silently winning. Tags are refused, and so is a document whose aliases would repeat
+more than :data:`MAX_ALIAS_NODES` nodes (counted before any value is built).
+
+That PyYAML path is the reference. Most files are read by a fast path
+(:mod:`components.manifest.fastyaml`) that returns the same values or declines; any file in which
+a problem is found is read again by the reference, so every error is the reference's. Large
+inputs are parsed in worker processes while this one validates the models (:func:`parse_workers`).
 """
 
 from __future__ import annotations
 
 import difflib
+import gc
+import marshal
+import multiprocessing
+import os
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +34,7 @@ from pydantic import BaseModel, ValidationError
 from components import API_VERSION
 from components.errors import ManifestError, Problem
 from components.gcpause import gc_paused
+from components.manifest import fastyaml
 from components.manifest.models import PATTERN_HINTS, AgentManifest, ServiceManifest
 
 # The base loaders resolve no implicit tags (every plain scalar arrives as a string node):
@@ -32,6 +46,13 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import BaseLoader as _Loader  # type: ignore[assignment]
 
 YAML_SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 16 * 2**20
+"""Largest manifest file read (a fleet of 100 agents per file is ~90 KiB; 10,000 grants ~1.5 MiB)."""
+MAX_ALIAS_NODES = 10_000
+"""Nodes that aliases may repeat in one document: enough to share a few blocks, far below what a
+"billion laughs" document (anchors of aliases of anchors) would expand to."""
+MAX_DEPTH = 64
+"""Deepest nesting of mappings and lists in one document (a manifest needs about 10)."""
 KINDS: dict[str, type[BaseModel]] = {"Agent": AgentManifest, "Service": ServiceManifest}
 
 _NULL = re.compile(r"^(~|null|Null|NULL|)$")
@@ -120,13 +141,19 @@ def _scalar(node: yaml.ScalarNode) -> Any:
 _SCALAR, _SEQUENCE, _MAPPING = yaml.ScalarNode, yaml.SequenceNode, yaml.MappingNode
 
 
-def _to_python(node: yaml.Node) -> Any:
+def _to_python(node: yaml.Node, depth: int = 1) -> Any:
     """The node's value by YAML 1.2 core rules; duplicate and merge keys are errors."""
     if type(node) is _SCALAR:
         return _scalar(node)
+    if depth > MAX_DEPTH:
+        raise _YamlProblem(node.start_mark.line + 1, f"the document nests more than {MAX_DEPTH} levels deep")
     if type(node) is _SEQUENCE:
-        return [_to_python(item) for item in node.value]
+        if node.tag != "tag:yaml.org,2002:seq":
+            raise _YamlProblem(node.start_mark.line + 1, f"unsupported YAML tag {node.tag}")
+        return [_to_python(item, depth + 1) for item in node.value]
     if type(node) is _MAPPING:
+        if node.tag != "tag:yaml.org,2002:map":
+            raise _YamlProblem(node.start_mark.line + 1, f"unsupported YAML tag {node.tag}")
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if type(key_node) is not _SCALAR:
@@ -140,9 +167,58 @@ def _to_python(node: yaml.Node) -> Any:
                     key_node.start_mark.line + 1,
                     f"key {key!r} appears twice in the same mapping; keep one",
                 )
-            out[key] = _to_python(value_node)
+            out[key] = _to_python(value_node, depth + 1)
         return out
     raise _YamlProblem(node.start_mark.line + 1, "unsupported YAML node")  # pragma: no cover
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if type(node) is _SEQUENCE:
+        return list(node.value)
+    if type(node) is _MAPPING:
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_aliases(root: yaml.Node) -> _YamlProblem | None:
+    """Refuse a document whose aliases would repeat more than :data:`MAX_ALIAS_NODES` nodes, that
+    nests deeper than :data:`MAX_DEPTH` through them, or whose alias refers to the collection it
+    is inside.
+
+    The composer shares one node per anchor, so the composed graph is as small as the text; the
+    size after expanding every alias is counted on that graph (each shared node once, iteratively)
+    before any Python value is built. (Without aliases the graph is a tree as large as the text:
+    :func:`_to_python` bounds its depth as it goes.)
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_.discard(key)
+            children = _children(node)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = (type(node) is not _SCALAR) + max((depth[id(c)] for c in children), default=0)
+            continue
+        if key in size:
+            continue
+        if key in open_:
+            return _YamlProblem(node.start_mark.line + 1,
+                                "an alias refers to the collection it is inside (a recursive document)")
+        open_.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in size)
+    line = root.start_mark.line + 1
+    repeated = size[id(root)] - len(size)
+    if repeated > MAX_ALIAS_NODES:
+        return _YamlProblem(line, f"aliases would repeat {repeated:,} nodes of this document (at most "
+                                  f"{MAX_ALIAS_NODES:,}): refused before building it; write the values out")
+    if depth[id(root)] > MAX_DEPTH:
+        return _YamlProblem(line, f"the document nests more than {MAX_DEPTH} levels deep")
+    return None
 
 
 def _record_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
@@ -202,7 +278,11 @@ class LazyLines(Mapping[Loc, int]):
 
 def parse_yaml_documents(text: str, file: str) -> Iterator[tuple[Any, int, Mapping[Loc, int]]]:
     """Yield (value, first line, line map) per non-empty document; raise ManifestError on bad YAML."""
+    aliases = "*" in text  # an alias is written '*name': without one, no node is shared
     for index, node in enumerate(_compose(text, file)):
+        refused = _check_aliases(node) if aliases else None
+        if refused is not None:
+            raise ManifestError([Problem(file, refused.line, "", refused.message)])
         try:
             value = _to_python(node)
         except _YamlProblem as exc:
@@ -321,38 +401,154 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def load_manifests(paths: Iterable[str | Path]) -> ManifestSet:
-    """Load and validate every manifest; raise ManifestError listing every problem found."""
+POOL_MIN_BYTES = 1 * 2**20
+"""Below this much YAML the files are parsed in this process (starting workers costs more)."""
+FREEZE_AT = 1000
+"""Manifests from which a load freezes what it allocated (see :func:`load_manifests`)."""
+WORKERS_ENV = "PASSPORT_PARSE_WORKERS"
+"""Environment variable: how many worker processes parse YAML (0: none; default: one per core)."""
+
+Parsed = tuple[str, Any]
+"""("fast" | "reference", [(value, first line)]) or ("problems", [(file, line, field, message)])."""
+
+
+def _parse_reference(text: str, file: str) -> Parsed:
+    try:
+        return "reference", [(value, line) for value, line, _ in parse_yaml_documents(text, file)]
+    except ManifestError as exc:
+        return "problems", [(p.file, p.line, p.field, p.message) for p in exc.problems]
+
+
+def _parse_text(text: str, file: str) -> Parsed:
+    """The fast path's values where it can vouch for them, the reference's otherwise."""
+    docs = fastyaml.parse(text)
+    return ("fast", docs) if docs is not None else _parse_reference(text, file)
+
+
+def _parse_chunk(chunk: list[tuple[str, str]]) -> bytes:
+    """In a worker: parse (file, text) pairs; marshal is the cheapest way back for plain data."""
     with gc_paused():
-        return _load_manifests(paths)
+        return marshal.dumps([_parse_text(text, file) for file, text in chunk])
 
 
-def _load_manifests(paths: Iterable[str | Path]) -> ManifestSet:
+def parse_workers(total_bytes: int, wanted: int | None = None) -> int:
+    """Worker processes for parsing this much YAML: ``wanted`` (else the environment variable
+    :data:`WORKERS_ENV`, else one per usable core, and none below :data:`POOL_MIN_BYTES`); but 0
+    (parse here) while another thread runs, as forking it is unsafe, or where fork does not exist."""
+    configured = os.environ.get(WORKERS_ENV, "").strip()
+    if wanted is None and configured.isdigit():
+        wanted = int(configured)
+    if wanted is None:
+        if total_bytes < POOL_MIN_BYTES:
+            return 0
+        # one per core: this process validates meanwhile, but on a shared machine (CI, other
+        # builds) fewer workers get a smaller share of the cores (measured: 1 worker ~25% slower)
+        wanted = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if wanted < 1 or threading.active_count() > 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return 0
+    return min(wanted, 8)
+
+
+def _parse_all(items: list[tuple[str, str]], workers: int) -> Iterator[Parsed]:
+    """Parsed results in the order of ``items``; with workers, the first chunks arrive while later
+    ones are still being parsed, so validation here overlaps parsing there."""
+    if workers < 1:
+        for file, text in items:
+            yield _parse_text(text, file)
+        return
+    # small chunks: validation here starts after the first one and ends soon after the last
+    target = max(256 * 2**10, sum(len(t) for _, t in items) // (workers * 32))
+    chunks: list[list[tuple[str, str]]] = [[]]
+    size = 0
+    for item in items:
+        if size >= target:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += len(item[1])
+    done = 0
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            for blob in pool.map(_parse_chunk, chunks):
+                for parsed in marshal.loads(blob):  # noqa: S302 - written by our own worker just now
+                    yield parsed
+                    done += 1
+    except BrokenProcessPool:
+        # a worker died (killed, or a crash in a parser's C code): read the rest here with the
+        # reference, which is the path that crash did not come from
+        for file, text in items[done:]:
+            yield _parse_reference(text, file)
+
+
+def load_manifests(paths: Iterable[str | Path], workers: int | None = None) -> ManifestSet:
+    """Load and validate every manifest; raise ManifestError listing every problem found.
+
+    ``workers``: processes that parse the YAML (default: see :func:`parse_workers`; 0 or 1: none).
+    """
+    with gc_paused():
+        loaded = _load_manifests(paths, workers)
+        if len(loaded.agents) + len(loaded.services) >= FREEZE_AT:
+            # Everything allocated while the collector was paused is in its youngest generation,
+            # and the first collection after it resumes would traverse all of it (1.7 s of CPU
+            # for 50,000 manifests) to free nothing: the models live as long as the program.
+            # Freezing moves what is alive now out of the collector's sight instead.
+            gc.freeze()
+        return loaded
+
+
+def _read(path: Path, file: str) -> str | Problem:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return Problem(file, None, "", f"file is {size / 2**20:.1f} MiB; a manifest file may "
+                                           f"have at most {MAX_FILE_BYTES // 2**20} MiB (split it)")
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return Problem(file, None, "", f"cannot read file: {exc}")
+
+
+def _load_manifests(paths: Iterable[str | Path], workers: int | None) -> ManifestSet:
     problems: list[Problem] = []
     agents: list[SourcedAgent] = []
     services: list[SourcedService] = []
     files = discover(paths)
     if not files:
         raise ManifestError([Problem(", ".join(map(str, paths)) or ".", None, "", "no manifest files (*.yaml) found")])
+    items: list[tuple[str, str]] = []
     for path in files:
         file = _display(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(file, None, "", f"cannot read file: {exc}"))
-            continue
-        try:
-            documents = list(parse_yaml_documents(text, file))
-        except ManifestError as exc:
-            problems.extend(exc.problems)
-            continue
-        for value, first_line, lines in documents:
-            problems.extend(_load_document(value, file, first_line, lines, agents, services))
+        text = _read(path, file)
+        if isinstance(text, Problem):
+            problems.append(text)
+        else:
+            items.append((file, text))
+    workers = parse_workers(sum(len(t) for _, t in items), workers)
+    for (file, text), parsed in zip(items, _parse_all(items, workers), strict=True):
+        found = _load_file(parsed, file, text)
+        if found[2] and parsed[0] == "fast":
+            # the fast path never has the last word on a problem: the reference reads the file again
+            found = _load_file(_parse_reference(text, file), file, text)
+        agents.extend(found[0])
+        services.extend(found[1])
+        problems.extend(found[2])
     problems.extend(_duplicates(agents, "Agent"))
     problems.extend(_duplicates(services, "Service"))
     if problems:
         raise ManifestError(problems)
     return ManifestSet(tuple(agents), tuple(services))
+
+
+def _load_file(parsed: Parsed, file: str, text: str,
+               ) -> tuple[list[SourcedAgent], list[SourcedService], list[Problem]]:
+    agents: list[SourcedAgent] = []
+    services: list[SourcedService] = []
+    how, docs = parsed
+    if how == "problems":
+        return agents, services, [Problem(*p) for p in docs]
+    problems: list[Problem] = []
+    for index, (value, first_line) in enumerate(docs):
+        problems.extend(_load_document(value, file, first_line, LazyLines(text, file, index), agents, services))
+    return agents, services, problems
 
 
 def _load_document(
