@@ -43,6 +43,7 @@ from pulumi_policy import (
 from pulumi_policy.proxy import unknown_checking_proxy
 
 from components import PROJECT
+from components.compile import Plans, compile_plans
 from components.config import StackConfig, load_stack_config
 from components.errors import ConfigError, Problem
 from components.manifest.loader import load_manifests
@@ -364,10 +365,18 @@ def load_inputs(stack: str, root: Path) -> tuple[StackConfig, Platform]:
         return cfg, build_platform(cfg, manifests, stack, f"stacks/Pulumi.{stack}.yaml")
 
 
+def load_plans(stack: str, root: Path) -> Plans:
+    """:func:`load_inputs` and the compile step: every problem of the stack (PassportError) at once."""
+    _, platform = load_inputs(stack, root)
+    return compile_plans(platform)
+
+
 def run_check(stack: str, root: Path | None = None, overrides: Mapping[str, Any] | None = None) -> CheckResult:
-    """Validate inputs, run the program under mocks, evaluate the pack, attribute violations."""
+    """Validate inputs (every rule, components.compile), run the program under mocks, evaluate the
+    pack, attribute violations."""
     root = (root or Path.cwd()).resolve()
-    cfg, platform = load_inputs(stack, root)
+    platform = load_plans(stack, root).platform
+    cfg = platform.config
     try:
         graph = run_program(stack, root)
     except (pulumi.RunError, pulumi.ConfigMissingError, pulumi.ConfigTypeError) as exc:

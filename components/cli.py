@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from components.config import list_stacks, load_stack_config
+from components.config import list_stacks, load_stack_config, stack_file
 from components.durations import parse_duration
-from components.errors import PassportError
+from components.errors import ConfigError, ManifestError, PassportError
 from components.manifest.loader import ManifestSet, load_manifests
 from components.platform_model import Platform, build_platform, identity_bom
 
@@ -27,26 +27,49 @@ def load_platform(stack: str, paths: Sequence[str] | None = None) -> Platform:
     """Stack config from ``stacks/``, manifests from ``paths`` (default: the stack's agentsDir)."""
     cfg = load_stack_config(stack)
     manifests = load_manifests(paths or [cfg.agents_dir])
-    return build_platform(cfg, manifests, stack, f"stacks/Pulumi.{stack}.yaml")
+    return build_platform(cfg, manifests, stack, str(stack_file(stack)))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Everything `pulumi up` would refuse, per stack: models, cross-manifest checks, and every
-    renderer's own checks (the program runs the same renderers before registering anything)."""
-    from components.render.artifacts import render_all
+    """Everything `pulumi up` would refuse, for every stack (or --stack) at once: the stack files,
+    the manifests, the cross-manifest rules and every subsystem's rules (components.compile, which
+    the program runs before registering anything); every problem of every stack in one report."""
+    from components.compile import Problems, compile
 
     stacks = args.stack or list_stacks()
-    loaded: dict[tuple[str, ...], ManifestSet] = {}
+    loaded: dict[tuple[str, ...], ManifestSet | None] = {}
+    found = Problems((), ())
     for stack in stacks:
-        cfg = load_stack_config(stack)
+        try:
+            cfg = load_stack_config(stack)
+        except ConfigError as exc:
+            found += Problems(tuple(exc.problems), (str(stack_file(stack)),))
+            continue
         paths = tuple(args.paths or [cfg.agents_dir])
         if paths not in loaded:
-            loaded[paths] = load_manifests(paths)
-        render_all(build_platform(cfg, loaded[paths], stack, f"stacks/Pulumi.{stack}.yaml"))
+            try:
+                loaded[paths] = load_manifests(paths)
+            except ManifestError as exc:
+                found += Problems(tuple(exc.problems), ())
+                loaded[paths] = None
+        manifests = loaded[paths]
+        if manifests is None:
+            continue
+        try:
+            platform = build_platform(cfg, manifests, stack, str(stack_file(stack)))
+        except ManifestError as exc:
+            found += Problems(tuple(exc.problems), ())
+            continue
+        result = compile(platform)
+        if isinstance(result, Problems):
+            found += result
+    if found.problems:
+        raise found.error()
     if not loaded:
         loaded[tuple(args.paths or ["agents"])] = load_manifests(args.paths or ["agents"])
-    agents = {a.name for m in loaded.values() for a in m.agents}
-    services = {s.name for m in loaded.values() for s in m.services}
+    sets = [m for m in loaded.values() if m is not None]
+    agents = {a.name for m in sets for a in m.agents}
+    services = {s.name for m in sets for s in m.services}
     where = f" for stacks {', '.join(stacks)}" if stacks else ""
     print(f"ok: {len(agents)} agents, {len(services)} services valid{where}")
     return EXIT_OK
@@ -135,10 +158,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from components.render.artifacts import render_all, write_artifacts
+    from components.compile import compile_plans
+    from components.render.artifacts import render_plans, write_artifacts
 
-    platform = load_platform(args.stack, args.paths)
-    written, removed = write_artifacts(render_all(platform), Path(args.out))
+    plans = compile_plans(load_platform(args.stack, args.paths))
+    written, removed = write_artifacts(render_plans(plans), Path(args.out))
     print(f"rendered {written} artifacts to {args.out}" + (f" (removed {removed} stale)" if removed else ""))
     return EXIT_OK
 

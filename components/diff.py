@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import pulumi
 
-from components.check import load_inputs
+from components.check import load_inputs, load_plans
 from components.config import load_stack_config
 from components.durations import format_duration, seconds
 from components.errors import ConfigError, ManifestError, Problem
@@ -299,7 +299,7 @@ def compare_graphs(base: Graph | None, head: Graph) -> ResourceDiff:
 
 def run_diff(base_ref: str, stack: str, root: Path | None = None, resources: bool = True) -> StackDiff:
     root = (root or Path.cwd()).resolve()
-    _, head = load_inputs(stack, root)
+    head = load_plans(stack, root).platform
     with tempfile.TemporaryDirectory(prefix="passport-diff-") as tmp:
         project = materialise(base_ref, stack, root, Path(tmp))
         base: Platform | None = None

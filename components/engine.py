@@ -28,7 +28,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from components.config import STACKS_DIR, StackConfig, load_stack_config
+from components.config import StackConfig, load_stack_config, stack_file
 
 Action = Literal["up", "preview", "refresh", "destroy"]
 ACTIONS: tuple[Action, ...] = ("up", "preview", "refresh", "destroy")
@@ -50,11 +50,6 @@ TOOLS_BIN = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "
 # PyPI SDK distribution -> provider plugin name. The engine asks for the plugin version the SDK
 # was generated for, so these versions come from the installed SDKs.
 _SDKS = {"kubernetes": "pulumi-kubernetes", "tls": "pulumi-tls", "vault": "pulumi-vault", "aws": "pulumi-aws"}
-
-
-def stack_file(stack: str) -> str:
-    """The stack's config file, as the user names it."""
-    return str(STACKS_DIR / f"Pulumi.{stack}.yaml")
 
 
 class EngineUnavailable(Exception):
@@ -308,6 +303,7 @@ def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool
     from pulumi import automation as auto
 
     from components.cli import load_platform
+    from components.compile import compile_plans
     from components.errors import PassportError
 
     out, err = out or sys.stdout, err or sys.stderr
@@ -325,11 +321,9 @@ def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool
             print(f"  - {m}", file=err)
         return 3
     try:
-        # Every user error before the engine starts: nothing is half-deployed.
-        platform = load_platform(stack)
-        from components.render.artifacts import render_all
-
-        render_all(platform)
+        # Every user error before the engine starts (every rule of every subsystem, at once):
+        # nothing is half-deployed.
+        platform = compile_plans(load_platform(stack)).platform
     except PassportError as exc:
         print(exc.report(), file=err)
         return 2

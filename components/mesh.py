@@ -24,22 +24,17 @@ import pulumi
 import pulumi_tls as tls
 
 from components.kube import kube_objects
-from components.platform_model import Platform
 from components.render.mesh import (
     LinkerdIdentityProfile,
+    MeshPlan,
     NamespacePlan,
     cert_manager_identity_objects,
-    check_inbound_policy,
     control_plane_namespace,
     issuer_secret,
-    linkerd_identity_profile,
-    mesh_plan,
     namespace_object,
-    shard_objects,
     trust_bundle,
     trust_roots_configmap,
 )
-from components.shard import Scope
 
 # --------------------------------------------------------------------------- identity
 
@@ -49,11 +44,7 @@ class LinkerdIdentityArgs:
     """Inputs of :class:`LinkerdIdentity`."""
 
     profile: LinkerdIdentityProfile
-    """The validated certificate profile (:func:`components.render.mesh.linkerd_identity_profile`)."""
-
-    @staticmethod
-    def from_platform(platform: Platform) -> LinkerdIdentityArgs:
-        return LinkerdIdentityArgs(linkerd_identity_profile(platform.config, platform.config_file))
+    """The validated certificate profile (``MeshPlan.identity`` of :func:`components.compile.compile`)."""
 
 
 class LinkerdIdentity(pulumi.ComponentResource):
@@ -297,11 +288,8 @@ class MeshNamespaceArgs:
     namespace: str
     """The namespace's name."""
     default_inbound_policy: str
-    """``config.linkerd.io/default-inbound-policy`` of the namespace."""
-    strict: bool
-    """The stack is strict: only deny or all-authenticated may be built."""
-    config_file: str
-    """Stack file, for the error a refused policy raises."""
+    """``config.linkerd.io/default-inbound-policy`` of the namespace (a strict stack's plan holds
+    only deny or all-authenticated: :func:`components.config.strict_problems`)."""
     objects: tuple[Mapping[str, Any], ...] = ()
     """Rendered ``policy.linkerd.io`` objects in this namespace."""
     agents: tuple[str, ...] = ()
@@ -310,12 +298,10 @@ class MeshNamespaceArgs:
     """Called services whose pods run here."""
 
     @staticmethod
-    def from_plan(plan: NamespacePlan, platform: Platform) -> MeshNamespaceArgs:
+    def from_plan(plan: NamespacePlan) -> MeshNamespaceArgs:
         return MeshNamespaceArgs(
             namespace=plan.namespace,
             default_inbound_policy=plan.default_inbound_policy,
-            strict=platform.config.is_strict,
-            config_file=platform.config_file,
             objects=plan.objects,
             agents=plan.agents,
             services=plan.services,
@@ -331,9 +317,6 @@ class MeshNamespace(pulumi.ComponentResource):
     """The Namespace object: what other components' objects in this namespace are created after."""
 
     def __init__(self, name: str, args: MeshNamespaceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        # Guard before anything is registered: a strict stack never builds an unauthenticated default,
-        # whatever path the args came from (the stack-config check refuses it earlier too).
-        check_inbound_policy(args.default_inbound_policy, args.strict, args.config_file)
         for obj in args.objects:
             if obj["metadata"].get("namespace") != args.namespace:
                 raise ValueError(f"{obj['kind']} {obj['metadata']['name']} is not in namespace {args.namespace}")
@@ -346,13 +329,12 @@ class MeshNamespace(pulumi.ComponentResource):
                                "services": list(args.services)})
 
 
-def mesh_namespace_args(platform: Platform, scope: Scope = "all") -> list[MeshNamespaceArgs]:
-    """One MeshNamespaceArgs per meshed namespace (none for a shard); raises ManifestError before
-    anything is registered."""
-    plan = mesh_plan(platform, scope)
+def mesh_namespace_args(plan: MeshPlan) -> list[MeshNamespaceArgs]:
+    """One MeshNamespaceArgs per meshed namespace of a validated plan (none for a shard); logs the
+    plan's warnings."""
     for warning in plan.warnings:
         pulumi.log.warn(warning)
-    return [MeshNamespaceArgs.from_plan(ns, platform) for ns in plan.namespaces]
+    return [MeshNamespaceArgs.from_plan(ns) for ns in plan.namespaces]
 
 
 # --------------------------------------------------------------------------- a shard's callers
@@ -363,11 +345,11 @@ class MeshCallersArgs:
     """Inputs of :class:`MeshCallers`."""
 
     objects: tuple[Mapping[str, Any], ...]
-    """A shard's rendered policy objects (:func:`components.render.mesh.shard_objects`)."""
+    """A shard's rendered policy objects (``MeshPlan.shard_objects``)."""
 
     @staticmethod
-    def from_platform(platform: Platform) -> MeshCallersArgs:
-        return MeshCallersArgs(tuple(shard_objects(platform)))
+    def from_plan(plan: MeshPlan) -> MeshCallersArgs:
+        return MeshCallersArgs(plan.shard_objects)
 
 
 class MeshCallers(pulumi.ComponentResource):

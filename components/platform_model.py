@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from components.config import StackConfig
+from components.config.spire import ca_rotation_problem
 from components.durations import seconds
 from components.errors import ManifestError, Problem
 from components.gcpause import gc_paused
@@ -480,10 +481,9 @@ def _agent_problems(a: SourcedAgent, cfg: StackConfig, services: dict[str, Sourc
         out.append(_problem(a, ("spec", "identity", "x509SvidTtl"),
                             f"{spec.identity.x509_svid_ttl} is above this stack's limit of {lim.max_x509_svid_ttl} "
                             f"(limits.maxX509SvidTtl in {cfg.environment}); shorten it"))
-    if x509 * 6 > seconds(cfg.spire.ca_ttl):
-        out.append(_problem(a, ("spec", "identity", "x509SvidTtl"),
-                            f"{spec.identity.x509_svid_ttl} is above caTtl/6 ({cfg.spire.ca_ttl}/6): SPIRE could "
-                            "not rotate its CA before the SVID expires"))
+    rotation = ca_rotation_problem(spec.identity.x509_svid_ttl, cfg.spire.ca_ttl)
+    if rotation is not None:
+        out.append(_problem(a, ("spec", "identity", "x509SvidTtl"), rotation))
     if seconds(spec.identity.jwt_svid_ttl) > seconds(lim.max_jwt_svid_ttl):
         out.append(_problem(a, ("spec", "identity", "jwtSvidTtl"),
                             f"{spec.identity.jwt_svid_ttl} is above this stack's limit of {lim.max_jwt_svid_ttl}"))

@@ -1,4 +1,4 @@
-"""The Pulumi program: stack config + manifests -> validated Platform -> AgentPassport.
+"""The Pulumi program: stack config + manifests -> Platform -> validated Plans -> AgentPassport.
 
 Every user error is found before the first resource is registered and reported as a
 ``pulumi.RunError`` (file, field, reason; no traceback), so nothing is half-deployed.
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pulumi
 
+from components.compile import compile_plans
 from components.config import NAMESPACE, StackConfig, build_stack_config, config_from_runtime
 from components.errors import PassportError
 from components.kube import adopt, skip_await
@@ -17,7 +18,6 @@ from components.manifest.loader import load_manifests
 from components.platform import AgentPassport, AgentPassportArgs
 from components.platform_model import Platform, build_platform, identity_bom
 from components.providers import stack_providers
-from components.render.artifacts import render_all
 
 
 def config_keys() -> list[str]:
@@ -40,16 +40,16 @@ def main(root: Path | None = None, adopt_orphans: bool = False) -> None:
     stack = pulumi.get_stack()
     try:
         platform = load_platform(stack, root or Path.cwd())
-        # Every renderer validates what it renders: running them all first surfaces every
-        # user error before the first resource is registered (no partial deployment).
-        render_all(platform)
+        # Every rule of every subsystem runs here, once: every user error surfaces before the
+        # first resource is registered (no partial deployment), and the components take the plans.
+        plans = compile_plans(platform)
         transformations: list[pulumi.ResourceTransformation] = (
             [skip_await] if platform.config.kubernetes.skip_await else [])
         if adopt_orphans:
             transformations.append(adopt)
         passport = AgentPassport(
             "agent-passport",
-            AgentPassportArgs(platform=platform),
+            AgentPassportArgs(plans=plans),
             pulumi.ResourceOptions(providers=stack_providers(platform.config), transformations=transformations),
         )
     except PassportError as exc:

@@ -28,7 +28,6 @@ from components.render.trust import (
     join_pems,
     last_pem_block,
     spire_upstream_policy,
-    trust_profile,
 )
 
 # --------------------------------------------------------------------------- component
@@ -40,6 +39,8 @@ class TrustDomainArgs:
 
     platform: Platform
     """The validated platform; only ``platform.config`` (trust section, trust domain) is read."""
+    profile: TrustProfile
+    """The validated certificate profile (``Plans.trust``)."""
 
 
 class TrustDomain(pulumi.ComponentResource):
@@ -66,7 +67,7 @@ class TrustDomain(pulumi.ComponentResource):
     def __init__(self, name: str, args: TrustDomainArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:trust:TrustDomain", name, None, opts)
         platform = args.platform
-        self.profile = trust_profile(platform.config, platform.config_file)
+        self.profile = args.profile
         self.upstream_key_pem = None
         self.aws_pca_arn = None
         self.vault_pki_mount = None

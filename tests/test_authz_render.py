@@ -20,7 +20,13 @@ from components.mockrun import CapturingMonitor, Graph, PassportMocks
 from components.platform_model import Platform
 from components.render import rego
 from components.render.artifacts import render_all
-from components.render.authz import authz_artifacts, gateway_objects, opa_config, validate_authz
+from components.render.authz import (
+    authz_artifacts,
+    compile_authz,
+    gateway_objects,
+    opa_config,
+    validate_authz,
+)
 from tests.conftest import ROOT
 from tests.test_rego_policy import SYNTHETIC, repo_platform, synthetic_platform
 
@@ -33,9 +39,10 @@ def run_gateway(platform: Platform, service: str) -> tuple[Graph, dict[str, Any]
     set_root_resource(None)  # type: ignore[arg-type]
     pmocks.set_mocks(monitor.mocks, project="agent-passport", stack="dev", preview=False, monitor=monitor)
     holder: dict[str, AuthzGateway] = {}
+    gateway = compile_authz(platform).gateway(service)  # ValueError: not a gateway service
 
     def program() -> None:
-        holder["gw"] = AuthzGateway(f"authz-{service}", AuthzGatewayArgs(platform=platform, service=service))
+        holder["gw"] = AuthzGateway(f"authz-{service}", AuthzGatewayArgs(gateway=gateway))
 
     _sync_await(run_pulumi_func(program))
     gw = holder["gw"]

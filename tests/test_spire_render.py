@@ -571,7 +571,6 @@ def test_valid_stacks_have_no_problems() -> None:
             "agent-passport:spire.defaultJwtSvidTtl",
             "limits.maxJwtSvidTtl (15m)",
         ),
-        ({"spire": {"caTtl": "1h"}}, "agent-passport:spire.defaultX509SvidTtl", "caTtl/6"),
         ({"spire": {"replicas": 2}}, "agent-passport:spire.replicas", "need datastore postgres"),
         ({"spire": {"datastore": "postgres"}}, "agent-passport:spire.datastoreConnectionSecret", "connection string"),
         ({"spire": {"jwtIssuer": "oidc.example"}}, "agent-passport:spire.jwtIssuer", "not an absolute URL"),

@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from components.config import authz as authz_config
@@ -29,7 +30,7 @@ from components.platform_model import Platform
 from components.render import envoy, rego
 from components.render.artifacts import Artifact, kubernetes_artifacts
 from components.render.yamlout import dump_json, dump_yaml
-from components.shard import stack_scope
+from components.shard import Scope, stack_scope
 
 SUBSYSTEM = "authz"
 OPA_DIAGNOSTIC_PORT = authz_config.OPA_DIAGNOSTIC_PORT
@@ -53,7 +54,14 @@ DATA_DIR = "/data"
 
 
 def validate_authz(platform: Platform) -> None:
-    """Raise ManifestError listing every manifest problem that would break a gateway.
+    """Raise ManifestError listing every manifest problem that would break a gateway."""
+    problems = authz_problems(platform)
+    if problems:
+        raise ManifestError(problems)
+
+
+def authz_problems(platform: Platform) -> list[Problem]:
+    """Every manifest problem that would break a gateway.
 
     (The stack config's own rule, a gateway port clear of the pod's internal ports, is
     checked when the config loads: :class:`components.config.authz.AuthzConfig`.)
@@ -68,8 +76,7 @@ def validate_authz(platform: Platform) -> None:
                 f"'gw-<name>', which must fit a 63-character DNS label: shorten the name to at "
                 "most 60 characters (or set spec.gateway: false)",
             ))
-    if problems:
-        raise ManifestError(problems)
+    return problems
 
 
 # --------------------------------------------------------------------------- objects
@@ -333,15 +340,69 @@ def gateway_objects(platform: Platform, service: SourcedService) -> list[dict[st
     return objects
 
 
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    """One gateway: its service, names and identity, and every Kubernetes object, in apply order."""
+
+    service: SourcedService
+    identity: GatewayIdentity
+    objects: tuple[dict[str, Any], ...]
+    address: str
+    """Where agents send requests: ``gw-<service>.<namespace>.svc:<port>`` (mTLS)."""
+    principals: tuple[str, ...]
+    """SPIFFE IDs with a data entry (active agents granted calls to the service), sorted."""
+
+
+@dataclass(frozen=True)
+class AuthzPlan:
+    """The Envoy + OPA gateways of a stack, validated (:func:`compile_authz`): every gateway (a
+    standalone or base stack), or a shard's data ConfigMaps for the base's gateways."""
+
+    scope: Scope
+    gateways: tuple[GatewayPlan, ...]
+    shard_configmaps: tuple[dict[str, Any], ...]
+
+    def gateway(self, service: str) -> GatewayPlan:
+        found = next((g for g in self.gateways if g.service.name == service), None)
+        if found is None:
+            raise ValueError(
+                f"{service!r} is not a gateway service (spec.gateway: true and called by an active agent)")
+        return found
+
+
+def compile_authz(platform: Platform) -> AuthzPlan:
+    """The gateways of a stack; raises ManifestError listing every problem first."""
+    validate_authz(platform)
+    scope = stack_scope(platform.config)
+    if scope == "agents":  # a shard deploys only its data ConfigMaps
+        return AuthzPlan(scope, (), tuple(shard_data_configmaps(platform)))
+    port = platform.config.authz.gateway_port
+    gateways = []
+    for svc in rego.gateway_services(platform):
+        gw = envoy.gateway_of(platform, svc)
+        gateways.append(GatewayPlan(
+            service=svc, identity=gw, objects=tuple(gateway_objects(platform, svc)),
+            address=f"{gw.name}.{gw.namespace}.svc:{port}",
+            principals=tuple(sorted(rego.service_principals(platform, svc.name))),
+        ))
+    return AuthzPlan(scope, tuple(gateways), ())
+
+
 # --------------------------------------------------------------------------- artifacts
 
 
 def authz_artifacts(platform: Platform) -> Iterable[Artifact]:
-    """``envoy/<service>.yaml``, ``rego/*`` and ``kubernetes/authz/*`` (when authz is on)."""
+    """The authz artifacts of a stack, validated first (nothing when authz is off)."""
     if not platform.config.subsystems.authz:
         return []
-    validate_authz(platform)
-    services = rego.gateway_services(platform)
+    return plan_artifacts(platform, compile_authz(platform))
+
+
+def plan_artifacts(platform: Platform, plan: AuthzPlan) -> list[Artifact]:
+    """``envoy/<service>.yaml``, ``rego/*`` and ``kubernetes/authz/*``."""
     out = [
         Artifact("rego/policy.rego", rego.POLICY),
         Artifact("rego/mask.rego", rego.MASK_POLICY),
@@ -350,9 +411,9 @@ def authz_artifacts(platform: Platform) -> Iterable[Artifact]:
         Artifact(f"rego/{rego.REVOCATIONS_FILE}", dump_json(rego.revocation_document())),
         Artifact("rego/policy_test.rego", rego.render_tests(rego.rego_cases(platform))),
     ]
-    if stack_scope(platform.config) == "agents":  # a shard deploys only its data ConfigMaps
-        return out + kubernetes_artifacts(SUBSYSTEM, shard_data_configmaps(platform))
-    for svc in services:
-        out.append(Artifact(f"envoy/{svc.name}.yaml", dump_yaml(envoy.envoy_bootstrap(platform, svc))))
-        out.extend(kubernetes_artifacts(SUBSYSTEM, gateway_objects(platform, svc)))
+    if plan.scope == "agents":  # a shard deploys only its data ConfigMaps
+        return out + kubernetes_artifacts(SUBSYSTEM, plan.shard_configmaps)
+    for gw in plan.gateways:
+        out.append(Artifact(f"envoy/{gw.service.name}.yaml", dump_yaml(envoy.envoy_bootstrap(platform, gw.service))))
+        out.extend(kubernetes_artifacts(SUBSYSTEM, gw.objects))
     return out

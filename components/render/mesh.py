@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from components.config import NAMESPACE, StackConfig
 from components.durations import seconds
-from components.errors import ConfigError, ManifestError, Problem
+from components.errors import ConfigError, ManifestError, Problem, input_error
 from components.identity import GatewayIdentity
 from components.manifest.loader import SourcedService
 from components.platform_model import Platform, ResolvedAgent
@@ -55,7 +55,8 @@ MAX_RULES_PER_ROUTE = 16
 
 INJECT_ANNOTATION = "linkerd.io/inject"
 DEFAULT_INBOUND_POLICY_ANNOTATION = "config.linkerd.io/default-inbound-policy"
-STRICT_INBOUND_POLICIES = ("deny", "all-authenticated")
+# A strict stack builds namespaces only with STRICT_INBOUND_POLICIES (components.config.mesh):
+# the stack configuration refuses any other default before anything is planned.
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "agent-passport"
@@ -197,6 +198,10 @@ def linkerd_identity_profile(cfg: StackConfig, file: str = "stack configuration"
     problems = linkerd_identity_problems(cfg, file)
     if problems:
         raise ConfigError(problems)
+    return _identity_profile(cfg)
+
+
+def _identity_profile(cfg: StackConfig) -> LinkerdIdentityProfile:
     m = cfg.mesh
     return LinkerdIdentityProfile(
         control_plane_namespace=m.control_plane_namespace,
@@ -352,21 +357,6 @@ def issuer_secret(namespace: str, crt: V, key: V, ca: V) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- namespaces
-
-
-def inbound_policy_problem(policy: str, strict: bool, file: str) -> Problem | None:
-    """A strict stack may only build namespaces whose default admits authenticated traffic at most."""
-    if strict and policy not in STRICT_INBOUND_POLICIES:
-        return Problem(file, None, f"{NAMESPACE}:mesh.defaultInboundPolicy",
-                       f"{policy!r} lets unauthenticated or cluster-wide traffic in; strict stacks build "
-                       f"mesh namespaces only with {' or '.join(STRICT_INBOUND_POLICIES)}")
-    return None
-
-
-def check_inbound_policy(policy: str, strict: bool, file: str) -> None:
-    problem = inbound_policy_problem(policy, strict, file)
-    if problem is not None:
-        raise ConfigError([problem])
 
 
 def namespace_object(namespace: str, default_inbound_policy: str) -> dict[str, Any]:
@@ -544,8 +534,15 @@ class NamespacePlan:
 
 @dataclass(frozen=True)
 class MeshPlan:
+    """Linkerd's part of a stack, validated: the meshed namespaces and their policy objects, and
+    (:func:`compile_mesh`) the identity profile, or a shard's own policy objects."""
+
     namespaces: tuple[NamespacePlan, ...]
     warnings: tuple[str, ...] = field(default=())
+    identity: LinkerdIdentityProfile | None = None
+    """The trust anchor + issuer profile (stacks that deploy the shared pieces; None in a shard)."""
+    shard_objects: tuple[dict[str, Any], ...] = ()
+    """A shard's policy objects (:func:`shard_objects`), in the base stack's namespaces."""
 
     def objects(self) -> list[dict[str, Any]]:
         """Every namespace and policy object, in a stable order."""
@@ -769,32 +766,62 @@ def shard_objects(platform: Platform) -> list[dict[str, Any]]:
     """
     plan = mesh_plan(platform, "agents")  # validation and the duplicate-name check
     assert not plan.namespaces
+    return _shard_objects(platform)
+
+
+def _shard_objects(platform: Platform) -> list[dict[str, Any]]:
     callers = _callers(platform.agents)
     out = [o for svc in platform.services if svc.name in callers
            for o in service_objects(platform, svc, callers[svc.name], "agents")]
     return sorted(out, key=lambda o: (o["metadata"]["namespace"], *_order(o)))
 
 
-def mesh_objects(platform: Platform) -> list[dict[str, Any]]:
-    """The control-plane namespace, every meshed namespace and its policy objects (deterministic).
+def compile_mesh(platform: Platform) -> MeshPlan:
+    """Linkerd's plan of a stack; raises every problem at once (the identity profile's stack
+    problems and the manifests' alike)."""
+    cfg, file = platform.config, platform.config_file
+    scope = stack_scope(cfg)
+    problems = linkerd_identity_problems(cfg, file) if deploys_shared(scope) else []
+    try:
+        plan = mesh_plan(platform, scope)
+    except ManifestError as exc:
+        raise input_error([*problems, *exc.problems], [file]) from None
+    if problems:
+        raise input_error(problems, [file])
+    if not deploys_shared(scope):
+        return MeshPlan((), plan.warnings, None, tuple(_shard_objects(platform)))
+    return MeshPlan(plan.namespaces, plan.warnings, _identity_profile(cfg))
+
+
+def plan_objects(plan: MeshPlan) -> list[dict[str, Any]]:
+    """The control-plane namespace, every meshed namespace and its policy objects (deterministic);
+    a shard's policy objects.
 
     The trust roots ConfigMap and issuer Secret hold certificates generated at deploy time, so
     they are not part of the reviewed render; their shape is :func:`trust_roots_configmap` and
     :func:`issuer_secret`. With anchorCustody cert-manager, the cert-manager and trust-manager
     objects that make them in the cluster are part of it.
     """
-    scope = stack_scope(platform.config)
-    if not deploys_shared(scope):
-        return shard_objects(platform)
-    profile = linkerd_identity_profile(platform.config, platform.config_file)
+    profile = plan.identity
+    if profile is None:
+        return list(plan.shard_objects)
     identity = cert_manager_identity_objects(profile) if profile.custody == "cert-manager" else []
-    return [control_plane_namespace(profile), *identity, *mesh_plan(platform, scope).objects()]
+    return [control_plane_namespace(profile), *identity, *plan.objects()]
+
+
+def mesh_objects(platform: Platform) -> list[dict[str, Any]]:
+    """:func:`plan_objects` of the stack's validated plan."""
+    return plan_objects(compile_mesh(platform))
 
 
 def mesh_artifacts(platform: Platform) -> list[Artifact]:
     """``kubernetes/mesh/*.yaml`` for ``passport render`` (nothing when subsystems.mesh is off)."""
-    from components.render.artifacts import kubernetes_artifacts
-
     if not platform.config.subsystems.mesh:
         return []
-    return kubernetes_artifacts("mesh", mesh_objects(platform))
+    return plan_artifacts(compile_mesh(platform))
+
+
+def plan_artifacts(plan: MeshPlan) -> list[Artifact]:
+    from components.render.artifacts import kubernetes_artifacts
+
+    return kubernetes_artifacts("mesh", plan_objects(plan))

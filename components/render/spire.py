@@ -27,12 +27,13 @@ Only ``platform.active_agents`` get registrations: a suspended agent has none.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
 from components.config import NAMESPACE, StackConfig
 from components.durations import seconds
-from components.errors import ConfigError, ManifestError, Problem
+from components.errors import Problem, input_error
 from components.platform_model import Platform, ResolvedAgent
 from components.render.yamlout import dump_json, dump_yaml
 from components.shard import Scope, deploys_agents, deploys_shared, stack_scope
@@ -184,17 +185,8 @@ def spire_problems(platform: Platform) -> list[Problem]:
             "spire.defaultX509SvidTtl",
             f"{sp.default_x509_svid_ttl} is above limits.maxX509SvidTtl ({cfg.limits.max_x509_svid_ttl})",
         )
-    if seconds(sp.default_x509_svid_ttl) * 6 > seconds(sp.ca_ttl):
-        cp(
-            "spire.defaultX509SvidTtl",
-            f"{sp.default_x509_svid_ttl} is above caTtl/6 ({sp.ca_ttl}/6), SPIRE's rotation limit",
-        )
-    if cfg.trust.upstream != "spire" and seconds(sp.ca_ttl) >= seconds(cfg.trust.intermediate_lifetime):
-        cp(
-            "spire.caTtl",
-            f"{sp.ca_ttl} is not shorter than trust.intermediateLifetime "
-            f"({cfg.trust.intermediate_lifetime}): SPIRE's CA must expire before the upstream that signs it",
-        )
+    # caTtl/6 and caTtl < trust.intermediateLifetime are stack-config rules
+    # (components.config.lifetime_problems): they refuse the stack before anything renders.
     if sp.replicas > 1 and sp.datastore != "postgres":
         cp("spire.replicas", f"{sp.replicas} replicas need datastore postgres: sqlite3 cannot be shared")
     if sp.datastore == "postgres" and sp.datastore_connection_secret is None:
@@ -236,13 +228,10 @@ def _agent_problems(platform: Platform, agent: ResolvedAgent) -> list[Problem]:
 
 
 def check(platform: Platform) -> None:
-    """Raise ConfigError / ManifestError (stack problems first) if :func:`spire_problems` finds any."""
+    """Raise every problem :func:`spire_problems` finds (ConfigError, ManifestError, or both: InputError)."""
     problems = spire_problems(platform)
-    stack = [p for p in problems if p.file == platform.config_file]
-    if stack:
-        raise ConfigError(stack)
     if problems:
-        raise ManifestError(problems)
+        raise input_error(problems, [platform.config_file])
 
 
 # --------------------------------------------------------------------------- server.conf
@@ -1271,25 +1260,84 @@ def registration_objects(platform: Platform, scope: Scope = "all") -> list[dict[
     return out + (platform_registrations(platform) if deploys_shared(scope) else [])
 
 
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class AgentRegistrations:
+    """One active agent's registration objects."""
+
+    agent: str
+    spiffe_id: str
+    objects: tuple[dict[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class SpirePlan:
+    """Everything SPIRE deploys for one stack, validated (:func:`compile_spire`).
+
+    The server, webhook and agent objects exist for stacks that deploy the shared pieces (not a
+    shard); registrations are planned for every active agent and for the platform itself, and each
+    consumer takes those of its scope (:func:`components.shard.deploys_agents` / ``deploys_shared``).
+    """
+
+    config: StackConfig
+    config_file: str
+    scope: Scope
+    server_objects: tuple[dict[str, Any], ...]
+    webhook_objects: tuple[dict[str, Any], ...]
+    agent_objects: tuple[dict[str, Any], ...]
+    agent_registrations: tuple[AgentRegistrations, ...]
+    platform_registrations: tuple[dict[str, Any], ...]
+
+    def registration_objects(self, scope: Scope | None = None) -> list[dict[str, Any]]:
+        """Agents' registrations in name order, then the platform's own, as ``scope`` deploys them."""
+        scope = self.scope if scope is None else scope
+        out = [o for r in self.agent_registrations for o in r.objects] if deploys_agents(scope) else []
+        return out + (list(self.platform_registrations) if deploys_shared(scope) else [])
+
+
+def compile_spire(platform: Platform) -> SpirePlan:
+    """The SPIRE plan of a stack; raises every problem :func:`spire_problems` finds."""
+    check(platform)
+    scope = stack_scope(platform.config)
+    shared = deploys_shared(scope)
+    return SpirePlan(
+        config=platform.config,
+        config_file=platform.config_file,
+        scope=scope,
+        server_objects=tuple(server_objects(platform)) if shared else (),
+        webhook_objects=tuple(webhook_objects(platform)) if shared else (),
+        agent_objects=tuple(agent_objects(platform)) if shared else (),
+        agent_registrations=tuple(
+            AgentRegistrations(a.name, a.identity.spiffe_id, tuple(agent_registrations(platform, a)))
+            for a in platform.active_agents),
+        platform_registrations=tuple(platform_registrations(platform)),
+    )
+
+
 # --------------------------------------------------------------------------- artifacts
 
 
 def spire_artifacts(platform: Platform) -> list[Any]:
+    """The SPIRE artifacts of a stack (validated first); nothing when subsystems.spire is off."""
+    if not platform.config.subsystems.spire:
+        return []
+    return plan_artifacts(platform, compile_spire(platform))
+
+
+def plan_artifacts(platform: Platform, plan: SpirePlan) -> list[Any]:
     """``spire/server.conf``, ``spire/agent.conf``, ``spire/oidc-discovery-provider.conf`` and
     ``kubernetes/spire/*.yaml`` (objects holding deploy-time secrets/ARNs are not rendered)."""
     from components.render.artifacts import Artifact, kubernetes_artifacts
 
-    if not platform.config.subsystems.spire:
-        return []
-    check(platform)
-    scope = stack_scope(platform.config)
-    if not deploys_shared(scope):  # a shard: its agents' registrations only
-        return kubernetes_artifacts("spire", registration_objects(platform, scope))
+    if not deploys_shared(plan.scope):  # a shard: its agents' registrations only
+        return kubernetes_artifacts("spire", plan.registration_objects())
     objects = [
-        *server_objects(platform),
-        *webhook_objects(platform),
-        *agent_objects(platform),
-        *registration_objects(platform, scope),
+        *plan.server_objects,
+        *plan.webhook_objects,
+        *plan.agent_objects,
+        *plan.registration_objects(),
     ]
     return [
         Artifact("spire/server.conf", dump_json(server_config(platform))),
