@@ -4,7 +4,7 @@ The real ``__main__.py`` runs under Pulumi's mocks (:func:`components.mockrun.ru
 every captured resource becomes a public ``pulumi_policy`` argument object
 (``ResourceValidationArgs`` per resource, one ``StackValidationArgs`` with every resource, the
 Stack resource carrying the stack outputs as the engine gives them) and each policy of
-``policy-packs/no-static-credentials/policies.py`` — the very objects the pack's
+``policy-packs/no-static-credentials/policies/`` — the very objects the pack's
 ``__main__.py`` serves to ``pulumi preview --policy-pack`` — validates them directly. No
 engine, no backend, no cloud credentials, no network.
 
@@ -70,11 +70,15 @@ Policy = ResourceValidationPolicy | StackValidationPolicy
 
 @cache
 def load_pack() -> ModuleType:
-    """Import the pack's ``policies.py`` (its folder is not a Python package name)."""
+    """Import the pack's ``policies`` package (its folder is not a Python package name, so it is
+    loaded from its path; ``__main__.py`` imports it as ``policies``, with the pack's folder on
+    ``sys.path``)."""
     name = "agentpassport_policies"
-    spec = importlib.util.spec_from_file_location(name, PACK_DIR / "policies.py")
-    if spec is None or spec.loader is None:  # pragma: no cover - the file ships with the repo
-        raise ImportError(f"cannot load {PACK_DIR / 'policies.py'}")
+    package = PACK_DIR / "policies"
+    spec = importlib.util.spec_from_file_location(name, package / "__init__.py",
+                                                  submodule_search_locations=[str(package)])
+    if spec is None or spec.loader is None:  # pragma: no cover - the package ships with the repo
+        raise ImportError(f"cannot load {package}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
