@@ -34,6 +34,21 @@ from components.errors import ManifestError, Problem, input_error
 from components.identity import GatewayIdentity
 from components.manifest.loader import SourcedService
 from components.platform_model import Platform, ResolvedAgent
+from components.render.mesh.identity import (
+    CA_USES,
+    Custody,
+    LinkerdIdentityProfile,
+    V,
+    _identity_profile,
+    anchor_custody,
+    cert_manager_identity_objects,
+    control_plane_namespace,
+    issuer_secret,
+    linkerd_identity_problems,
+    linkerd_identity_profile,
+    trust_bundle,
+    trust_roots_configmap,
+)
 from components.render.mesh.names import (
     AUTHORIZATION_POLICY_API,
     DEFAULT_INBOUND_POLICY_ANNOTATION,
@@ -54,23 +69,6 @@ from components.render.mesh.names import (
     TRUST_ROOTS_CONFIGMAP,
     TRUST_ROOTS_KEY,
 )
-from components.shard import Scope, deploys_agents, deploys_shared, stack_scope
-
-from components.render.mesh.identity import (
-    CA_USES,
-    Custody,
-    LinkerdIdentityProfile,
-    V,
-    _identity_profile,
-    anchor_custody,
-    cert_manager_identity_objects,
-    control_plane_namespace,
-    issuer_secret,
-    linkerd_identity_problems,
-    linkerd_identity_profile,
-    trust_bundle,
-    trust_roots_configmap,
-)
 from components.render.mesh.policy import (
     RouteMatch,
     _digest,
@@ -81,6 +79,7 @@ from components.render.mesh.policy import (
     namespace_object,
     server,
 )
+from components.shard import Scope, deploys_agents, deploys_shared, stack_scope
 
 if TYPE_CHECKING:
     from components.render.artifacts import Artifact
