@@ -641,6 +641,35 @@ def test_logstash_variant_renders_the_same_mapping() -> None:
         assert needle in conf
 
 
+def test_both_log_pipelines_rename_fields_from_one_table() -> None:
+    """The ingest pipeline and the Logstash filter (a template file) take every field rename
+    from FIELD_RENAMES, in its order; the Logstash filter leaves out only what the table says."""
+    from components.render.observe.logs import FIELD_RENAMES, RAW
+
+    platform = _platform("prod", logs={"kind": "logstash"})
+    processors = ob.ingest_pipeline(platform)["processors"]
+    renames = [(p["rename"]["field"], p["rename"]["target_field"]) for p in processors if "rename" in p]
+    conf = ob.logstash_config(platform)
+    for dataset, table in FIELD_RENAMES.items():
+        expected = [(f"{RAW}.{r.source}", r.target) for r in table]
+        assert any(renames[i:i + len(expected)] == expected for i in range(len(renames))), dataset
+        lines = [f'"{_ref(f"{RAW}.{r.source}")}" => "{_ref(r.target)}"' for r in table if r.logstash]
+        positions = [conf.index(line) for line in lines]
+        assert positions == sorted(positions), dataset
+    kept = {(r.source, r.target) for table in FIELD_RENAMES.values() for r in table if r.logstash}
+    for r in (r for table in FIELD_RENAMES.values() for r in table if not r.logstash):
+        if (r.source, r.target) not in kept:
+            assert f'"{_ref(f"{RAW}.{r.source}")}" => "{_ref(r.target)}"' not in conf
+    template = ROOT / "components" / "render" / "templates" / "logstash.conf.j2"
+    assert template.is_file() and "rename => {" in template.read_text(encoding="utf-8")
+    assert "=> \"[agentpassport][vault][log_type]\"" not in template.read_text(encoding="utf-8")  # from the table
+
+
+def _ref(dotted: str) -> str:
+    parts = dotted.split(".")
+    return parts[0] if len(parts) == 1 else "".join(f"[{p}]" for p in parts)
+
+
 # --------------------------------------------------------------------------- anomaly rules
 
 

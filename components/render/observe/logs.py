@@ -5,7 +5,10 @@ or Logstash).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
+
+import jinja2
 
 from components.platform_model import Platform
 from components.render.observe.common import ECS_VERSION
@@ -20,6 +23,80 @@ def _proc(kind: str, cond: str | None = None, **body: Any) -> dict[str, Any]:
 
 
 RAW = "agentpassport.raw"
+"""Where both pipelines put the parsed JSON log line; removed once mapped."""
+
+
+@dataclass(frozen=True)
+class Rename:
+    """One field moved from the raw log line (``agentpassport.raw.<source>``) to its ECS field."""
+
+    source: str
+    """Dotted path in the raw log line."""
+    target: str
+    """Dotted ECS (or ``agentpassport.*``) field."""
+    logstash: bool = True
+    """False: only the ingest pipeline maps it (the Logstash filter leaves it out)."""
+
+
+FIELD_RENAMES: dict[str, tuple[Rename, ...]] = {
+    # Vault audit device (file/socket JSON)
+    "vault.audit": (
+        Rename("type", "agentpassport.vault.log_type"),
+        Rename("request.path", "url.path"),
+        Rename("request.operation", "agentpassport.vault.operation"),
+        Rename("request.remote_address", "source.ip"),
+        Rename("request.id", "agentpassport.vault.request_id"),
+        Rename("auth.metadata.role", "agentpassport.vault.role"),
+        Rename("auth.display_name", "user.name"),
+        Rename("response.data.username", "agentpassport.database.user"),
+        Rename("error", "error.message"),
+        Rename("request.headers.traceparent", "agentpassport.traceparent"),
+    ),
+    # OPA decision logs (opa-envoy-plugin, console or HTTP upload)
+    "opa.decision": (
+        Rename("decision_id", "event.id"),
+        Rename("input.attributes.source.principal", "spiffe_id"),
+        Rename("input.attributes.destination.principal", "agentpassport.destination.spiffe_id"),
+        Rename("input.attributes.source.address.socketAddress.address", "source.ip"),
+        Rename("input.attributes.request.http.method", "http.request.method"),
+        Rename("input.parsed_path", "agentpassport.opa.parsed_path", logstash=False),
+        Rename("input.attributes.request.http.path", "url.original"),
+        Rename("input.attributes.request.http.headers.traceparent", "agentpassport.traceparent"),
+        Rename("input.attributes.request.http.headers.x-request-id", "http.request.id"),
+    ),
+    # Envoy gateway access log (the ingest pipeline only: the Logstash filter has no Envoy branch)
+    "envoy.access": (
+        Rename("spiffe_id", "spiffe_id", logstash=False),
+        Rename("method", "http.request.method", logstash=False),
+        Rename("path", "url.original", logstash=False),
+        Rename("status", "http.response.status_code", logstash=False),
+        Rename("request_id", "http.request.id", logstash=False),
+        Rename("authz_reason", "event.reason", logstash=False),
+    ),
+    # SPIRE server and agent logs (log_format json); "msg" becomes "message" (overriding it)
+    "spire": (
+        Rename("spiffe_id", "spiffe_id"),
+        Rename("entry_id", "agentpassport.spire.entry_id"),
+        Rename("level", "log.level"),
+        Rename("subsystem_name", "agentpassport.spire.subsystem"),
+        Rename("caller_id", "agentpassport.spire.caller_id"),
+        Rename("method", "agentpassport.spire.method"),
+    ),
+}
+"""The field renames of each dataset, in order: the one table both the ingest pipeline
+(:func:`ingest_pipeline`) and the Logstash filter (:func:`logstash_config`) are built from."""
+
+
+def _renames(dataset: str, cond: str) -> list[dict[str, Any]]:
+    """The ingest pipeline's rename processors of one dataset."""
+    return [_proc("rename", cond, field=f"{RAW}.{r.source}", target_field=r.target, ignore_missing=True)
+            for r in FIELD_RENAMES[dataset]]
+
+
+def _logstash_ref(dotted: str) -> str:
+    """A Logstash field reference: ``a.b`` -> ``[a][b]``; a top-level field stays bare."""
+    parts = dotted.split(".")
+    return parts[0] if len(parts) == 1 else "".join(f"[{p}]" for p in parts)
 _IS_VAULT = "ctx.agentpassport?.raw?.type != null && ctx.agentpassport?.raw?.request != null"
 _IS_OPA = "ctx.agentpassport?.raw?.decision_id != null"
 _IS_ENVOY = "ctx.agentpassport?.raw?.duration_ms != null && ctx.agentpassport?.raw?.request_id != null"
@@ -56,21 +133,7 @@ def ingest_pipeline(platform: Platform) -> dict[str, Any]:
         _proc("set", "ctx.event?.dataset != null", field="agentpassport.trust_domain", value=cfg.trust_domain),
         # ---- Vault audit device (file/socket JSON)
         _proc("date", vault, field=f"{RAW}.time", formats=["ISO8601"], ignore_failure=True),
-        _proc("rename", vault, field=f"{RAW}.type", target_field="agentpassport.vault.log_type", ignore_missing=True),
-        _proc("rename", vault, field=f"{RAW}.request.path", target_field="url.path", ignore_missing=True),
-        _proc("rename", vault, field=f"{RAW}.request.operation", target_field="agentpassport.vault.operation",
-              ignore_missing=True),
-        _proc("rename", vault, field=f"{RAW}.request.remote_address", target_field="source.ip", ignore_missing=True),
-        _proc("rename", vault, field=f"{RAW}.request.id", target_field="agentpassport.vault.request_id",
-              ignore_missing=True),
-        _proc("rename", vault, field=f"{RAW}.auth.metadata.role", target_field="agentpassport.vault.role",
-              ignore_missing=True),
-        _proc("rename", vault, field=f"{RAW}.auth.display_name", target_field="user.name", ignore_missing=True),
-        _proc("rename", vault, field=f"{RAW}.response.data.username", target_field="agentpassport.database.user",
-              ignore_missing=True),
-        _proc("rename", vault, field=f"{RAW}.error", target_field="error.message", ignore_missing=True),
-        _proc("rename", vault, field=f"{RAW}.request.headers.traceparent", target_field="agentpassport.traceparent",
-              ignore_missing=True),
+        *_renames("vault.audit", vault),
         # JWT logins: the token's display name is "<mount>-<sub>", and sub is the SPIFFE ID.
         _proc("gsub", f"{vault} && ctx.user?.name != null && ctx.user.name.startsWith('{jwt_prefix}spiffe://')",
               field="user.name", pattern="^" + re.escape(jwt_prefix), replacement="", target_field="spiffe_id"),
@@ -89,23 +152,7 @@ def ingest_pipeline(platform: Platform) -> dict[str, Any]:
         _proc("set", f"{vault} && ctx.event?.outcome == null", field="event.outcome", value="unknown"),
         # ---- OPA decision logs (opa-envoy-plugin, console or HTTP upload)
         _proc("date", opa, field=f"{RAW}.timestamp", formats=["ISO8601"], ignore_failure=True),
-        _proc("rename", opa, field=f"{RAW}.decision_id", target_field="event.id", ignore_missing=True),
-        _proc("rename", opa, field=f"{RAW}.input.attributes.source.principal", target_field="spiffe_id",
-              ignore_missing=True),
-        _proc("rename", opa, field=f"{RAW}.input.attributes.destination.principal",
-              target_field="agentpassport.destination.spiffe_id", ignore_missing=True),
-        _proc("rename", opa, field=f"{RAW}.input.attributes.source.address.socketAddress.address",
-              target_field="source.ip", ignore_missing=True),
-        _proc("rename", opa, field=f"{RAW}.input.attributes.request.http.method",
-              target_field="http.request.method", ignore_missing=True),
-        _proc("rename", opa, field=f"{RAW}.input.parsed_path", target_field="agentpassport.opa.parsed_path",
-              ignore_missing=True),
-        _proc("rename", opa, field=f"{RAW}.input.attributes.request.http.path", target_field="url.original",
-              ignore_missing=True),
-        _proc("rename", opa, field=f"{RAW}.input.attributes.request.http.headers.traceparent",
-              target_field="agentpassport.traceparent", ignore_missing=True),
-        _proc("rename", opa, field=f"{RAW}.input.attributes.request.http.headers.x-request-id",
-              target_field="http.request.id", ignore_missing=True),
+        *_renames("opa.decision", opa),
         _proc("set", f"{opa} && ctx.url?.original != null", field="url.path", copy_from="url.original"),
         _proc("gsub", f"{opa} && ctx.url?.path != null", field="url.path", pattern="\\?.*$", replacement=""),
         # The policy's result is either a boolean or an object with "allowed" (and headers).
@@ -120,12 +167,7 @@ def ingest_pipeline(platform: Platform) -> dict[str, Any]:
         _proc("set", f"{opa} && ctx.agentpassport?.opa?.allowed != true", field="event.outcome", value="failure"),
         # ---- Envoy gateway access log (the API call; OPA's reason and the agent ride along)
         _proc("date", envoy, field=f"{RAW}.time", formats=["ISO8601"], ignore_failure=True),
-        _proc("rename", envoy, field=f"{RAW}.spiffe_id", target_field="spiffe_id", ignore_missing=True),
-        _proc("rename", envoy, field=f"{RAW}.method", target_field="http.request.method", ignore_missing=True),
-        _proc("rename", envoy, field=f"{RAW}.path", target_field="url.original", ignore_missing=True),
-        _proc("rename", envoy, field=f"{RAW}.status", target_field="http.response.status_code", ignore_missing=True),
-        _proc("rename", envoy, field=f"{RAW}.request_id", target_field="http.request.id", ignore_missing=True),
-        _proc("rename", envoy, field=f"{RAW}.authz_reason", target_field="event.reason", ignore_missing=True),
+        *_renames("envoy.access", envoy),
         _proc("rename", f"{envoy} && ctx.agentpassport?.raw?.agent != null && ctx.agentpassport.raw.agent != '-'",
               field=f"{RAW}.agent", target_field="agentpassport.agent"),
         _proc("set", f"{envoy} && ctx.url?.original != null", field="url.path", copy_from="url.original"),
@@ -137,15 +179,7 @@ def ingest_pipeline(platform: Platform) -> dict[str, Any]:
               value="failure"),
         # ---- SPIRE server and agent logs (log_format json)
         _proc("date", spire, field=f"{RAW}.time", formats=["ISO8601"], ignore_failure=True),
-        _proc("rename", spire, field=f"{RAW}.spiffe_id", target_field="spiffe_id", ignore_missing=True),
-        _proc("rename", spire, field=f"{RAW}.entry_id", target_field="agentpassport.spire.entry_id",
-              ignore_missing=True),
-        _proc("rename", spire, field=f"{RAW}.level", target_field="log.level", ignore_missing=True),
-        _proc("rename", spire, field=f"{RAW}.subsystem_name", target_field="agentpassport.spire.subsystem",
-              ignore_missing=True),
-        _proc("rename", spire, field=f"{RAW}.caller_id", target_field="agentpassport.spire.caller_id",
-              ignore_missing=True),
-        _proc("rename", spire, field=f"{RAW}.method", target_field="agentpassport.spire.method", ignore_missing=True),
+        *_renames("spire", spire),
         _proc("rename", spire, field=f"{RAW}.msg", target_field="message", ignore_missing=True, override=True),
         _proc("set", spire, field="event.action", value="spire-log"),
         _proc("set", f"{spire} && ctx.message == 'Creating X509-SVID'", field="event.action",
@@ -178,115 +212,31 @@ def ingest_pipeline(platform: Platform) -> dict[str, Any]:
 
 
 def logstash_config(platform: Platform) -> str:
-    """The same mapping as :func:`ingest_pipeline` as a Logstash filter (stacks with Logstash)."""
+    """The same mapping as :func:`ingest_pipeline` as a Logstash filter (stacks with Logstash),
+    from the template ``templates/logstash.conf.j2`` and :data:`FIELD_RENAMES`."""
     cfg = platform.config
     jwt_prefix = f"{cfg.vault.jwt_mount}-"
-    idx = cfg.observe.logs.index_pattern.rstrip("*").rstrip("-")
-    return f"""# Agent Passport ({platform.stack}): SPIRE, Vault audit and OPA decision logs to ECS.
-# Generated by `passport render`; input and output blocks are yours (beats/http/socket in,
-# elasticsearch out). See docs/observe.md.
-filter {{
-  json {{ source => "message" target => "[agentpassport][raw]" skip_on_invalid_json => true }}
-  mutate {{ add_field => {{ "[ecs][version]" => "{ECS_VERSION}" "[event][stack]" => "{platform.stack}" }} }}
-  if [agentpassport][raw][type] and [agentpassport][raw][request] {{
-    mutate {{ add_field => {{ "[event][dataset]" => "vault.audit" "[event][kind]" => "event" }} }}
-    date {{ match => ["[agentpassport][raw][time]", "ISO8601"] }}
-    mutate {{
-      rename => {{
-        "[agentpassport][raw][type]" => "[agentpassport][vault][log_type]"
-        "[agentpassport][raw][request][path]" => "[url][path]"
-        "[agentpassport][raw][request][operation]" => "[agentpassport][vault][operation]"
-        "[agentpassport][raw][request][remote_address]" => "[source][ip]"
-        "[agentpassport][raw][request][id]" => "[agentpassport][vault][request_id]"
-        "[agentpassport][raw][auth][metadata][role]" => "[agentpassport][vault][role]"
-        "[agentpassport][raw][auth][display_name]" => "[user][name]"
-        "[agentpassport][raw][response][data][username]" => "[agentpassport][database][user]"
-        "[agentpassport][raw][error]" => "[error][message]"
-        "[agentpassport][raw][request][headers][traceparent]" => "[agentpassport][traceparent]"
-      }}
-    }}
-    if [user][name] =~ /^{re.escape(jwt_prefix)}spiffe:\\/\\// {{
-      mutate {{ copy => {{ "[user][name]" => "spiffe_id" }} }}
-      mutate {{ gsub => ["spiffe_id", "^{re.escape(jwt_prefix)}", ""] }}
-    }}
-    if [agentpassport][vault][role] =~ /^agent-/ {{
-      mutate {{ copy => {{ "[agentpassport][vault][role]" => "[agentpassport][agent]" }} }}
-      mutate {{ gsub => ["[agentpassport][agent]", "^agent-", ""] }}
-    }}
-    if [url][path] =~ /\\/creds\\// {{
-      mutate {{ add_field => {{ "[event][action]" => "vault-database-credentials" }} }}
-    }} else if [url][path] =~ /^auth\\/.*\\/login$/ {{
-      mutate {{ add_field => {{ "[event][action]" => "vault-login" }} }}
-    }} else {{
-      mutate {{ add_field => {{ "[event][action]" => "vault-%{{[agentpassport][vault][operation]}}" }} }}
-    }}
-    if [error][message] {{
-      mutate {{ add_field => {{ "[event][outcome]" => "failure" }} }}
-    }} else if [agentpassport][vault][log_type] == "response" {{
-      mutate {{ add_field => {{ "[event][outcome]" => "success" }} }}
-    }} else {{
-      mutate {{ add_field => {{ "[event][outcome]" => "unknown" }} }}
-    }}
-  }} else if [agentpassport][raw][decision_id] {{
-    mutate {{
-      add_field => {{
-        "[event][dataset]" => "opa.decision" "[event][kind]" => "event" "[event][action]" => "authorization-check"
-      }}
-    }}
-    date {{ match => ["[agentpassport][raw][timestamp]", "ISO8601"] }}
-    mutate {{
-      rename => {{
-        "[agentpassport][raw][decision_id]" => "[event][id]"
-        "[agentpassport][raw][input][attributes][source][principal]" => "spiffe_id"
-        "[agentpassport][raw][input][attributes][destination][principal]" => "[agentpassport][destination][spiffe_id]"
-        "[agentpassport][raw][input][attributes][source][address][socketAddress][address]" => "[source][ip]"
-        "[agentpassport][raw][input][attributes][request][http][method]" => "[http][request][method]"
-        "[agentpassport][raw][input][attributes][request][http][path]" => "[url][original]"
-        "[agentpassport][raw][input][attributes][request][http][headers][traceparent]" => "[agentpassport][traceparent]"
-        "[agentpassport][raw][input][attributes][request][http][headers][x-request-id]" => "[http][request][id]"
-      }}
-    }}
-    if [url][original] {{
-      grok {{ match => {{ "[url][original]" => "^%{{URIPATH:[url][path]}}(?:\\?%{{GREEDYDATA:[url][query]}})?$" }} }}
-    }}
-    if [agentpassport][raw][result] == "true" or [agentpassport][raw][result][allowed] == "true" {{
-      mutate {{ add_field => {{ "[event][outcome]" => "success" }} }}
-    }} else {{
-      mutate {{ add_field => {{ "[event][outcome]" => "failure" }} }}
-    }}
-  }} else if [agentpassport][raw][msg] and [agentpassport][raw][level] {{
-    mutate {{ add_field => {{ "[event][dataset]" => "spire" "[event][kind]" => "event" }} }}
-    date {{ match => ["[agentpassport][raw][time]", "ISO8601"] }}
-    mutate {{
-      rename => {{
-        "[agentpassport][raw][spiffe_id]" => "spiffe_id"
-        "[agentpassport][raw][entry_id]" => "[agentpassport][spire][entry_id]"
-        "[agentpassport][raw][level]" => "[log][level]"
-        "[agentpassport][raw][subsystem_name]" => "[agentpassport][spire][subsystem]"
-        "[agentpassport][raw][caller_id]" => "[agentpassport][spire][caller_id]"
-        "[agentpassport][raw][method]" => "[agentpassport][spire][method]"
-      }}
-    }}
-    if [agentpassport][raw][msg] == "Creating X509-SVID" {{
-      mutate {{ add_field => {{ "[event][action]" => "x509-svid-created" "[event][outcome]" => "success" }} }}
-    }} else if [agentpassport][raw][msg] == "Renewing X509-SVID" {{
-      mutate {{ add_field => {{ "[event][action]" => "x509-svid-renewed" "[event][outcome]" => "success" }} }}
-    }} else {{
-      mutate {{ add_field => {{ "[event][action]" => "spire-log" }} }}
-      if [agentpassport][raw][type] == "audit" and [agentpassport][raw][status] == "error" {{
-        mutate {{ add_field => {{ "[event][outcome]" => "failure" }} }}
-      }}
-    }}
-  }}
-  if [agentpassport][traceparent] {{
-    dissect {{
-      mapping => {{ "[agentpassport][traceparent]" => "%{{?version}}-%{{[trace][id]}}-%{{[span][id]}}-%{{?flags}}" }}
-    }}
-  }}
-  mutate {{
-    add_field => {{ "[agentpassport][trust_domain]" => "{cfg.trust_domain}" }}
-    remove_field => ["[agentpassport][raw]", "[agentpassport][traceparent]"]
-  }}
-}}
-# Send the result to indices matching {cfg.observe.logs.index_pattern} (e.g. "{idx}-%{{+YYYY.MM.dd}}").
-"""
+    renames = {dataset: [(_logstash_ref(f"{RAW}.{r.source}"), _logstash_ref(r.target)) for r in table if r.logstash]
+               for dataset, table in FIELD_RENAMES.items()}
+    return _TEMPLATES.get_template(LOGSTASH_TEMPLATE).render(
+        stack=platform.stack,
+        ecs_version=ECS_VERSION,
+        jwt_prefix=re.escape(jwt_prefix),
+        renames=renames,
+        trust_domain=cfg.trust_domain,
+        index_pattern=cfg.observe.logs.index_pattern,
+        index_prefix=cfg.observe.logs.index_pattern.rstrip("*").rstrip("-"),
+    )
+
+
+LOGSTASH_TEMPLATE = "logstash.conf.j2"
+# Logstash, not HTML: nothing to escape; every value is ours (names, patterns) or a validated
+# config value (trust domain, index pattern, mount path).
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("components.render", "templates"),
+    autoescape=False,  # noqa: S701
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
