@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import pulumi_tls as tls
 
+from components.ca import Ca, CaBuilder, VaultMount
 from components.kube import kube_objects
 from components.render.mesh import (
     LinkerdIdentityProfile,
@@ -65,41 +65,33 @@ class LinkerdIdentity(pulumi.ComponentResource):
     def __init__(self, name: str, args: LinkerdIdentityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:mesh:LinkerdIdentity", name, None, opts)
         p = args.profile
-        child = pulumi.ResourceOptions(parent=self)
         if p.custody == "cert-manager":
             self._cert_manager(name, p)
             return
 
-        issuer_key = tls.PrivateKey(f"{name}-issuer-key", algorithm="ECDSA", ecdsa_curve=p.ecdsa_curve, opts=child)
-        issuer_csr = tls.CertRequest(
-            f"{name}-issuer-csr",
-            private_key_pem=issuer_key.private_key_pem,
-            subject=tls.CertRequestSubjectArgs(common_name=p.issuer_common_name, organization=p.organization,
-                                               organizational_unit=p.issuer_unit),
-            opts=child,
-        )
-        if p.custody == "tls":
-            anchors, issuer_pem = self._tls(name, p, issuer_csr.cert_request_pem)
-        elif p.custody == "vault-pki":
-            anchors, issuer_pem = self._vault_pki(name, p, issuer_csr.cert_request_pem)
-        else:
-            anchors, issuer_pem = self._aws_pca(name, p, issuer_csr.cert_request_pem)
+        build = CaBuilder(self, p.custody, region=p.aws_region)
+        # The issuer's key is pulumi-tls's whatever the anchors' custody: it goes to the cluster.
+        issuer_key_pem = build.private_key(f"{name}-issuer-key", p.issuer.key)
+        issuer_csr = build.request(f"{name}-issuer-csr", issuer_key_pem, p.issuer)
+        anchors: dict[str, Ca] = {gen: self._anchor(build, name, p, gen) for gen in p.anchor_generations}
+        issuer_pem = build.sign(f"{name}-issuer", anchors[p.signing_anchor], issuer_csr, p.issuer)
+        anchor_pems = {gen: ca.certificate_pem for gen, ca in anchors.items()}
 
-        ordered = [anchors[g] for g in p.anchor_generations]
+        ordered = [anchor_pems[g] for g in p.anchor_generations]
         bundle = pulumi.Output.all(*ordered).apply(
             lambda pems: trust_bundle([*(x for x in pems if x), *p.extra_anchors_pem]))
         ns = p.control_plane_namespace
         issuer_crt: pulumi.Output[str] = pulumi.Output.secret(issuer_pem)
-        issuer_key_pem: pulumi.Output[str] = pulumi.Output.secret(issuer_key.private_key_pem)
-        issuer_ca: pulumi.Output[str] = pulumi.Output.secret(anchors[p.signing_anchor])
+        issuer_key_secret: pulumi.Output[str] = pulumi.Output.secret(issuer_key_pem)
+        issuer_ca: pulumi.Output[str] = pulumi.Output.secret(anchor_pems[p.signing_anchor])
         kube_objects(name, [
             control_plane_namespace(p),
             trust_roots_configmap(ns, bundle),
             # Only the issuer's key enters the cluster; no anchor key ever does.
-            issuer_secret(ns, crt=issuer_crt, key=issuer_key_pem, ca=issuer_ca),
+            issuer_secret(ns, crt=issuer_crt, key=issuer_key_secret, ca=issuer_ca),
         ], self)
 
-        self.trust_anchor_pems = anchors
+        self.trust_anchor_pems = anchor_pems
         self.trust_bundle_pem = bundle
         self.issuer_cert_pem = issuer_pem
         self.register_outputs({
@@ -125,157 +117,26 @@ class LinkerdIdentity(pulumi.ComponentResource):
             "anchorSecrets": [f"{p.cert_manager_namespace}/linkerd-trust-anchor-{g}" for g in p.anchor_generations],
         })
 
-    # ----------------------------------------------------------------------- tls (keys in state)
+    # ----------------------------------------------------------------------- anchors
 
-    def _tls(self, name: str, p: LinkerdIdentityProfile,
-             csr: pulumi.Output[str]) -> tuple[dict[str, pulumi.Output[str]], pulumi.Output[str]]:
-        child = pulumi.ResourceOptions(parent=self)
-        keys: dict[str, tls.PrivateKey] = {}
-        certs: dict[str, tls.SelfSignedCert] = {}
-        for gen in p.anchor_generations:
-            keys[gen] = tls.PrivateKey(f"{name}-anchor-{gen}-key", algorithm="ECDSA", ecdsa_curve=p.ecdsa_curve,
-                                       opts=child)
-            certs[gen] = tls.SelfSignedCert(
-                f"{name}-anchor-{gen}",
-                private_key_pem=keys[gen].private_key_pem,
-                is_ca_certificate=True,
-                max_path_length=p.anchor_path_length,
-                validity_period_hours=p.anchor_validity_hours,
-                allowed_uses=list(p.ca_uses),
-                set_subject_key_id=True,
-                subject=tls.SelfSignedCertSubjectArgs(
-                    common_name=p.anchor_common_name, organization=p.organization,
-                    organizational_unit=p.anchor_unit(gen),
-                ),
-                opts=child,
-            )
-        signer = p.signing_anchor
-        issuer = tls.LocallySignedCert(
-            f"{name}-issuer",
-            cert_request_pem=csr,
-            ca_private_key_pem=keys[signer].private_key_pem,
-            ca_cert_pem=certs[signer].cert_pem,
-            is_ca_certificate=True,
-            max_path_length=p.issuer_path_length,
-            validity_period_hours=p.issuer_validity_hours,
-            early_renewal_hours=p.issuer_early_renewal_hours,
-            allowed_uses=list(p.ca_uses),
-            set_subject_key_id=True,
-            opts=child,
-        )
-        return {g: c.cert_pem for g, c in certs.items()}, issuer.cert_pem
-
-    # ----------------------------------------------------------------------- vault-pki (keys in Vault)
-
-    def _vault_pki(self, name: str, p: LinkerdIdentityProfile,
-                   csr: pulumi.Output[str]) -> tuple[dict[str, pulumi.Output[str]], pulumi.Output[str]]:
-        import pulumi_vault as vault
-        import pulumi_vault.pkisecret as pki
-
-        child = pulumi.ResourceOptions(parent=self)
-        mounts: dict[str, vault.Mount] = {}
-        anchors: dict[str, pulumi.Output[str]] = {}
-        for gen in p.anchor_generations:
-            mounts[gen] = vault.Mount(
-                f"{name}-anchor-{gen}-mount",
-                path=p.vault_mount(gen),
-                type="pki",
-                description=f"Linkerd trust anchor {gen} (Agent Passport); signs only the identity issuer",
+    @staticmethod
+    def _anchor(build: CaBuilder, name: str, p: LinkerdIdentityProfile, gen: str) -> Ca:
+        """One anchor generation, its key with the custodian: pulumi-tls (in state), Vault PKI (a
+        mount per generation) or AWS Private CA (a ROOT CA per generation)."""
+        anchor = p.anchor(gen)
+        return build.root(
+            f"{name}-anchor-{gen}", anchor,
+            vault_mount=VaultMount(
+                f"{name}-anchor-{gen}-mount", p.vault_mount(gen),
+                f"Linkerd trust anchor {gen} (Agent Passport); signs only the identity issuer",
                 default_lease_ttl_seconds=p.issuer_validity_hours * 3600,
                 max_lease_ttl_seconds=p.anchor_validity_hours * 3600,
-                opts=child,
-            )
-            root = pki.SecretBackendRootCert(
-                f"{name}-anchor-{gen}",
-                backend=mounts[gen].path,
-                type="internal",  # the key is generated in Vault and never exported
-                common_name=p.anchor_common_name,
-                organization=p.organization,
-                ou=p.anchor_unit(gen),
-                key_type="ec",
-                key_bits=256,
-                max_path_length=p.anchor_path_length,
-                exclude_cn_from_sans=True,
-                ttl=f"{p.anchor_validity_hours}h",
-                issuer_name=f"linkerd-{gen}",
-                opts=child,
-            )
-            anchors[gen] = root.certificate
-        issuer = pki.SecretBackendRootSignIntermediate(
-            f"{name}-issuer",
-            backend=mounts[p.signing_anchor].path,
-            csr=csr,
-            common_name=p.issuer_common_name,
-            organization=p.organization,
-            ou=p.issuer_unit,
-            max_path_length=p.issuer_path_length,
-            exclude_cn_from_sans=True,
-            ttl=f"{p.issuer_validity_hours}h",
-            # Depend on the signing anchor's certificate, not just its mount: Vault must hold the root first.
-            issuer_ref=pulumi.Output.all(anchors[p.signing_anchor]).apply(lambda _: f"linkerd-{p.signing_anchor}"),
-            opts=child,
+            ),
+            vault_issuer=f"linkerd-{gen}",
+            pca_name=f"{name}-anchor-{gen}-pca", pca_install_name=f"{name}-anchor-{gen}-install",
+            # the issuer lives longer than SHORT_LIVED_CERTIFICATE's 7 days
+            pca_usage_mode="GENERAL_PURPOSE", pca_tags={"agentpassport.dev/linkerd-anchor": gen},
         )
-        return anchors, issuer.certificate
-
-    # ----------------------------------------------------------------------- aws-pca (keys in the HSM)
-
-    def _aws_pca(self, name: str, p: LinkerdIdentityProfile,
-                 csr: pulumi.Output[str]) -> tuple[dict[str, pulumi.Output[str]], pulumi.Output[str]]:
-        from pulumi_aws import acmpca
-
-        child = pulumi.ResourceOptions(parent=self)
-        active: dict[str, pulumi.Output[str]] = {}
-        anchors: dict[str, pulumi.Output[str]] = {}
-        for gen in p.anchor_generations:
-            ca = acmpca.CertificateAuthority(
-                f"{name}-anchor-{gen}-pca",
-                type="ROOT",
-                usage_mode="GENERAL_PURPOSE",  # the issuer lives longer than SHORT_LIVED_CERTIFICATE's 7 days
-                key_storage_security_standard="FIPS_140_2_LEVEL_3_OR_HIGHER",
-                certificate_authority_configuration=acmpca.CertificateAuthorityCertificateAuthorityConfigurationArgs(
-                    key_algorithm="EC_prime256v1",
-                    signing_algorithm="SHA256WITHECDSA",
-                    subject=acmpca.CertificateAuthorityCertificateAuthorityConfigurationSubjectArgs(
-                        common_name=p.anchor_common_name[:64], organization=p.organization[:64],
-                        organizational_unit=p.anchor_unit(gen)[:64],
-                    ),
-                ),
-                permanent_deletion_time_in_days=30,
-                region=p.aws_region,
-                tags={"agentpassport.dev/linkerd-anchor": gen},
-                opts=child,
-            )
-            cert = acmpca.Certificate(
-                f"{name}-anchor-{gen}",
-                certificate_authority_arn=ca.arn,
-                certificate_signing_request=ca.certificate_signing_request,
-                signing_algorithm="SHA256WITHECDSA",
-                template_arn="arn:aws:acm-pca:::template/RootCACertificate/V1",
-                validity=acmpca.CertificateValidityArgs(type="DAYS", value=str(p.anchor_validity_days)),
-                region=p.aws_region,
-                opts=child,
-            )
-            installed = acmpca.CertificateAuthorityCertificate(
-                f"{name}-anchor-{gen}-install",
-                certificate_authority_arn=ca.arn,
-                certificate=cert.certificate,
-                region=p.aws_region,
-                opts=child,
-            )
-            # The CA can only sign once its own certificate is installed: take the ARN from there.
-            active[gen] = installed.certificate_authority_arn
-            anchors[gen] = cert.certificate
-        issuer = acmpca.Certificate(
-            f"{name}-issuer",
-            certificate_authority_arn=active[p.signing_anchor],
-            certificate_signing_request=csr,
-            signing_algorithm="SHA256WITHECDSA",
-            template_arn="arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen0/V1",
-            validity=acmpca.CertificateValidityArgs(type="DAYS", value=str(p.issuer_validity_days)),
-            region=p.aws_region,
-            opts=child,
-        )
-        return anchors, issuer.certificate
 
 
 # --------------------------------------------------------------------------- namespaces

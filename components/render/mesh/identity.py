@@ -20,12 +20,16 @@ from components.render.mesh.names import (
     TRUST_ROOTS_CONFIGMAP,
     TRUST_ROOTS_KEY,
 )
+from components.render.trust import KEY_SPECS, CaProfile
 
 # --------------------------------------------------------------------------- identity profile
 
 CA_USES = ("cert_signing", "crl_signing")
 """pulumi-tls allowed_uses of the anchor and the issuer: keyCertSign + cRLSign (step's CA profiles)."""
 
+
+LINKERD_KEY = KEY_SPECS["ecdsa-p256"]
+"""Linkerd requires ECDSA P-256 keys of its anchors and issuer."""
 
 Custody = Literal["tls", "vault-pki", "aws-pca", "cert-manager"]
 """Who holds the Linkerd trust anchors' keys (mesh.anchorCustody)."""
@@ -83,6 +87,24 @@ class LinkerdIdentityProfile:
     @property
     def issuer_validity_days(self) -> int:
         return self.issuer_validity_hours // 24
+
+    def anchor(self, generation: str) -> CaProfile:
+        """The CA profile of one trust anchor generation (self-signed)."""
+        return CaProfile(
+            common_name=self.anchor_common_name, organization=self.organization, key=LINKERD_KEY,
+            path_length=self.anchor_path_length, validity_hours=self.anchor_validity_hours,
+            allowed_uses=self.ca_uses, unit=self.anchor_unit(generation), cn_in_sans=False,
+        )
+
+    @property
+    def issuer(self) -> CaProfile:
+        """The CA profile of the identity issuer (signed by the signing anchor)."""
+        return CaProfile(
+            common_name=self.issuer_common_name, organization=self.organization, key=LINKERD_KEY,
+            path_length=self.issuer_path_length, validity_hours=self.issuer_validity_hours,
+            allowed_uses=self.ca_uses, unit=self.issuer_unit,
+            early_renewal_hours=self.issuer_early_renewal_hours, cn_in_sans=False,
+        )
 
 
 def _extra_anchor_problem(index: int, pem: str) -> str | None:
