@@ -53,10 +53,6 @@ from components.platform_model import Platform, build_platform
 PACK_DIR = Path(__file__).resolve().parent.parent / "policy-packs" / "no-static-credentials"
 SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")
 LEVELS = {level.value for level in EnforcementLevel}
-JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
-    "array": (list,), "object": (dict,),
-}
 # Where in a manifest a violation of a policy points (else the agent's metadata.name).
 POLICY_FIELDS: dict[str, tuple[str | int, ...]] = {
     "svid-ttl-limits": ("spec", "identity"),
@@ -137,20 +133,20 @@ def read_policy_config(path: Path, known: Iterable[Policy]) -> dict[str, Any]:
             elif prop not in props:
                 problems.append(Problem(file, None, f"{key}.{prop}",
                                         f"unknown property (known: {', '.join(sorted(props)) or 'none'})"))
-            elif not _json_type_ok(value, str(props[prop].get("type", ""))):
+            elif not _type_ok(value, props[prop]):
                 problems.append(Problem(file, None, f"{key}.{prop}", f"must be of type {props[prop]['type']}"))
     if problems:
         raise ConfigError(problems)
     return data
 
 
-def _json_type_ok(value: Any, type_: str) -> bool:
-    expected = JSON_TYPES.get(type_)
-    if expected is None:
-        return True
-    if isinstance(value, bool) and type_ in ("integer", "number"):
-        return False
-    return isinstance(value, expected)
+def _type_ok(value: Any, schema: Mapping[str, Any]) -> bool:
+    """``value`` has the JSON type the property's schema declares (JSON Schema draft 4's rules, by
+    ``jsonschema``: a boolean is not a number and 1.0 is not an integer); no type: anything goes."""
+    import jsonschema
+
+    declared = schema.get("type")
+    return not declared or bool(jsonschema.Draft4Validator({"type": declared}).is_valid(value))
 
 
 def merge_config(*layers: Mapping[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ log lines) and the anomaly rules generated from the manifests."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import re
@@ -355,6 +356,15 @@ def test_pem_not_after_reads_utc_and_generalized_times_and_takes_the_earliest() 
     assert ob.pem_not_after(_cert(late)) == int(late.timestamp())
     assert ob.pem_not_after(_cert(late) + _cert(early)) == int(early.timestamp())
     assert ob.pem_not_after("-----BEGIN CERTIFICATE-----\nMOCKabc\n-----END CERTIFICATE-----\n") is None
+    # blocks that are not certificates are skipped (mock PEMs, a truncated DER, another object)
+    truncated = _cert(early).replace("-----END", "AAAA\n-----END").splitlines()
+    broken = "\n".join([truncated[0], *truncated[1:3], truncated[-1]]) + "\n"
+    assert ob.pem_not_after(broken) is None
+    assert ob.pem_not_after(broken + _cert(late)) == int(late.timestamp())
+    not_a_cert = "-----BEGIN CERTIFICATE-----\n" + base64.b64encode(b"\x30\x03\x02\x01\x01").decode() + \
+        "\n-----END CERTIFICATE-----\n"
+    assert ob.pem_not_after(not_a_cert + _cert(early)) == int(early.timestamp())
+    assert ob.pem_not_after("") is None
     rules = ob.recording_rules(_platform("dev"), {"trust-bundle": int(late.timestamp())})
     assert rules[-1] == {"record": "agentpassport_certificate_expiry_timestamp_seconds",
                          "expr": f"vector({int(late.timestamp())})", "labels": {"certificate": "trust-bundle"}}
