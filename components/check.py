@@ -44,11 +44,10 @@ from pulumi_policy.proxy import unknown_checking_proxy
 
 from components import PROJECT
 from components.compile import Plans, compile_plans
-from components.config import StackConfig, load_stack_config
+from components.config import StackConfig, stack_file
 from components.errors import ConfigError, Problem
-from components.manifest.loader import load_manifests
 from components.mockrun import Captured, Graph, run_program
-from components.platform_model import Platform, build_platform
+from components.platform_model import Platform, load_platform
 
 PACK_DIR = Path(__file__).resolve().parent.parent / "policy-packs" / "no-static-credentials"
 SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")
@@ -324,7 +323,7 @@ def attribute(raw: Iterable[RawViolation], graph: Graph, platform: Platform | No
     agents: dict[str, Any] = dict((bom or {}).get("agents") or {})
     spiffe = {a: str(v.get("spiffeId")) for a, v in agents.items()}
     by_urn = {r.urn: r for r in graph.resources}
-    stack_file = f"stacks/Pulumi.{graph.stack}.yaml"
+    stack_path = str(stack_file(graph.stack))
     out = []
     for v in raw:
         res = by_urn.get(v.urn or "")
@@ -335,9 +334,9 @@ def attribute(raw: Iterable[RawViolation], graph: Graph, platform: Platform | No
         if agent is None and res is not None:
             agent = pack.agent_of(res.type, res.name, engine_view(res.inputs), agents, spiffe)
             agent = agent if agent in agents else None
-        file, line = stack_file, None
+        file, line = stack_path, None
         if agent is not None:
-            file = str(agents[agent].get("manifest") or stack_file)
+            file = str(agents[agent].get("manifest") or stack_path)
             resolved = platform.agent(agent) if platform is not None else None
             if resolved is not None:
                 line = resolved.source.line_of(POLICY_FIELDS.get(v.policy.name, ("metadata", "name")))
@@ -358,11 +357,11 @@ def attribute(raw: Iterable[RawViolation], graph: Graph, platform: Platform | No
 
 
 def load_inputs(stack: str, root: Path) -> tuple[StackConfig, Platform]:
-    """Stack config and manifests, validated (ConfigError / ManifestError on bad input)."""
+    """Stack config and manifests, validated (ConfigError / ManifestError on bad input); manifest
+    files named relative to ``root``."""
     with contextlib.chdir(root):
-        cfg = load_stack_config(stack, root)
-        manifests = load_manifests([cfg.agents_dir])
-        return cfg, build_platform(cfg, manifests, stack, f"stacks/Pulumi.{stack}.yaml")
+        platform = load_platform(stack, root=root)
+        return platform.config, platform
 
 
 def load_plans(stack: str, root: Path) -> Plans:
@@ -381,7 +380,7 @@ def run_check(stack: str, root: Path | None = None, overrides: Mapping[str, Any]
         graph = run_program(stack, root)
     except (pulumi.RunError, pulumi.ConfigMissingError, pulumi.ConfigTypeError) as exc:
         # The program refused its input (anything else is a bug and keeps its traceback).
-        raise ConfigError([Problem(f"stacks/Pulumi.{stack}.yaml", None, "",
+        raise ConfigError([Problem(str(stack_file(stack)), None, "",
                                    f"the program refused this stack: {str(exc).strip()}")]) from None
     config = merge_config(stack_policy_config(cfg), overrides or {})
     raw = evaluate(graph, config)

@@ -16,18 +16,11 @@ from typing import Any
 
 from components.config import list_stacks, load_stack_config, stack_file
 from components.durations import parse_duration
-from components.errors import ConfigError, ManifestError, PassportError
+from components.errors import ManifestError, PassportError
 from components.manifest.loader import ManifestSet, load_manifests
-from components.platform_model import Platform, build_platform, identity_bom
+from components.platform_model import Platform, identity_bom, load_platform
 
 EXIT_OK, EXIT_FOUND, EXIT_INPUT = 0, 1, 2
-
-
-def load_platform(stack: str, paths: Sequence[str] | None = None) -> Platform:
-    """Stack config from ``stacks/``, manifests from ``paths`` (default: the stack's agentsDir)."""
-    cfg = load_stack_config(stack)
-    manifests = load_manifests(paths or [cfg.agents_dir])
-    return build_platform(cfg, manifests, stack, str(stack_file(stack)))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -37,28 +30,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from components.compile import Problems, compile
 
     stacks = args.stack or list_stacks()
-    loaded: dict[tuple[str, ...], ManifestSet | None] = {}
+    loaded: dict[tuple[str, ...], ManifestSet | ManifestError] = {}
+
+    def manifests(paths: Sequence[str | Path]) -> ManifestSet:
+        """One load per set of paths, shared by the stacks (its problems reported once)."""
+        key = tuple(map(str, paths))
+        if key not in loaded:
+            try:
+                loaded[key] = load_manifests(paths)
+            except ManifestError as exc:
+                loaded[key] = exc
+        result = loaded[key]
+        if isinstance(result, ManifestError):
+            raise result
+        return result
+
     found = Problems((), ())
     for stack in stacks:
         try:
-            cfg = load_stack_config(stack)
-        except ConfigError as exc:
+            platform = load_platform(stack, args.paths, manifests=manifests)
+        except PassportError as exc:
             found += Problems(tuple(exc.problems), (str(stack_file(stack)),))
-            continue
-        paths = tuple(args.paths or [cfg.agents_dir])
-        if paths not in loaded:
-            try:
-                loaded[paths] = load_manifests(paths)
-            except ManifestError as exc:
-                found += Problems(tuple(exc.problems), ())
-                loaded[paths] = None
-        manifests = loaded[paths]
-        if manifests is None:
-            continue
-        try:
-            platform = build_platform(cfg, manifests, stack, str(stack_file(stack)))
-        except ManifestError as exc:
-            found += Problems(tuple(exc.problems), ())
             continue
         result = compile(platform)
         if isinstance(result, Problems):
@@ -66,8 +58,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if found.problems:
         raise found.error()
     if not loaded:
-        loaded[tuple(args.paths or ["agents"])] = load_manifests(args.paths or ["agents"])
-    sets = [m for m in loaded.values() if m is not None]
+        manifests(args.paths or ["agents"])
+    sets = [m for m in loaded.values() if isinstance(m, ManifestSet)]
     agents = {a.name for m in sets for a in m.agents}
     services = {s.name for m in sets for s in m.services}
     where = f" for stacks {', '.join(stacks)}" if stacks else ""

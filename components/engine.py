@@ -302,9 +302,9 @@ def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool
     """
     from pulumi import automation as auto
 
-    from components.cli import load_platform
     from components.compile import compile_plans
     from components.errors import PassportError
+    from components.platform_model import load_platform
 
     out, err = out or sys.stdout, err or sys.stderr
     os.chdir(root)  # stack files, agentsDir and renderDir are relative to the project

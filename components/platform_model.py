@@ -10,9 +10,10 @@ bad manifest never causes a partial deployment.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -553,6 +554,50 @@ def _split_route_problems(cfg: StackConfig, manifests: ManifestSet, here: set[st
                                 "split across stacks; select every caller into one shard or give the service a "
                                 "gateway (spec.gateway: true)"))
     return out
+
+
+def load_platform(
+    stack: str,
+    paths: Sequence[str | Path] | None = None,
+    *,
+    root: Path | None = None,
+    values: Mapping[str, Any] | None = None,
+    manifests: Callable[[Sequence[str | Path]], ManifestSet] | None = None,
+) -> Platform:
+    """The one way to load a stack's :class:`Platform` (the CLI, ``passport check`` and ``diff``,
+    the engine's preflight and the Pulumi program all come here).
+
+    The configuration is the stack file (``stacks/Pulumi.<stack>.yaml`` under ``root``), or
+    ``values`` as the Pulumi engine hands them to the program; the manifests are ``paths``
+    (default: the stack's ``agentsDir`` under ``root``), loaded with ``manifests`` (default
+    :func:`~components.manifest.loader.load_manifests`; ``passport validate`` shares one load
+    between stacks). The stack file's and the manifests' problems are raised together; then the
+    rules across manifests (:func:`build_platform`). The subsystems' own rules are
+    :func:`components.compile.compile`'s.
+    """
+    from components.config import build_stack_config, load_stack_config, stack_file
+    from components.errors import ConfigError, input_error
+    from components.manifest.loader import load_manifests
+
+    config_file = str(stack_file(stack))
+    problems: list[Problem] = []
+    cfg: StackConfig | None = None
+    try:
+        cfg = build_stack_config(values, config_file) if values is not None else load_stack_config(stack, root)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    where: list[str | Path] = list(paths) if paths else []
+    if not where and cfg is not None:
+        where = [root / cfg.agents_dir if root is not None else cfg.agents_dir]
+    loaded: ManifestSet | None = None
+    if where:
+        try:
+            loaded = (manifests or load_manifests)(where)
+        except ManifestError as exc:
+            problems.extend(exc.problems)
+    if problems or cfg is None or loaded is None:
+        raise input_error(problems, [config_file])
+    return build_platform(cfg, loaded, stack, config_file)
 
 
 def build_platform(cfg: StackConfig, manifests: ManifestSet, stack: str, config_file: str) -> Platform:
