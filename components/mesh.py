@@ -24,6 +24,7 @@ import pulumi
 
 from components.ca import Ca, CaBuilder, VaultMount
 from components.kube import kube_objects
+from components.labels import LINKERD_ANCHOR_TAG
 from components.render.mesh import (
     LinkerdIdentityProfile,
     MeshPlan,
@@ -135,7 +136,7 @@ class LinkerdIdentity(pulumi.ComponentResource):
             vault_issuer=f"linkerd-{gen}",
             pca_name=f"{name}-anchor-{gen}-pca", pca_install_name=f"{name}-anchor-{gen}-install",
             # the issuer lives longer than SHORT_LIVED_CERTIFICATE's 7 days
-            pca_usage_mode="GENERAL_PURPOSE", pca_tags={"agentpassport.dev/linkerd-anchor": gen},
+            pca_usage_mode="GENERAL_PURPOSE", pca_tags={LINKERD_ANCHOR_TAG: gen},
         )
 
 

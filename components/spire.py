@@ -20,6 +20,7 @@ import pulumi_kubernetes as k8s
 from components.config import NAMESPACE
 from components.errors import ConfigError, Problem
 from components.kube import kube_object, object_key
+from components.labels import MANAGED_BY, NAME_LABEL
 from components.render import spire as render
 from components.render.spire import SpirePlan
 from components.shard import Scope, deploys_agents, deploys_shared
@@ -114,7 +115,7 @@ class SpireServer(pulumi.ComponentResource):
         cfg = plan.config
         ns = cfg.spire.namespace
         out: list[dict[str, Any]] = []
-        meta = {"namespace": ns, "labels": {"app.kubernetes.io/name": render.SERVER, **render.MANAGED_BY}}
+        meta = {"namespace": ns, "labels": {NAME_LABEL: render.SERVER, **MANAGED_BY}}
         if cfg.trust.upstream == "tls":
             assert trust.upstream_key_pem is not None
             out.append(

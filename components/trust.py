@@ -23,6 +23,7 @@ import pulumi
 from components.ca import CaBuilder, VaultMount
 from components.config import StackConfig
 from components.durations import seconds
+from components.labels import TRUST_DOMAIN_TAG
 from components.platform_model import Platform
 from components.render.trust import (
     TrustProfile,
@@ -133,7 +134,7 @@ class TrustDomain(pulumi.ComponentResource):
             )
             return
         build = CaBuilder(self, "aws-pca", region=region)
-        tags = {"agentpassport.dev/trust-domain": prof.trust_domain}
+        tags = {TRUST_DOMAIN_TAG: prof.trust_domain}
         if pca.mode == "root":
             root = build.root(f"{name}-pca-root-cert", prof.root, pca_name=f"{name}-pca",
                               pca_install_name=f"{name}-pca-root-install", pca_usage_mode=pca.usage_mode,

@@ -59,6 +59,15 @@ def test_main_imports_the_policies_as_a_script_does() -> None:
     assert out.stdout.split() == ["no-static-credentials", str(len(policies()))]
 
 
+def test_label_keys_are_the_projects() -> None:
+    """The pack keeps copies of components/labels.py's keys (it imports nothing from the project)."""
+    from components import labels
+
+    pack = load_pack()
+    assert (pack.AGENT_LABEL, pack.GATEWAY_LABEL, pack.SERVICE_LABEL) == (
+        labels.AGENT_LABEL, labels.GATEWAY_LABEL, labels.SERVICE_LABEL)
+
+
 def test_project_files() -> None:
     project = yaml.safe_load((PACK_DIR / "PulumiPolicy.yaml").read_text(encoding="utf-8"))
     assert project["runtime"]["name"] == "python"

@@ -25,6 +25,7 @@ from components.config import authz as authz_config
 from components.config.authz import OPA_API_PORT, OPA_GRPC_PORT
 from components.errors import ManifestError, Problem
 from components.identity import GatewayIdentity
+from components.labels import CONFIG_HASH_ANNOTATION, IGNORE_CHANGES_ANNOTATION, REVOCATIONS_LABEL, SHARD_LABEL
 from components.manifest.loader import SourcedService
 from components.platform_model import Platform
 from components.render import envoy, rego
@@ -36,10 +37,7 @@ SUBSYSTEM = "authz"
 OPA_DIAGNOSTIC_PORT = authz_config.OPA_DIAGNOSTIC_PORT
 """OPA's /health and /metrics (the only OPA port reachable from outside the pod)."""
 SPIRE_API = "spire.spiffe.io/v1alpha1"
-CONFIG_HASH_ANNOTATION = "agentpassport.dev/config-sha256"
 LINKERD_OPAQUE_PORTS = "config.linkerd.io/opaque-ports"
-SHARD_LABEL = "agentpassport.dev/shard"
-"""Label of a shard's data ConfigMaps: the stack that wrote them."""
 RUN_AS = 65532
 """Unprivileged UID/GID of both containers (neither image needs root)."""
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -124,10 +122,6 @@ def config_maps(platform: Platform, service: SourcedService) -> list[dict[str, A
     ]
 
 
-REVOCATIONS_LABEL = "agentpassport.dev/revocations"
-"""Label of the gateways' revocation-list ConfigMaps (``passport revoke`` finds them by it)."""
-IGNORE_CHANGES_ANNOTATION = "agentpassport.dev/ignore-changes"
-"""Fields ``pulumi up`` creates but never overwrites (components.kube reads it; same value)."""
 
 
 def revocations_configmap_name(gw: GatewayIdentity) -> str:

@@ -26,6 +26,7 @@ import jinja2
 
 from components.config import StackConfig
 from components.errors import ManifestError, Problem, input_error
+from components.labels import AGENT_LABEL, MANAGED_BY
 from components.manifest.loader import format_loc
 from components.manifest.models import WindowsPlatform
 from components.platform_model import Platform, ResolvedAgent
@@ -42,7 +43,6 @@ LINE_BREAKS = frozenset("\n\r\v\f\x85\u2028\u2029")
 
 GMSA_CREDSPEC_API = "windows.k8s.io/v1"
 GMSA_CREDSPEC_KIND = "GMSACredentialSpec"
-AGENT_LABEL = "agentpassport.dev/agent"
 DEFAULT_TARGET_TAG = "agentpassport:host-group"
 
 
@@ -387,7 +387,7 @@ def credential_spec_problems(credspec_object: Mapping[str, Any], allow_stored: b
 
 
 def _labels(g: GmsaAgent) -> dict[str, str]:
-    return {"app.kubernetes.io/managed-by": "agent-passport", AGENT_LABEL: g.name}
+    return {**MANAGED_BY, AGENT_LABEL: g.name}
 
 
 def credspec_rbac(g: GmsaAgent) -> list[dict[str, Any]]:

@@ -12,11 +12,10 @@ from typing import Any, Literal, TypeVar
 from components.config import NAMESPACE, StackConfig
 from components.durations import seconds
 from components.errors import ConfigError, Problem
+from components.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from components.render.mesh.names import (
     INJECT_ANNOTATION,
     ISSUER_SECRET,
-    LABEL_MANAGED_BY,
-    MANAGED_BY,
     TRUST_ROOTS_CONFIGMAP,
     TRUST_ROOTS_KEY,
 )
@@ -210,7 +209,7 @@ def trust_bundle(pems: Iterable[str]) -> str:
 
 def _control_plane_labels(namespace: str) -> dict[str, str]:
     return {
-        LABEL_MANAGED_BY: MANAGED_BY,
+        MANAGED_BY_LABEL: MANAGED_BY_VALUE,
         "linkerd.io/control-plane-component": "identity",
         "linkerd.io/control-plane-ns": namespace,
     }
@@ -226,7 +225,7 @@ def control_plane_namespace(profile: LinkerdIdentityProfile) -> dict[str, Any]:
             "name": ns,
             "annotations": {INJECT_ANNOTATION: "disabled"},
             "labels": {
-                LABEL_MANAGED_BY: MANAGED_BY,
+                MANAGED_BY_LABEL: MANAGED_BY_VALUE,
                 "config.linkerd.io/admission-webhooks": "disabled",
                 "linkerd.io/control-plane-ns": ns,
                 "linkerd.io/is-control-plane": "true",
@@ -247,7 +246,7 @@ def cert_manager_identity_objects(profile: LinkerdIdentityProfile) -> list[dict[
     extraTrustAnchorsPem) into ``linkerd-identity-trust-roots``. No key passes through Pulumi."""
     p = profile
     cm_ns, ns = p.cert_manager_namespace, p.control_plane_namespace
-    labels = {LABEL_MANAGED_BY: MANAGED_BY}
+    labels = {MANAGED_BY_LABEL: MANAGED_BY_VALUE}
     self_signed = "linkerd-trust-anchor-selfsigned"
     objects: list[dict[str, Any]] = [{
         "apiVersion": "cert-manager.io/v1", "kind": "Issuer",

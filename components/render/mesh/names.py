@@ -24,10 +24,6 @@ DEFAULT_INBOUND_POLICY_ANNOTATION = "config.linkerd.io/default-inbound-policy"
 # A strict stack builds namespaces only with STRICT_INBOUND_POLICIES (components.config.mesh):
 # the stack configuration refuses any other default before anything is planned.
 
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_BY = "agent-passport"
-LABEL_AGENT = "agentpassport.dev/agent"
-LABEL_SERVICE = "agentpassport.dev/service"
 
 TRUST_ROOTS_CONFIGMAP = "linkerd-identity-trust-roots"
 TRUST_ROOTS_KEY = "ca-bundle.crt"

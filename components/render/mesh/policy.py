@@ -9,15 +9,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from components.labels import AGENT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SERVICE_LABEL
 from components.render.mesh.names import (
     AUTHORIZATION_POLICY_API,
     DEFAULT_INBOUND_POLICY_ANNOTATION,
     HTTPROUTE_API,
     INJECT_ANNOTATION,
-    LABEL_AGENT,
-    LABEL_MANAGED_BY,
-    LABEL_SERVICE,
-    MANAGED_BY,
     MAX_MATCHES_PER_RULE,
     MAX_RULES_PER_ROUTE,
     MESH_TLS_AUTHENTICATION_API,
@@ -39,7 +36,7 @@ def namespace_object(namespace: str, default_inbound_policy: str) -> dict[str, A
                 DEFAULT_INBOUND_POLICY_ANNOTATION: default_inbound_policy,
                 INJECT_ANNOTATION: "enabled",
             },
-            "labels": {LABEL_MANAGED_BY: MANAGED_BY},
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE},
         },
     }
 
@@ -91,9 +88,9 @@ def _digest(parts: Iterable[str], n: int = 10) -> str:
 
 
 def _meta(name: str, namespace: str, service: str, agent: str | None) -> dict[str, Any]:
-    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_SERVICE: service}
+    labels = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, SERVICE_LABEL: service}
     if agent is not None:
-        labels[LABEL_AGENT] = agent
+        labels[AGENT_LABEL] = agent
     return {"name": name, "namespace": namespace, "labels": dict(sorted(labels.items()))}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from components.labels import COMPONENT_LABEL, GATEWAY_APP, GATEWAY_LABEL, NAME_LABEL, PART_OF_LABEL
 from components.platform_model import Platform
 from components.render import spire as spire_render
 
@@ -23,11 +24,11 @@ JOB_LINKERD_IDENTITY = "agentpassport-linkerd-identity"
 JOB_VAULT = "agentpassport-vault"
 
 # Pods the monitors select: the labels and ports the SPIRE and authz renderers give them.
-SPIRE_SERVER_POD_LABELS = {"app.kubernetes.io/name": spire_render.SERVER}
-SPIRE_AGENT_POD_LABELS = {"app.kubernetes.io/name": spire_render.AGENT}
+SPIRE_SERVER_POD_LABELS = {NAME_LABEL: spire_render.SERVER}
+SPIRE_AGENT_POD_LABELS = {NAME_LABEL: spire_render.AGENT}
 SPIRE_AGENT_DAEMONSET = spire_render.AGENT
-GATEWAY_POD_LABEL = ("app.kubernetes.io/name", "agentpassport-gateway")
-GATEWAY_SERVICE_LABEL = "agentpassport.dev/gateway"
+GATEWAY_POD_LABEL = (NAME_LABEL, GATEWAY_APP)
+GATEWAY_SERVICE_LABEL = GATEWAY_LABEL
 LINKERD_IDENTITY_POD_LABELS = {"linkerd.io/control-plane-component": "identity"}
 LINKERD_IDENTITY_ADMIN_PORT = 9990
 
@@ -45,7 +46,7 @@ VAULT_SELF_PATHS = (
 
 
 def common_labels(platform: Platform) -> dict[str, str]:
-    return {"app.kubernetes.io/part-of": "agent-passport", "app.kubernetes.io/component": "observe"}
+    return {PART_OF_LABEL: "agent-passport", COMPONENT_LABEL: "observe"}
 
 
 def _meta(platform: Platform, name: str, extra: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from components.labels import SCRAPE_JOB_LABEL
 from components.platform_model import Platform
 from components.render import spire as spire_render
 from components.render.authz import OPA_DIAGNOSTIC_PORT
@@ -117,7 +118,7 @@ def scrape_annotations(platform: Platform) -> dict[str, dict[str, str]]:
             "prometheus.io/scrape": "true",
             "prometheus.io/port": str(t["port"]),
             "prometheus.io/path": t["path"],
-            "agentpassport.dev/scrape-job": t["job"],
+            SCRAPE_JOB_LABEL: t["job"],
         }
         for t in scrape_targets(platform)
     }

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.config import StackConfig
+from components.labels import AGENT_LABEL, MANAGED_BY
 from components.platform_model import Platform
 from components.render.spire.agent_conf import (
     VM_BUNDLE,
@@ -65,7 +66,6 @@ from components.render.spire.names import (
     AGENT_CONFIG_DIR,
     AGENT_DATA_DIR,
     AGENT_HEALTH_PORT,
-    AGENT_LABEL,
     AGENT_METRICS_PORT,
     AGENT_TOKEN_AUDIENCE,
     AGENT_TOKEN_DIR,
@@ -83,7 +83,6 @@ from components.render.spire.names import (
     DATASTORE_SECRET,
     DB_CONNECTION_ENV,
     IMAGES,
-    MANAGED_BY,
     OIDC,
     OIDC_HEALTH_PORT,
     OIDC_PORT,

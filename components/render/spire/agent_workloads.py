@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from components.labels import NAME_LABEL
 from components.platform_model import Platform
 from components.render.spire.agent_conf import agent_config
 from components.render.spire.names import (
@@ -33,8 +34,8 @@ def agent_objects(platform: Platform) -> list[dict[str, Any]]:
     cfg = platform.config
     sp = cfg.spire
     ns = sp.namespace
-    sel = {"app.kubernetes.io/name": AGENT}
-    csi_sel = {"app.kubernetes.io/name": CSI_DAEMONSET}
+    sel = {NAME_LABEL: AGENT}
+    csi_sel = {NAME_LABEL: CSI_DAEMONSET}
     node_name = {"name": "MY_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
     agent_ds = {
         "apiVersion": "apps/v1",

@@ -8,6 +8,7 @@ from typing import Any
 
 from components.config import StackConfig
 from components.durations import seconds
+from components.labels import MANAGED_BY, NAME_LABEL, PART_OF_LABEL
 
 # --------------------------------------------------------------------------- names & paths
 
@@ -65,8 +66,6 @@ PCA_CA_TEMPLATE = "arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen0/
 
 CRD_GROUP = "spire.spiffe.io"
 CRD_VERSION = "v1alpha1"
-AGENT_LABEL = "agentpassport.dev/agent"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "agent-passport"}
 
 IMAGES = {
     SERVER: "ghcr.io/spiffe/spire-server",
@@ -114,7 +113,7 @@ def needs_expand_env(cfg: StackConfig) -> bool:
 
 
 def _labels(component: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    return {"app.kubernetes.io/name": component, "app.kubernetes.io/part-of": "spire", **MANAGED_BY, **(extra or {})}
+    return {NAME_LABEL: component, PART_OF_LABEL: "spire", **MANAGED_BY, **(extra or {})}
 
 
 def _meta(name: str, namespace: str | None, component: str, **extra: Any) -> dict[str, Any]:

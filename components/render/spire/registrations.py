@@ -8,12 +8,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from components.config import StackConfig
+from components.labels import AGENT_LABEL, MANAGED_BY, NAME_LABEL, SPIRE_SERVER_ANNOTATION
 from components.platform_model import Platform, ResolvedAgent
 from components.render.spire.names import (
-    AGENT_LABEL,
     CRD_GROUP,
     CRD_VERSION,
-    MANAGED_BY,
     OIDC,
     SERVER,
     go_duration,
@@ -26,7 +25,7 @@ from components.shard import Scope, deploys_agents, deploys_shared
 # --------------------------------------------------------------------------- registrations
 
 
-SERVER_ANNOTATION = "agentpassport.dev/spire-server"
+SERVER_ANNOTATION = SPIRE_SERVER_ANNOTATION
 """Names the server workload a registration belongs to. The component sets it from the
 workload's Output so registrations are created after the server and its CRDs' controller."""
 
@@ -158,7 +157,7 @@ def platform_registrations(platform: Platform) -> list[dict[str, Any]]:
             f"platform.{OIDC}",
             None,
             _spiffeid_spec(
-                cfg, oidc_spiffe_id(cfg), cfg.spire.namespace, OIDC, {"app.kubernetes.io/name": OIDC}, hint=OIDC
+                cfg, oidc_spiffe_id(cfg), cfg.spire.namespace, OIDC, {NAME_LABEL: OIDC}, hint=OIDC
             ),
         )
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from components.labels import MANAGED_BY, NAME_LABEL
 from components.platform_model import Platform
 from components.render.spire.names import (
     _RESTRICTED,
@@ -19,7 +20,6 @@ from components.render.spire.names import (
     CSI_DRIVER,
     DATASTORE_SECRET,
     DB_CONNECTION_ENV,
-    MANAGED_BY,
     OIDC,
     OIDC_HEALTH_PORT,
     OIDC_PORT,
@@ -59,7 +59,7 @@ def server_objects(platform: Platform) -> list[dict[str, Any]]:
     cfg = platform.config
     sp = cfg.spire
     ns = sp.namespace
-    sel = {"app.kubernetes.io/name": SERVER}
+    sel = {NAME_LABEL: SERVER}
     objs: list[dict[str, Any]] = [
         {
             "apiVersion": "v1",
@@ -191,7 +191,7 @@ def server_workload(platform: Platform) -> dict[str, Any]:
     cfg = platform.config
     sp = cfg.spire
     ns = sp.namespace
-    sel = {"app.kubernetes.io/name": SERVER}
+    sel = {NAME_LABEL: SERVER}
     args = ["-config", f"{SERVER_CONFIG_DIR}/server.conf"]
     if needs_expand_env(cfg):
         args.append("-expandEnv")
@@ -340,7 +340,7 @@ def oidc_objects(platform: Platform) -> list[dict[str, Any]]:
     cfg = platform.config
     sp = cfg.spire
     ns = sp.namespace
-    sel = {"app.kubernetes.io/name": OIDC}
+    sel = {NAME_LABEL: OIDC}
     replicas = 2 if sp.replicas > 1 else 1
     return [
         {

@@ -11,7 +11,7 @@ from typing import Any
 
 from pulumi_policy import ReportViolation, StackValidationArgs
 
-from .tokens import GATEWAY_LABEL, WORKLOADS, T
+from .tokens import GATEWAY_LABEL, SERVICE_LABEL, WORKLOADS, T
 from .values import _cfg, _schema, as_dict, as_list, dig, find_bom, labels_of, name_tokens, plain, strings
 
 # resource-count-ceiling ----------------------------------------------------------------------
@@ -84,7 +84,7 @@ def _index(args: StackValidationArgs) -> _Enforcement:
                     ix.authn_by_account.setdefault(account, set()).add(key)
         elif t == T.LINKERD_AUTHZ_POLICY:
             tokens = _tokens(r.name, key[1], str(dig(p, "spec", "targetRef", "name") or ""))
-            service = labels_of(p).get("agentpassport.dev/service")
+            service = labels_of(p).get(SERVICE_LABEL)
             if isinstance(service, str):
                 tokens.add(service)
             for ref in as_list(dig(p, "spec", "requiredAuthenticationRefs")):

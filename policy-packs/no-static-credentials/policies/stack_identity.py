@@ -12,7 +12,7 @@ from typing import Any
 
 from pulumi_policy import ReportViolation, StackValidationArgs
 
-from .tokens import AGENT_LABEL, GATEWAY_LABEL, REGISTRATIONS, WORKLOADS, T
+from .tokens import AGENT_LABEL, GATEWAY_LABEL, REGISTRATIONS, SERVICE_LABEL, WORKLOADS, T
 from .values import (
     Res,
     _resources,
@@ -177,7 +177,7 @@ def _platform_of(args: StackValidationArgs) -> _Platform:
         if t == T.K8S_SERVICE:
             plat.services.setdefault((str(name), ns), f"Service {ns}/{name}")
         elif t == T.LINKERD_SERVER:
-            service = labels.get("agentpassport.dev/service")
+            service = labels.get(SERVICE_LABEL)
             if isinstance(service, str):
                 plat.services.setdefault((service, ns), f"service {service!r}")
         elif t == T.K8S_SERVICE_ACCOUNT:

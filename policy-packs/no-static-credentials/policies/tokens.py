@@ -5,8 +5,11 @@ know.
 from __future__ import annotations
 
 PACK_NAME = "no-static-credentials"
+# The label keys of components/labels.py: the pack imports nothing from the project (the engine
+# runs it without it), so it keeps copies; tests/test_policy_pack.py keeps them equal.
 AGENT_LABEL = "agentpassport.dev/agent"
 GATEWAY_LABEL = "agentpassport.dev/gateway"
+SERVICE_LABEL = "agentpassport.dev/service"
 BOM_KEY = "identityBom"
 
 
