@@ -218,8 +218,8 @@ class RegistrationsArgs:
     """The server whose controller manager reconciles the registrations (None in a shard: the
     base stack runs it)."""
     scope: Scope = "all"
-    """``all``: agents' and the platform's own; ``agents``: a shard's agents only; ``shared``:
-    the platform's own only (a base)."""
+    """``all``: agents' and Agent Passport's own; ``agents``: a shard's agents only; ``shared``:
+    Agent Passport's own only (a base)."""
     server_workload: pulumi.Input[str] | None = None
     """The server workload's name when ``server`` is None (read from the base stack)."""
 
@@ -243,6 +243,6 @@ class Registrations(pulumi.ComponentResource):
                     f"{name}-{agent.agent}-{obj['kind'].lower()}-{role}", _with_namespace(obj, None, after), self
                 )
             self.spiffe_ids[agent.agent] = agent.spiffe_id
-        for obj in plan.platform_registrations if deploys_shared(args.scope) else ():
+        for obj in plan.passport_registrations if deploys_shared(args.scope) else ():
             kube_object(f"{name}-{object_key(obj)}", _with_namespace(obj, None, after), self)
         self.register_outputs({"spiffeIds": self.spiffe_ids})

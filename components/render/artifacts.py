@@ -57,7 +57,7 @@ def _renderers() -> list[Renderer]:
     from components.render.vault import vault_artifacts  # imports this module: import here
 
     def vault(plans: Plans) -> Iterable[Artifact]:
-        # the Vault renderer plans from the platform itself (its plan is already validated here)
+        # the Vault renderer plans from the Platform itself (its plan is already validated here)
         return vault_artifacts(plans.platform) if plans.vault is not None else ()
 
     def aws_roles(plans: Plans) -> Iterable[Artifact]:

@@ -66,7 +66,7 @@ def authz_problems(platform: Platform) -> list[Problem]:
     """
     problems: list[Problem] = []
     for svc in rego.gateway_services(platform):
-        gw = envoy.gateway_of(platform, svc)
+        gw = platform.gateway(svc)
         if gw.name != f"gw-{svc.name}" or not _DNS1035.match(gw.name):
             problems.append(Problem(
                 svc.file, svc.line_of(("metadata", "name")), "metadata.name",
@@ -86,7 +86,7 @@ def _meta(gw: GatewayIdentity, name: str) -> dict[str, Any]:
 
 def opa_config(platform: Platform, service: SourcedService) -> dict[str, Any]:
     """opa-envoy-plugin configuration: ext_authz on loopback, the decision object, logs."""
-    gw = envoy.gateway_of(platform, service)
+    gw = platform.gateway(service)
     out: dict[str, Any] = {
         "labels": {
             "environment": platform.config.environment,
@@ -109,7 +109,7 @@ def opa_config(platform: Platform, service: SourcedService) -> dict[str, Any]:
 
 def config_maps(platform: Platform, service: SourcedService) -> list[dict[str, Any]]:
     """Envoy bootstrap, OPA config, Rego policy (+ log mask), and this service's data."""
-    gw = envoy.gateway_of(platform, service)
+    gw = platform.gateway(service)
     return [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(gw, f"{gw.name}-envoy"),
          "data": {"envoy.yaml": dump_yaml(envoy.envoy_bootstrap(platform, service))}},
@@ -132,7 +132,7 @@ def revocations_configmap(platform: Platform, service: SourcedService) -> dict[s
     """The gateway's revocation list: created empty by ``pulumi up``, then written only by
     ``passport revoke`` (``pulumi up`` never overwrites its data, so it cannot lift a
     revocation). OPA watches it; without it the gateway denies every request."""
-    gw = envoy.gateway_of(platform, service)
+    gw = platform.gateway(service)
     meta = _meta(gw, revocations_configmap_name(gw))
     meta["labels"] = {**meta["labels"], REVOCATIONS_LABEL: "true"}
     meta["annotations"] = {IGNORE_CHANGES_ANNOTATION: "data"}
@@ -157,7 +157,7 @@ def shard_data_configmaps(platform: Platform) -> list[dict[str, Any]]:
     holding ``agentpassport.shards.<shard>``; the base's gateway mounts it (optional)."""
     out = []
     for svc in rego.gateway_services(platform):
-        gw = envoy.gateway_of(platform, svc)
+        gw = platform.gateway(svc)
         meta = _meta(gw, shard_configmap_name(gw, platform.stack))
         meta["labels"] = {**meta["labels"], SHARD_LABEL: platform.stack}
         out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
@@ -198,7 +198,7 @@ def _container_security() -> dict[str, Any]:
 
 def deployment(platform: Platform, service: SourcedService, maps: list[dict[str, Any]]) -> dict[str, Any]:
     """Envoy + OPA in one pod; a changed ConfigMap rolls the pods (the hash annotation)."""
-    gw = envoy.gateway_of(platform, service)
+    gw = platform.gateway(service)
     cfg = platform.config.authz
     digest = hashlib.sha256(
         json.dumps([m["data"] for m in maps], sort_keys=True).encode()
@@ -284,7 +284,7 @@ def cluster_spiffe_id(platform: Platform, service: SourcedService) -> dict[str, 
     The template takes namespace and ServiceAccount from the pod, so a pod that merely copies
     the labels under another ServiceAccount gets a different ID, which no agent trusts.
     """
-    gw = envoy.gateway_of(platform, service)
+    gw = platform.gateway(service)
     return {
         "apiVersion": SPIRE_API,
         "kind": "ClusterSPIFFEID",
@@ -303,7 +303,7 @@ def cluster_spiffe_id(platform: Platform, service: SourcedService) -> dict[str, 
 
 def gateway_objects(platform: Platform, service: SourcedService) -> list[dict[str, Any]]:
     """Every Kubernetes object of ``service``'s gateway, in apply order."""
-    gw = envoy.gateway_of(platform, service)
+    gw = platform.gateway(service)
     cfg = platform.config.authz
     maps = config_maps(platform, service)
     objects: list[dict[str, Any]] = [
@@ -376,7 +376,7 @@ def compile_authz(platform: Platform) -> AuthzPlan:
     port = platform.config.authz.gateway_port
     gateways = []
     for svc in rego.gateway_services(platform):
-        gw = envoy.gateway_of(platform, svc)
+        gw = platform.gateway(svc)
         gateways.append(GatewayPlan(
             service=svc, identity=gw, objects=tuple(gateway_objects(platform, svc)),
             address=f"{gw.name}.{gw.namespace}.svc:{port}",

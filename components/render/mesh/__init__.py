@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from components.errors import ManifestError, Problem, input_error
-from components.identity import GatewayIdentity
 from components.manifest.loader import SourcedService
 from components.platform_model import Platform, ResolvedAgent
 from components.render.mesh.identity import (
@@ -221,11 +220,6 @@ def tie_warnings(service: str, callers: Sequence[Caller]) -> list[str]:
     return out
 
 
-def platform_gateway(platform: Platform, svc: SourcedService) -> GatewayIdentity:
-    """The gateway in front of ``svc``: from the one identity module, in the service's namespace."""
-    return platform.gateway(svc)
-
-
 def service_objects(platform: Platform, svc: SourcedService, callers: Sequence[Caller],
                     scope: Scope = "all") -> list[dict[str, Any]]:
     """Linkerd objects protecting one called service; only active callers are authorized.
@@ -247,7 +241,7 @@ def service_objects(platform: Platform, svc: SourcedService, callers: Sequence[C
                 out.append(mesh_tls_authentication(g.authn, ns, name, g.owner, g.identities))
             out.append(authorization_policy(g.name, ns, name, g.owner, "HTTPRoute", g.name, g.authn))
         return out
-    gw = platform_gateway(platform, svc)
+    gw = platform.gateway(svc)
     out = [
         server(gw.name, ns, name, gw.pod_labels, platform.config.authz.gateway_port, GATEWAY_PROXY_PROTOCOL),
         backend,
@@ -467,7 +461,6 @@ __all__ = [
     "namespace_object",
     "plan_artifacts",
     "plan_objects",
-    "platform_gateway",
     "route_groups",
     "server",
     "service_objects",

@@ -120,7 +120,7 @@ from components.render.spire.names import (
 from components.render.spire.registrations import (
     SERVER_ANNOTATION,
     agent_registrations,
-    platform_registrations,
+    passport_registrations,
     registration_objects,
 )
 from components.render.spire.server_conf import (
@@ -158,7 +158,7 @@ class SpirePlan:
     """Everything SPIRE deploys for one stack, validated (:func:`compile_spire`).
 
     The server, webhook and agent objects exist for stacks that deploy the shared pieces (not a
-    shard); registrations are planned for every active agent and for the platform itself, and each
+    shard); registrations are planned for every active agent and for Agent Passport itself, and each
     consumer takes those of its scope (:func:`components.shard.deploys_agents` / ``deploys_shared``).
     """
 
@@ -169,13 +169,13 @@ class SpirePlan:
     webhook_objects: tuple[dict[str, Any], ...]
     agent_objects: tuple[dict[str, Any], ...]
     agent_registrations: tuple[AgentRegistrations, ...]
-    platform_registrations: tuple[dict[str, Any], ...]
+    passport_registrations: tuple[dict[str, Any], ...]
 
     def registration_objects(self, scope: Scope | None = None) -> list[dict[str, Any]]:
-        """Agents' registrations in name order, then the platform's own, as ``scope`` deploys them."""
+        """Agents' registrations in name order, then Agent Passport's own, as ``scope`` deploys them."""
         scope = self.scope if scope is None else scope
         out = [o for r in self.agent_registrations for o in r.objects] if deploys_agents(scope) else []
-        return out + (list(self.platform_registrations) if deploys_shared(scope) else [])
+        return out + (list(self.passport_registrations) if deploys_shared(scope) else [])
 
 
 def compile_spire(platform: Platform) -> SpirePlan:
@@ -193,7 +193,7 @@ def compile_spire(platform: Platform) -> SpirePlan:
         agent_registrations=tuple(
             AgentRegistrations(a.name, a.identity.spiffe_id, tuple(agent_registrations(platform, a)))
             for a in platform.active_agents),
-        platform_registrations=tuple(platform_registrations(platform)),
+        passport_registrations=tuple(passport_registrations(platform)),
     )
 
 
@@ -308,8 +308,8 @@ __all__ = [
     "oidc_config",
     "oidc_objects",
     "oidc_spiffe_id",
+    "passport_registrations",
     "plan_artifacts",
-    "platform_registrations",
     "registration_objects",
     "server_address",
     "server_config",

@@ -1,5 +1,5 @@
 """Registrations: one ClusterSPIFFEID (pods) or ClusterStaticEntry pair (VMs, Windows hosts) per active
-agent, and the platform's own.
+agent, and Agent Passport's own.
 """
 
 from __future__ import annotations
@@ -148,8 +148,8 @@ def agent_registrations(platform: Platform, agent: ResolvedAgent) -> list[dict[s
     return objs
 
 
-def platform_registrations(platform: Platform) -> list[dict[str, Any]]:
-    """Registrations the platform itself needs: the OIDC discovery provider's identity."""
+def passport_registrations(platform: Platform) -> list[dict[str, Any]]:
+    """Registrations Agent Passport itself needs: the OIDC discovery provider's identity."""
     cfg = platform.config
     return [
         _cr(
@@ -164,10 +164,10 @@ def platform_registrations(platform: Platform) -> list[dict[str, Any]]:
 
 
 def registration_objects(platform: Platform, scope: Scope = "all") -> list[dict[str, Any]]:
-    """Every registration of the stack, agents in name order, then the platform's own
+    """Every registration of the stack, agents in name order, then Agent Passport's own
     (a shard: only its agents'; a base: only the platform's)."""
     out: list[dict[str, Any]] = []
     if deploys_agents(scope):
         for agent in platform.active_agents:
             out += agent_registrations(platform, agent)
-    return out + (platform_registrations(platform) if deploys_shared(scope) else [])
+    return out + (passport_registrations(platform) if deploys_shared(scope) else [])
