@@ -31,7 +31,6 @@ from typing import Any, Literal, TextIO
 from components.config import StackConfig, load_stack_config, stack_file
 
 Action = Literal["up", "preview", "refresh", "destroy"]
-ACTIONS: tuple[Action, ...] = ("up", "preview", "refresh", "destroy")
 Checkpoints = Literal["always", "never", "auto"]
 
 # Resource families a re-run adopts or overwrites after a crash left them out of the state:
@@ -291,6 +290,24 @@ def _workspace(settings: EngineSettings, program: Callable[[], None] | None = No
     return auto.create_or_select_stack(stack_name=settings.stack, project_name=PROJECT, program=program, opts=opts)
 
 
+def _ready(command: str, stack: str, root: Path, environ: Mapping[str, str] | None,
+           err: TextIO) -> EngineSettings | int:
+    """The engine's settings for ``stack``, or the exit code after naming what is missing
+    (2: the stack's state has no backend here; 3: a piece of the engine is missing)."""
+    try:
+        settings = settings_for(stack, root, environ)
+    except EngineUnavailable as exc:
+        print(str(exc), file=err)
+        return 2
+    missing = preflight(settings)
+    if missing:
+        print(f"cannot run `passport {command}` of stack {stack!r}; missing:", file=err)
+        for m in missing:
+            print(f"  - {m}", file=err)
+        return 3
+    return settings
+
+
 def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool = False,
         out: TextIO | None = None, err: TextIO | None = None, parallel: int | None = None,
         environ: Mapping[str, str] | None = None, program: Callable[[], None] | None = None,
@@ -309,17 +326,9 @@ def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool
     out, err = out or sys.stdout, err or sys.stderr
     os.chdir(root)  # stack files, agentsDir and renderDir are relative to the project
 
-    try:
-        settings = settings_for(stack, root, environ)
-    except EngineUnavailable as exc:
-        print(str(exc), file=err)
-        return 2
-    missing = preflight(settings)
-    if missing:
-        print(f"cannot run `passport {action}` of stack {stack!r}; missing:", file=err)
-        for m in missing:
-            print(f"  - {m}", file=err)
-        return 3
+    settings = _ready(action, stack, root, environ, err)
+    if isinstance(settings, int):
+        return settings
     try:
         # Every user error before the engine starts (every rule of every subsystem, at once):
         # nothing is half-deployed.
@@ -422,17 +431,9 @@ def recover(stack: str, *, root: Path, yes: bool = False, out: TextIO | None = N
 
     out, err = out or sys.stdout, err or sys.stderr
     os.chdir(root)
-    try:
-        settings = settings_for(stack, root, environ)
-    except EngineUnavailable as exc:
-        print(str(exc), file=err)
-        return 2
-    missing = preflight(settings)
-    if missing:
-        print(f"cannot run `passport recover` of stack {stack!r}; missing:", file=err)
-        for m in missing:
-            print(f"  - {m}", file=err)
-        return 3
+    settings = _ready("recover", stack, root, environ, err)
+    if isinstance(settings, int):
+        return settings
     locks = stack_locks(settings)
     live = [lk for lk in locks if not lk.stale]
     if live:

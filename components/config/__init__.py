@@ -27,9 +27,9 @@ from components.config.shard import ShardConfig
 from components.config.spire import SpireConfig, ca_rotation_problem
 from components.config.subsystems import Subsystems
 from components.config.trust import TrustConfig
-from components.config.vault import VaultConfig
+from components.config.vault import MAX_TOKEN_TTL_SECONDS, VaultConfig
 from components.config.windows import WindowsConfig
-from components.durations import seconds
+from components.durations import format_duration, seconds
 from components.errors import ConfigError, ManifestError, Problem
 
 NAMESPACE = "agent-passport"
@@ -159,8 +159,9 @@ def lifetime_problems(cfg: StackConfig, file: str) -> list[Problem]:
     rotation = ca_rotation_problem(cfg.spire.default_x509_svid_ttl, cfg.spire.ca_ttl)
     if rotation is not None:
         out.append(Problem(file, None, f"{NAMESPACE}:spire.defaultX509SvidTtl", rotation))
-    if seconds(cfg.vault.token_ttl) > 900:
-        out.append(Problem(file, None, f"{NAMESPACE}:vault.tokenTtl", "Vault tokens for agents live at most 15m"))
+    if seconds(cfg.vault.token_ttl) > MAX_TOKEN_TTL_SECONDS:
+        out.append(Problem(file, None, f"{NAMESPACE}:vault.tokenTtl",
+                           f"Vault tokens for agents live at most {format_duration(MAX_TOKEN_TTL_SECONDS)}"))
     if seconds(cfg.vault.token_ttl) > seconds(cfg.vault.token_max_ttl):
         out.append(Problem(file, None, f"{NAMESPACE}:vault.tokenTtl", "is longer than tokenMaxTtl"))
     for name, db in cfg.vault.databases.items():

@@ -19,7 +19,7 @@ from components.render.mesh.names import (
     TRUST_ROOTS_CONFIGMAP,
     TRUST_ROOTS_KEY,
 )
-from components.render.trust import KEY_SPECS, CaProfile
+from components.render.trust import KEY_SPECS, CaProfile, KeySpec
 
 # --------------------------------------------------------------------------- identity profile
 
@@ -54,10 +54,16 @@ class LinkerdIdentityProfile:
     vault_pki_mount: str = "pki-linkerd"
     aws_region: str = "us-east-1"
     issuer_rotation: str = "1"
-    ecdsa_curve: Literal["P256"] = "P256"
+    key: KeySpec = LINKERD_KEY
+    """Key algorithm of the anchors and the issuer (Linkerd requires ECDSA P-256)."""
     anchor_path_length: int = 1
     issuer_path_length: int = 0
     ca_uses: tuple[str, ...] = CA_USES
+
+    @property
+    def ecdsa_curve(self) -> str | None:
+        """The key's curve as pulumi-tls names it."""
+        return self.key.tls_ecdsa_curve
 
     @property
     def anchor_common_name(self) -> str:
@@ -90,7 +96,7 @@ class LinkerdIdentityProfile:
     def anchor(self, generation: str) -> CaProfile:
         """The CA profile of one trust anchor generation (self-signed)."""
         return CaProfile(
-            common_name=self.anchor_common_name, organization=self.organization, key=LINKERD_KEY,
+            common_name=self.anchor_common_name, organization=self.organization, key=self.key,
             path_length=self.anchor_path_length, validity_hours=self.anchor_validity_hours,
             allowed_uses=self.ca_uses, unit=self.anchor_unit(generation), cn_in_sans=False,
         )
@@ -99,7 +105,7 @@ class LinkerdIdentityProfile:
     def issuer(self) -> CaProfile:
         """The CA profile of the identity issuer (signed by the signing anchor)."""
         return CaProfile(
-            common_name=self.issuer_common_name, organization=self.organization, key=LINKERD_KEY,
+            common_name=self.issuer_common_name, organization=self.organization, key=self.key,
             path_length=self.issuer_path_length, validity_hours=self.issuer_validity_hours,
             allowed_uses=self.ca_uses, unit=self.issuer_unit,
             early_renewal_hours=self.issuer_early_renewal_hours, cn_in_sans=False,

@@ -15,7 +15,6 @@ DECISION_QUERY = "data.agentpassport.authz.decision"
 AGENT_HEADER = "x-agentpassport-agent"
 DENIED_BODY = "forbidden by Agent Passport policy\n"
 ALL_METHODS: tuple[HttpMethod, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-_WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
 def _policy_file(name: str) -> str:
