@@ -43,7 +43,7 @@ def _owner(r: Res, agents: Iterable[str], spiffe_ids: Mapping[str, str]) -> str:
 
 
 # SPIRE selectors of which a node or a workload has exactly one value (mirrors
-# components.platform_model): entries asking for different values of one never match the same
+# components.collisions): entries asking for different values of one never match the same
 # workload; every other selector can hold several values and keeps nothing apart.
 EXCLUSIVE_NODE_SELECTORS = ("aws_iid:region", "aws_iid:az", "aws_iid:instance:id", "aws_iid:image:id",
                             "aws_iid:iamrole")
@@ -81,7 +81,7 @@ def exclusive_selector_values(node_selectors: Iterable[str],
 
 def first_compatible(entries: Sequence[Mapping[str, str] | None]) -> dict[int, int]:
     """For each entry j, the first i < j one workload can match together with it (linear split
-    on the most shared single-valued selector; mirrors components.platform_model)."""
+    on the most shared single-valued selector; mirrors components.collisions)."""
     best: dict[int, int] = {}
     _split([(i, dict(e)) for i, e in enumerate(entries) if e is not None], best)
     return best
