@@ -17,19 +17,15 @@ from typing import Any
 import pulumi
 
 from components.kube import kube_objects, object_key
-from components.platform_model import Platform
-from components.render import authz as render
-from components.render import envoy, rego
+from components.render.authz import GatewayPlan
 
 
 @dataclass(frozen=True)
 class AuthzGatewayArgs:
     """Inputs of :class:`AuthzGateway`."""
 
-    platform: Platform
-    """The validated platform; only its active agents get a data entry."""
-    service: str
-    """Name of the Service manifest (``spec.gateway: true``, called by an active agent)."""
+    gateway: GatewayPlan
+    """The validated gateway (``AuthzPlan.gateways`` of :func:`components.compile.compile`)."""
     namespaces: Mapping[str, pulumi.Resource] = field(default_factory=dict)
     """Namespaces this stack creates (MeshNamespace), by name: objects in them are created after."""
 
@@ -49,28 +45,17 @@ class AuthzGateway(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: AuthzGatewayArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:authz:AuthzGateway", name, None, opts)
-        platform = args.platform
-        render.validate_authz(platform)
-        service = next((s for s in rego.gateway_services(platform) if s.name == args.service), None)
-        if service is None:
-            raise ValueError(
-                f"{args.service!r} is not a gateway service (spec.gateway: true and called by an "
-                "active agent); construct gateways from components.render.rego.gateway_services"
-            )
-        gw = envoy.gateway_of(platform, service)
-        objects: list[Mapping[str, Any]] = list(render.gateway_objects(platform, service))
+        plan = args.gateway
+        gw = plan.identity
+        objects: list[Mapping[str, Any]] = list(plan.objects)
         created = kube_objects(name, objects, self, args.namespaces)
         deployment = created[object_key(next(o for o in objects if o["kind"] == "Deployment"))]
 
         self.gateway_name = pulumi.Output.from_input(gw.name)
         self.namespace = pulumi.Output.from_input(gw.namespace)
         self.spiffe_id = pulumi.Output.from_input(gw.spiffe_id)
-        self.address = deployment.id.apply(
-            lambda _: f"{gw.name}.{gw.namespace}.svc:{platform.config.authz.gateway_port}"
-        )
-        self.principals = pulumi.Output.from_input(
-            sorted(rego.service_principals(platform, service.name))
-        )
+        self.address = deployment.id.apply(lambda _: plan.address)
+        self.principals = pulumi.Output.from_input(list(plan.principals))
         self.register_outputs({
             "gatewayName": self.gateway_name,
             "namespace": self.namespace,
@@ -84,8 +69,8 @@ class AuthzGateway(pulumi.ComponentResource):
 class GatewayDataArgs:
     """Inputs of :class:`GatewayData`."""
 
-    platform: Platform
-    """A shard's validated platform; only its active agents get a data entry."""
+    configmaps: tuple[Mapping[str, Any], ...]
+    """A shard's validated data ConfigMaps (``AuthzPlan.shard_configmaps``)."""
 
 
 class GatewayData(pulumi.ComponentResource):
@@ -97,8 +82,7 @@ class GatewayData(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: GatewayDataArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:authz:GatewayData", name, None, opts)
-        render.validate_authz(args.platform)
-        objects = render.shard_data_configmaps(args.platform)
+        objects = list(args.configmaps)
         kube_objects(name, objects, self)
         self.configmaps = pulumi.Output.from_input(
             [f"{o['metadata']['namespace']}/{o['metadata']['name']}" for o in objects])

@@ -22,16 +22,15 @@ from components.config.aws import AuditBucketConfig
 from components.errors import ConfigError, Problem
 from components.platform_model import Platform
 from components.render.aws import (
+    AwsPlan,
     AwsRole,
     audit_bucket_policy,
     audit_lifecycle_rules,
     audit_object_lock_rule,
-    aws_roles,
     inline_policy,
     policy_attachment_key,
     profile_durations,
     trust_policy,
-    validate_aws,
 )
 from components.shard import Scope, deploys_agents, deploys_shared
 
@@ -45,7 +44,10 @@ class AwsFederationArgs:
     """Inputs of :class:`AwsFederation`."""
 
     platform: Platform
-    """The validated platform; only active agents' aws grants become roles."""
+    """The validated platform (stack name, AWS and trust settings)."""
+
+    plan: AwsPlan
+    """The validated roles: one per active agent's aws grant (``Plans.aws``)."""
 
     trust_bundle_pem: pulumi.Input[str] | None = None
     """PEM bundle of the TrustDomain's CA (Roles Anywhere CERTIFICATE_BUNDLE source)."""
@@ -81,7 +83,6 @@ class AwsFederation(pulumi.ComponentResource):
         super().__init__("agentpassport:aws:AwsFederation", name, None, opts)
         platform = args.platform
         cfg = platform.config
-        validate_aws(platform)
         self.trust_anchor_arn = None
         self.oidc_provider_arn = None
         principal: pulumi.Output[str]
@@ -112,7 +113,7 @@ class AwsFederation(pulumi.ComponentResource):
             self.trust_anchor_arn = anchor.arn
             principal = anchor.arn
 
-        roles = aws_roles(platform) if deploys_agents(args.scope) else []
+        roles = list(args.plan.roles) if deploys_agents(args.scope) else []
         role_arns: dict[str, pulumi.Output[str]] = {}
         for r in roles:
             policy = principal.apply(_trust_policy_json(r, cfg))

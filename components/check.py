@@ -4,7 +4,7 @@ The real ``__main__.py`` runs under Pulumi's mocks (:func:`components.mockrun.ru
 every captured resource becomes a public ``pulumi_policy`` argument object
 (``ResourceValidationArgs`` per resource, one ``StackValidationArgs`` with every resource, the
 Stack resource carrying the stack outputs as the engine gives them) and each policy of
-``policy-packs/no-static-credentials/policies.py`` — the very objects the pack's
+``policy-packs/no-static-credentials/policies/`` — the very objects the pack's
 ``__main__.py`` serves to ``pulumi preview --policy-pack`` — validates them directly. No
 engine, no backend, no cloud credentials, no network.
 
@@ -43,19 +43,15 @@ from pulumi_policy import (
 from pulumi_policy.proxy import unknown_checking_proxy
 
 from components import PROJECT
-from components.config import StackConfig, load_stack_config
+from components.compile import Plans, compile_plans
+from components.config import StackConfig, stack_file
 from components.errors import ConfigError, Problem
-from components.manifest.loader import load_manifests
 from components.mockrun import Captured, Graph, run_program
-from components.platform_model import Platform, build_platform
+from components.platform_model import Platform, load_platform
 
 PACK_DIR = Path(__file__).resolve().parent.parent / "policy-packs" / "no-static-credentials"
 SECRET_SIG = ("4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270")
 LEVELS = {level.value for level in EnforcementLevel}
-JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "string": (str,), "integer": (int,), "number": (int, float), "boolean": (bool,),
-    "array": (list,), "object": (dict,),
-}
 # Where in a manifest a violation of a policy points (else the agent's metadata.name).
 POLICY_FIELDS: dict[str, tuple[str | int, ...]] = {
     "svid-ttl-limits": ("spec", "identity"),
@@ -69,11 +65,15 @@ Policy = ResourceValidationPolicy | StackValidationPolicy
 
 @cache
 def load_pack() -> ModuleType:
-    """Import the pack's ``policies.py`` (its folder is not a Python package name)."""
+    """Import the pack's ``policies`` package (its folder is not a Python package name, so it is
+    loaded from its path; ``__main__.py`` imports it as ``policies``, with the pack's folder on
+    ``sys.path``)."""
     name = "agentpassport_policies"
-    spec = importlib.util.spec_from_file_location(name, PACK_DIR / "policies.py")
-    if spec is None or spec.loader is None:  # pragma: no cover - the file ships with the repo
-        raise ImportError(f"cannot load {PACK_DIR / 'policies.py'}")
+    package = PACK_DIR / "policies"
+    spec = importlib.util.spec_from_file_location(name, package / "__init__.py",
+                                                  submodule_search_locations=[str(package)])
+    if spec is None or spec.loader is None:  # pragma: no cover - the package ships with the repo
+        raise ImportError(f"cannot load {package}")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -132,20 +132,20 @@ def read_policy_config(path: Path, known: Iterable[Policy]) -> dict[str, Any]:
             elif prop not in props:
                 problems.append(Problem(file, None, f"{key}.{prop}",
                                         f"unknown property (known: {', '.join(sorted(props)) or 'none'})"))
-            elif not _json_type_ok(value, str(props[prop].get("type", ""))):
+            elif not _type_ok(value, props[prop]):
                 problems.append(Problem(file, None, f"{key}.{prop}", f"must be of type {props[prop]['type']}"))
     if problems:
         raise ConfigError(problems)
     return data
 
 
-def _json_type_ok(value: Any, type_: str) -> bool:
-    expected = JSON_TYPES.get(type_)
-    if expected is None:
-        return True
-    if isinstance(value, bool) and type_ in ("integer", "number"):
-        return False
-    return isinstance(value, expected)
+def _type_ok(value: Any, schema: Mapping[str, Any]) -> bool:
+    """``value`` has the JSON type the property's schema declares (JSON Schema draft 4's rules, by
+    ``jsonschema``: a boolean is not a number and 1.0 is not an integer); no type: anything goes."""
+    import jsonschema
+
+    declared = schema.get("type")
+    return not declared or bool(jsonschema.Draft4Validator({"type": declared}).is_valid(value))
 
 
 def merge_config(*layers: Mapping[str, Any]) -> dict[str, Any]:
@@ -323,7 +323,7 @@ def attribute(raw: Iterable[RawViolation], graph: Graph, platform: Platform | No
     agents: dict[str, Any] = dict((bom or {}).get("agents") or {})
     spiffe = {a: str(v.get("spiffeId")) for a, v in agents.items()}
     by_urn = {r.urn: r for r in graph.resources}
-    stack_file = f"stacks/Pulumi.{graph.stack}.yaml"
+    stack_path = str(stack_file(graph.stack))
     out = []
     for v in raw:
         res = by_urn.get(v.urn or "")
@@ -334,9 +334,9 @@ def attribute(raw: Iterable[RawViolation], graph: Graph, platform: Platform | No
         if agent is None and res is not None:
             agent = pack.agent_of(res.type, res.name, engine_view(res.inputs), agents, spiffe)
             agent = agent if agent in agents else None
-        file, line = stack_file, None
+        file, line = stack_path, None
         if agent is not None:
-            file = str(agents[agent].get("manifest") or stack_file)
+            file = str(agents[agent].get("manifest") or stack_path)
             resolved = platform.agent(agent) if platform is not None else None
             if resolved is not None:
                 line = resolved.source.line_of(POLICY_FIELDS.get(v.policy.name, ("metadata", "name")))
@@ -357,22 +357,30 @@ def attribute(raw: Iterable[RawViolation], graph: Graph, platform: Platform | No
 
 
 def load_inputs(stack: str, root: Path) -> tuple[StackConfig, Platform]:
-    """Stack config and manifests, validated (ConfigError / ManifestError on bad input)."""
+    """Stack config and manifests, validated (ConfigError / ManifestError on bad input); manifest
+    files named relative to ``root``."""
     with contextlib.chdir(root):
-        cfg = load_stack_config(stack, root)
-        manifests = load_manifests([cfg.agents_dir])
-        return cfg, build_platform(cfg, manifests, stack, f"stacks/Pulumi.{stack}.yaml")
+        platform = load_platform(stack, root=root)
+        return platform.config, platform
+
+
+def load_plans(stack: str, root: Path) -> Plans:
+    """:func:`load_inputs` and the compile step: every problem of the stack (PassportError) at once."""
+    _, platform = load_inputs(stack, root)
+    return compile_plans(platform)
 
 
 def run_check(stack: str, root: Path | None = None, overrides: Mapping[str, Any] | None = None) -> CheckResult:
-    """Validate inputs, run the program under mocks, evaluate the pack, attribute violations."""
+    """Validate inputs (every rule, components.compile), run the program under mocks, evaluate the
+    pack, attribute violations."""
     root = (root or Path.cwd()).resolve()
-    cfg, platform = load_inputs(stack, root)
+    platform = load_plans(stack, root).platform
+    cfg = platform.config
     try:
         graph = run_program(stack, root)
     except (pulumi.RunError, pulumi.ConfigMissingError, pulumi.ConfigTypeError) as exc:
         # The program refused its input (anything else is a bug and keeps its traceback).
-        raise ConfigError([Problem(f"stacks/Pulumi.{stack}.yaml", None, "",
+        raise ConfigError([Problem(str(stack_file(stack)), None, "",
                                    f"the program refused this stack: {str(exc).strip()}")]) from None
     config = merge_config(stack_policy_config(cfg), overrides or {})
     raw = evaluate(graph, config)

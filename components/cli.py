@@ -14,45 +14,58 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from components.config import list_stacks, load_stack_config
+from components.config import list_stacks, load_stack_config, stack_file
 from components.durations import parse_duration
-from components.errors import PassportError
+from components.errors import ManifestError, PassportError
 from components.manifest.loader import ManifestSet, load_manifests
-from components.platform_model import Platform, build_platform, identity_bom
+from components.platform_model import Platform, identity_bom, load_platform
 from components.progress import activity
 
 EXIT_OK, EXIT_FOUND, EXIT_INPUT = 0, 1, 2
 
 
-def load_platform(stack: str, paths: Sequence[str] | None = None) -> Platform:
-    """Stack config from ``stacks/``, manifests from ``paths`` (default: the stack's agentsDir)."""
-    cfg = load_stack_config(stack)
-    with activity(f"loading manifests from {', '.join(paths or [cfg.agents_dir])}"):
-        manifests = load_manifests(paths or [cfg.agents_dir])
-    with activity(f"checking {len(manifests.agents)} agents against stack {stack}"):
-        return build_platform(cfg, manifests, stack, f"stacks/Pulumi.{stack}.yaml")
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Everything `pulumi up` would refuse, per stack: models, cross-manifest checks, and every
-    renderer's own checks (the program runs the same renderers before registering anything)."""
-    from components.render.artifacts import render_all
+    """Everything `pulumi up` would refuse, for every stack (or --stack) at once: the stack files,
+    the manifests, the cross-manifest rules and every subsystem's rules (components.compile, which
+    the program runs before registering anything); every problem of every stack in one report."""
+    from components.compile import Problems, compile
 
     stacks = args.stack or list_stacks()
-    loaded: dict[tuple[str, ...], ManifestSet] = {}
+    loaded: dict[tuple[str, ...], ManifestSet | ManifestError] = {}
+
+    def manifests(paths: Sequence[str | Path]) -> ManifestSet:
+        """One load per set of paths, shared by the stacks (its problems reported once)."""
+        key = tuple(map(str, paths))
+        if key not in loaded:
+            try:
+                loaded[key] = load_manifests(paths)
+            except ManifestError as exc:
+                loaded[key] = exc
+        result = loaded[key]
+        if isinstance(result, ManifestError):
+            raise result
+        return result
+
+    found = Problems((), ())
     with activity(f"validating stack {stacks[0]}" if stacks else "validating", total=len(stacks)) as step:
         for i, stack in enumerate(stacks):
-            cfg = load_stack_config(stack)
-            paths = tuple(args.paths or [cfg.agents_dir])
-            if paths not in loaded:
-                with activity(f"loading manifests from {', '.join(paths)}"):
-                    loaded[paths] = load_manifests(paths)
-            render_all(build_platform(cfg, loaded[paths], stack, f"stacks/Pulumi.{stack}.yaml"))
-            step.advance(f"validating stack {stacks[i + 1]}" if i + 1 < len(stacks) else "validated")
+            try:
+                platform = load_platform(stack, args.paths, manifests=manifests)
+            except PassportError as exc:
+                found += Problems(tuple(exc.problems), (str(stack_file(stack)),))
+                continue
+            finally:
+                step.advance(f"validating stack {stacks[i + 1]}" if i + 1 < len(stacks) else "validated")
+            result = compile(platform)
+            if isinstance(result, Problems):
+                found += result
+    if found.problems:
+        raise found.error()
     if not loaded:
-        loaded[tuple(args.paths or ["agents"])] = load_manifests(args.paths or ["agents"])
-    agents = {a.name for m in loaded.values() for a in m.agents}
-    services = {s.name for m in loaded.values() for s in m.services}
+        manifests(args.paths or ["agents"])
+    sets = [m for m in loaded.values() if isinstance(m, ManifestSet)]
+    agents = {a.name for m in sets for a in m.agents}
+    services = {s.name for m in sets for s in m.services}
     where = f" for stacks {', '.join(stacks)}" if stacks else ""
     print(f"ok: {len(agents)} agents, {len(services)} services valid{where}")
     return EXIT_OK
@@ -223,11 +236,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from components.render.artifacts import render_all, write_artifacts
+    from components.compile import compile_plans
+    from components.render.artifacts import render_plans, write_artifacts
 
-    platform = load_platform(args.stack, args.paths)
     with activity(f"rendering every artifact of stack {args.stack}"):
-        artifacts = render_all(platform)
+        plans = compile_plans(load_platform(args.stack, args.paths))
+        artifacts = render_plans(plans)
     with activity(f"writing {len(artifacts)} artifacts to {args.out}"):
         written, removed = write_artifacts(artifacts, Path(args.out))
     print(f"rendered {written} artifacts to {args.out}" + (f" (removed {removed} stale)" if removed else ""))

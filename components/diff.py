@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import pulumi
 
-from components.check import load_inputs
-from components.config import load_stack_config
+from components.check import load_inputs, load_plans
+from components.config import load_stack_config, stack_file
 from components.durations import format_duration, seconds
 from components.errors import ConfigError, ManifestError, Problem
 from components.graph import (
@@ -113,7 +113,7 @@ def materialise(ref: str, stack: str, root: Path, dest: Path) -> Path:
         raise ConfigError([Problem("git", None, "--base", f"{ref!r} is not a commit in this repository "
                                    "(fetch it first, e.g. git fetch origin main)")]) from None
     project = dest / prefix
-    stack_path = f"{prefix}stacks/Pulumi.{stack}.yaml"
+    stack_path = f"{prefix}{stack_file(stack).as_posix()}"
     listed = _git(["ls-tree", "-r", "--name-only", commit, "--", f"{prefix}stacks"], top).decode().split()
     if stack_path not in listed:
         return project  # the stack does not exist at the base: everything is new
@@ -378,12 +378,12 @@ def compare_graphs(base: Graph | None, head: Graph) -> ResourceDiff:
 def run_diff(base_ref: str, stack: str, root: Path | None = None, resources: bool = True) -> StackDiff:
     root = (root or Path.cwd()).resolve()
     with activity(f"checking stack {stack} as it is now"):
-        _, head = load_inputs(stack, root)
+        head = load_plans(stack, root).platform
     with tempfile.TemporaryDirectory(prefix="passport-diff-") as tmp:
         with activity(f"reading stack {stack} and its manifests at {base_ref}"):
             project = materialise(base_ref, stack, root, Path(tmp))
         base: Platform | None = None
-        if (project / "stacks" / f"Pulumi.{stack}.yaml").exists():
+        if stack_file(stack, project).exists():
             try:
                 with activity(f"checking stack {stack} as it was at {base_ref}"):
                     _, base = load_inputs(stack, project)
@@ -401,7 +401,7 @@ def run_diff(base_ref: str, stack: str, root: Path | None = None, resources: boo
                         base_graph = run_program(stack, project)
                 except pulumi.RunError as exc:
                     raise ConfigError([Problem(
-                        f"{base_ref}:stacks/Pulumi.{stack}.yaml", None, "",
+                        f"{base_ref}:{stack_file(stack)}", None, "",
                         "the base does not build with the current program, so its resources cannot be "
                         f"compared (use --no-resources for identities and grants only):\n{str(exc).strip()}",
                     )]) from None

@@ -28,10 +28,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from components.config import STACKS_DIR, StackConfig, load_stack_config
+from components.config import StackConfig, load_stack_config, stack_file
 
 Action = Literal["up", "preview", "refresh", "destroy"]
-ACTIONS: tuple[Action, ...] = ("up", "preview", "refresh", "destroy")
 Checkpoints = Literal["always", "never", "auto"]
 
 # Resource families a re-run adopts after a crash left them out of the state (docs/sharding.md):
@@ -52,11 +51,6 @@ TOOLS_BIN = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "
 # PyPI SDK distribution -> provider plugin name. The engine asks for the plugin version the SDK
 # was generated for, so these versions come from the installed SDKs.
 _SDKS = {"kubernetes": "pulumi-kubernetes", "tls": "pulumi-tls", "vault": "pulumi-vault", "aws": "pulumi-aws"}
-
-
-def stack_file(stack: str) -> str:
-    """The stack's config file, as the user names it."""
-    return str(STACKS_DIR / f"Pulumi.{stack}.yaml")
 
 
 class EngineUnavailable(Exception):
@@ -312,10 +306,10 @@ def _workspace(settings: EngineSettings, program: Callable[[], None] | None = No
     return auto.create_or_select_stack(stack_name=settings.stack, project_name=PROJECT, program=program, opts=opts)
 
 
-def _prepare(action: str, stack: str, root: Path, environ: Mapping[str, str] | None,
-             err: TextIO) -> EngineSettings | int:
-    """Settings and preflight for one command; an exit code (printed why) when it cannot run."""
-    os.chdir(root)  # stack files, agentsDir and renderDir are relative to the project
+def _ready(command: str, stack: str, root: Path, environ: Mapping[str, str] | None,
+           err: TextIO) -> EngineSettings | int:
+    """The engine's settings for ``stack``, or the exit code after naming what is missing
+    (2: the stack's state has no backend here; 3: a piece of the engine is missing)."""
     try:
         settings = settings_for(stack, root, environ)
     except EngineUnavailable as exc:
@@ -323,7 +317,7 @@ def _prepare(action: str, stack: str, root: Path, environ: Mapping[str, str] | N
         return 2
     missing = preflight(settings)
     if missing:
-        print(f"cannot run `passport {action}` of stack {stack!r}; missing:", file=err)
+        print(f"cannot run `passport {command}` of stack {stack!r}; missing:", file=err)
         for m in missing:
             print(f"  - {m}", file=err)
         return 3
@@ -341,16 +335,17 @@ def run(action: Action, stack: str, *, root: Path, yes: bool = False, diff: bool
     """
     from pulumi import automation as auto
 
-    from components.cli import load_platform
     from components.errors import PassportError
+    from components.platform_model import load_platform
 
     out, err = out or sys.stdout, err or sys.stderr
-    prepared = _prepare(action, stack, root, environ, err)
-    if isinstance(prepared, int):
-        return prepared
-    settings = prepared
+    os.chdir(root)  # stack files, agentsDir and renderDir are relative to the project
+    settings = _ready(action, stack, root, environ, err)
+    if isinstance(settings, int):
+        return settings
     try:
-        # Every user error before the engine starts: nothing is half-deployed.
+        # Every user error before the engine starts (every rule of every subsystem, at once):
+        # nothing is half-deployed.
         from components.progress import activity
         from components.render.artifacts import render_all
 
@@ -460,10 +455,10 @@ def recover(stack: str, *, root: Path, yes: bool = False, out: TextIO | None = N
     from pulumi import automation as auto
 
     out, err = out or sys.stdout, err or sys.stderr
-    prepared = _prepare("recover", stack, root, environ, err)
-    if isinstance(prepared, int):
-        return prepared
-    settings = prepared
+    os.chdir(root)
+    settings = _ready("recover", stack, root, environ, err)
+    if isinstance(settings, int):
+        return settings
     locks = stack_locks(settings)
     live = [lk for lk in locks if not lk.stale]
     if live:

@@ -50,3 +50,25 @@ class ConfigError(PassportError):
     """Problems in a stack's configuration (``stacks/Pulumi.<env>.yaml``)."""
 
     kind = "stack configuration"
+
+
+class InputError(ConfigError, ManifestError):
+    """Problems in both a stack's configuration and the agent manifests, found in one run.
+
+    Both a :class:`ConfigError` and a :class:`ManifestError`, so callers that catch either keep working.
+    """
+
+    kind = "stack configuration and agent manifests"
+
+
+def input_error(problems: Iterable[Problem], config_files: Iterable[str]) -> PassportError:
+    """The error for ``problems``: a ConfigError when every one is in a stack file (``config_files``),
+    a ManifestError when none is, an InputError when both kinds are there."""
+    found = list(problems)
+    files = set(config_files)
+    in_config = sum(p.file in files for p in found)
+    if in_config == len(found):
+        return ConfigError(found)
+    if in_config == 0:
+        return ManifestError(found)
+    return InputError(found)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from components.durations import seconds
+from components.labels import GATEWAY_APP, GATEWAY_LABEL, NAME_LABEL
 from components.manifest.models import AgentManifest, DatabaseGrant
 
 
@@ -135,7 +136,7 @@ class GatewayIdentity:
 
     @property
     def pod_labels(self) -> dict[str, str]:
-        return {"app.kubernetes.io/name": "agentpassport-gateway", "agentpassport.dev/gateway": self.service}
+        return {NAME_LABEL: GATEWAY_APP, GATEWAY_LABEL: self.service}
 
 
 def gateway_identity(

@@ -14,6 +14,8 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.labels import IGNORE_CHANGES_ANNOTATION
+
 _TYPED: dict[tuple[str, str], Any] = {
     ("v1", "Namespace"): k8s.core.v1.Namespace,
     ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
@@ -59,9 +61,6 @@ class _CustomResourceBody(k8s.apiextensions.CustomResource):
         pulumi.CustomResource.__init__(self, f"kubernetes:{obj['apiVersion']}:{obj['kind']}", resource_name, obj, opts)
 
 
-IGNORE_CHANGES_ANNOTATION = "agentpassport.dev/ignore-changes"
-"""Comma-separated top-level fields of a rendered object that ``pulumi up`` creates and then
-never overwrites (e.g. a gateway's revocation list, written by ``passport revoke``)."""
 
 
 def kube_object(resource_name: str, obj: Mapping[str, Any], parent: pulumi.Resource,

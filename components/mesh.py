@@ -21,25 +21,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import pulumi
-import pulumi_tls as tls
 
+from components.ca import Ca, CaBuilder, VaultMount
 from components.kube import kube_objects
-from components.platform_model import Platform
+from components.labels import LINKERD_ANCHOR_TAG
 from components.render.mesh import (
     LinkerdIdentityProfile,
+    MeshPlan,
     NamespacePlan,
     cert_manager_identity_objects,
-    check_inbound_policy,
     control_plane_namespace,
     issuer_secret,
-    linkerd_identity_profile,
-    mesh_plan,
     namespace_object,
-    shard_objects,
     trust_bundle,
     trust_roots_configmap,
 )
-from components.shard import Scope
 
 # --------------------------------------------------------------------------- identity
 
@@ -49,11 +45,7 @@ class LinkerdIdentityArgs:
     """Inputs of :class:`LinkerdIdentity`."""
 
     profile: LinkerdIdentityProfile
-    """The validated certificate profile (:func:`components.render.mesh.linkerd_identity_profile`)."""
-
-    @staticmethod
-    def from_platform(platform: Platform) -> LinkerdIdentityArgs:
-        return LinkerdIdentityArgs(linkerd_identity_profile(platform.config, platform.config_file))
+    """The validated certificate profile (``MeshPlan.identity`` of :func:`components.compile.compile`)."""
 
 
 class LinkerdIdentity(pulumi.ComponentResource):
@@ -74,41 +66,33 @@ class LinkerdIdentity(pulumi.ComponentResource):
     def __init__(self, name: str, args: LinkerdIdentityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:mesh:LinkerdIdentity", name, None, opts)
         p = args.profile
-        child = pulumi.ResourceOptions(parent=self)
         if p.custody == "cert-manager":
             self._cert_manager(name, p)
             return
 
-        issuer_key = tls.PrivateKey(f"{name}-issuer-key", algorithm="ECDSA", ecdsa_curve=p.ecdsa_curve, opts=child)
-        issuer_csr = tls.CertRequest(
-            f"{name}-issuer-csr",
-            private_key_pem=issuer_key.private_key_pem,
-            subject=tls.CertRequestSubjectArgs(common_name=p.issuer_common_name, organization=p.organization,
-                                               organizational_unit=p.issuer_unit),
-            opts=child,
-        )
-        if p.custody == "tls":
-            anchors, issuer_pem = self._tls(name, p, issuer_csr.cert_request_pem)
-        elif p.custody == "vault-pki":
-            anchors, issuer_pem = self._vault_pki(name, p, issuer_csr.cert_request_pem)
-        else:
-            anchors, issuer_pem = self._aws_pca(name, p, issuer_csr.cert_request_pem)
+        build = CaBuilder(self, p.custody, region=p.aws_region)
+        # The issuer's key is pulumi-tls's whatever the anchors' custody: it goes to the cluster.
+        issuer_key_pem = build.private_key(f"{name}-issuer-key", p.issuer.key)
+        issuer_csr = build.request(f"{name}-issuer-csr", issuer_key_pem, p.issuer)
+        anchors: dict[str, Ca] = {gen: self._anchor(build, name, p, gen) for gen in p.anchor_generations}
+        issuer_pem = build.sign(f"{name}-issuer", anchors[p.signing_anchor], issuer_csr, p.issuer)
+        anchor_pems = {gen: ca.certificate_pem for gen, ca in anchors.items()}
 
-        ordered = [anchors[g] for g in p.anchor_generations]
+        ordered = [anchor_pems[g] for g in p.anchor_generations]
         bundle = pulumi.Output.all(*ordered).apply(
             lambda pems: trust_bundle([*(x for x in pems if x), *p.extra_anchors_pem]))
         ns = p.control_plane_namespace
         issuer_crt: pulumi.Output[str] = pulumi.Output.secret(issuer_pem)
-        issuer_key_pem: pulumi.Output[str] = pulumi.Output.secret(issuer_key.private_key_pem)
-        issuer_ca: pulumi.Output[str] = pulumi.Output.secret(anchors[p.signing_anchor])
+        issuer_key_secret: pulumi.Output[str] = pulumi.Output.secret(issuer_key_pem)
+        issuer_ca: pulumi.Output[str] = pulumi.Output.secret(anchor_pems[p.signing_anchor])
         kube_objects(name, [
             control_plane_namespace(p),
             trust_roots_configmap(ns, bundle),
             # Only the issuer's key enters the cluster; no anchor key ever does.
-            issuer_secret(ns, crt=issuer_crt, key=issuer_key_pem, ca=issuer_ca),
+            issuer_secret(ns, crt=issuer_crt, key=issuer_key_secret, ca=issuer_ca),
         ], self)
 
-        self.trust_anchor_pems = anchors
+        self.trust_anchor_pems = anchor_pems
         self.trust_bundle_pem = bundle
         self.issuer_cert_pem = issuer_pem
         self.register_outputs({
@@ -134,157 +118,26 @@ class LinkerdIdentity(pulumi.ComponentResource):
             "anchorSecrets": [f"{p.cert_manager_namespace}/linkerd-trust-anchor-{g}" for g in p.anchor_generations],
         })
 
-    # ----------------------------------------------------------------------- tls (keys in state)
+    # ----------------------------------------------------------------------- anchors
 
-    def _tls(self, name: str, p: LinkerdIdentityProfile,
-             csr: pulumi.Output[str]) -> tuple[dict[str, pulumi.Output[str]], pulumi.Output[str]]:
-        child = pulumi.ResourceOptions(parent=self)
-        keys: dict[str, tls.PrivateKey] = {}
-        certs: dict[str, tls.SelfSignedCert] = {}
-        for gen in p.anchor_generations:
-            keys[gen] = tls.PrivateKey(f"{name}-anchor-{gen}-key", algorithm="ECDSA", ecdsa_curve=p.ecdsa_curve,
-                                       opts=child)
-            certs[gen] = tls.SelfSignedCert(
-                f"{name}-anchor-{gen}",
-                private_key_pem=keys[gen].private_key_pem,
-                is_ca_certificate=True,
-                max_path_length=p.anchor_path_length,
-                validity_period_hours=p.anchor_validity_hours,
-                allowed_uses=list(p.ca_uses),
-                set_subject_key_id=True,
-                subject=tls.SelfSignedCertSubjectArgs(
-                    common_name=p.anchor_common_name, organization=p.organization,
-                    organizational_unit=p.anchor_unit(gen),
-                ),
-                opts=child,
-            )
-        signer = p.signing_anchor
-        issuer = tls.LocallySignedCert(
-            f"{name}-issuer",
-            cert_request_pem=csr,
-            ca_private_key_pem=keys[signer].private_key_pem,
-            ca_cert_pem=certs[signer].cert_pem,
-            is_ca_certificate=True,
-            max_path_length=p.issuer_path_length,
-            validity_period_hours=p.issuer_validity_hours,
-            early_renewal_hours=p.issuer_early_renewal_hours,
-            allowed_uses=list(p.ca_uses),
-            set_subject_key_id=True,
-            opts=child,
-        )
-        return {g: c.cert_pem for g, c in certs.items()}, issuer.cert_pem
-
-    # ----------------------------------------------------------------------- vault-pki (keys in Vault)
-
-    def _vault_pki(self, name: str, p: LinkerdIdentityProfile,
-                   csr: pulumi.Output[str]) -> tuple[dict[str, pulumi.Output[str]], pulumi.Output[str]]:
-        import pulumi_vault as vault
-        import pulumi_vault.pkisecret as pki
-
-        child = pulumi.ResourceOptions(parent=self)
-        mounts: dict[str, vault.Mount] = {}
-        anchors: dict[str, pulumi.Output[str]] = {}
-        for gen in p.anchor_generations:
-            mounts[gen] = vault.Mount(
-                f"{name}-anchor-{gen}-mount",
-                path=p.vault_mount(gen),
-                type="pki",
-                description=f"Linkerd trust anchor {gen} (Agent Passport); signs only the identity issuer",
+    @staticmethod
+    def _anchor(build: CaBuilder, name: str, p: LinkerdIdentityProfile, gen: str) -> Ca:
+        """One anchor generation, its key with the custodian: pulumi-tls (in state), Vault PKI (a
+        mount per generation) or AWS Private CA (a ROOT CA per generation)."""
+        anchor = p.anchor(gen)
+        return build.root(
+            f"{name}-anchor-{gen}", anchor,
+            vault_mount=VaultMount(
+                f"{name}-anchor-{gen}-mount", p.vault_mount(gen),
+                f"Linkerd trust anchor {gen} (Agent Passport); signs only the identity issuer",
                 default_lease_ttl_seconds=p.issuer_validity_hours * 3600,
                 max_lease_ttl_seconds=p.anchor_validity_hours * 3600,
-                opts=child,
-            )
-            root = pki.SecretBackendRootCert(
-                f"{name}-anchor-{gen}",
-                backend=mounts[gen].path,
-                type="internal",  # the key is generated in Vault and never exported
-                common_name=p.anchor_common_name,
-                organization=p.organization,
-                ou=p.anchor_unit(gen),
-                key_type="ec",
-                key_bits=256,
-                max_path_length=p.anchor_path_length,
-                exclude_cn_from_sans=True,
-                ttl=f"{p.anchor_validity_hours}h",
-                issuer_name=f"linkerd-{gen}",
-                opts=child,
-            )
-            anchors[gen] = root.certificate
-        issuer = pki.SecretBackendRootSignIntermediate(
-            f"{name}-issuer",
-            backend=mounts[p.signing_anchor].path,
-            csr=csr,
-            common_name=p.issuer_common_name,
-            organization=p.organization,
-            ou=p.issuer_unit,
-            max_path_length=p.issuer_path_length,
-            exclude_cn_from_sans=True,
-            ttl=f"{p.issuer_validity_hours}h",
-            # Depend on the signing anchor's certificate, not just its mount: Vault must hold the root first.
-            issuer_ref=pulumi.Output.all(anchors[p.signing_anchor]).apply(lambda _: f"linkerd-{p.signing_anchor}"),
-            opts=child,
+            ),
+            vault_issuer=f"linkerd-{gen}",
+            pca_name=f"{name}-anchor-{gen}-pca", pca_install_name=f"{name}-anchor-{gen}-install",
+            # the issuer lives longer than SHORT_LIVED_CERTIFICATE's 7 days
+            pca_usage_mode="GENERAL_PURPOSE", pca_tags={LINKERD_ANCHOR_TAG: gen},
         )
-        return anchors, issuer.certificate
-
-    # ----------------------------------------------------------------------- aws-pca (keys in the HSM)
-
-    def _aws_pca(self, name: str, p: LinkerdIdentityProfile,
-                 csr: pulumi.Output[str]) -> tuple[dict[str, pulumi.Output[str]], pulumi.Output[str]]:
-        from pulumi_aws import acmpca
-
-        child = pulumi.ResourceOptions(parent=self)
-        active: dict[str, pulumi.Output[str]] = {}
-        anchors: dict[str, pulumi.Output[str]] = {}
-        for gen in p.anchor_generations:
-            ca = acmpca.CertificateAuthority(
-                f"{name}-anchor-{gen}-pca",
-                type="ROOT",
-                usage_mode="GENERAL_PURPOSE",  # the issuer lives longer than SHORT_LIVED_CERTIFICATE's 7 days
-                key_storage_security_standard="FIPS_140_2_LEVEL_3_OR_HIGHER",
-                certificate_authority_configuration=acmpca.CertificateAuthorityCertificateAuthorityConfigurationArgs(
-                    key_algorithm="EC_prime256v1",
-                    signing_algorithm="SHA256WITHECDSA",
-                    subject=acmpca.CertificateAuthorityCertificateAuthorityConfigurationSubjectArgs(
-                        common_name=p.anchor_common_name[:64], organization=p.organization[:64],
-                        organizational_unit=p.anchor_unit(gen)[:64],
-                    ),
-                ),
-                permanent_deletion_time_in_days=30,
-                region=p.aws_region,
-                tags={"agentpassport.dev/linkerd-anchor": gen},
-                opts=child,
-            )
-            cert = acmpca.Certificate(
-                f"{name}-anchor-{gen}",
-                certificate_authority_arn=ca.arn,
-                certificate_signing_request=ca.certificate_signing_request,
-                signing_algorithm="SHA256WITHECDSA",
-                template_arn="arn:aws:acm-pca:::template/RootCACertificate/V1",
-                validity=acmpca.CertificateValidityArgs(type="DAYS", value=str(p.anchor_validity_days)),
-                region=p.aws_region,
-                opts=child,
-            )
-            installed = acmpca.CertificateAuthorityCertificate(
-                f"{name}-anchor-{gen}-install",
-                certificate_authority_arn=ca.arn,
-                certificate=cert.certificate,
-                region=p.aws_region,
-                opts=child,
-            )
-            # The CA can only sign once its own certificate is installed: take the ARN from there.
-            active[gen] = installed.certificate_authority_arn
-            anchors[gen] = cert.certificate
-        issuer = acmpca.Certificate(
-            f"{name}-issuer",
-            certificate_authority_arn=active[p.signing_anchor],
-            certificate_signing_request=csr,
-            signing_algorithm="SHA256WITHECDSA",
-            template_arn="arn:aws:acm-pca:::template/SubordinateCACertificate_PathLen0/V1",
-            validity=acmpca.CertificateValidityArgs(type="DAYS", value=str(p.issuer_validity_days)),
-            region=p.aws_region,
-            opts=child,
-        )
-        return anchors, issuer.certificate
 
 
 # --------------------------------------------------------------------------- namespaces
@@ -297,11 +150,8 @@ class MeshNamespaceArgs:
     namespace: str
     """The namespace's name."""
     default_inbound_policy: str
-    """``config.linkerd.io/default-inbound-policy`` of the namespace."""
-    strict: bool
-    """The stack is strict: only deny or all-authenticated may be built."""
-    config_file: str
-    """Stack file, for the error a refused policy raises."""
+    """``config.linkerd.io/default-inbound-policy`` of the namespace (a strict stack's plan holds
+    only deny or all-authenticated: :func:`components.config.strict_problems`)."""
     objects: tuple[Mapping[str, Any], ...] = ()
     """Rendered ``policy.linkerd.io`` objects in this namespace."""
     agents: tuple[str, ...] = ()
@@ -310,12 +160,10 @@ class MeshNamespaceArgs:
     """Called services whose pods run here."""
 
     @staticmethod
-    def from_plan(plan: NamespacePlan, platform: Platform) -> MeshNamespaceArgs:
+    def from_plan(plan: NamespacePlan) -> MeshNamespaceArgs:
         return MeshNamespaceArgs(
             namespace=plan.namespace,
             default_inbound_policy=plan.default_inbound_policy,
-            strict=platform.config.is_strict,
-            config_file=platform.config_file,
             objects=plan.objects,
             agents=plan.agents,
             services=plan.services,
@@ -331,9 +179,6 @@ class MeshNamespace(pulumi.ComponentResource):
     """The Namespace object: what other components' objects in this namespace are created after."""
 
     def __init__(self, name: str, args: MeshNamespaceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        # Guard before anything is registered: a strict stack never builds an unauthenticated default,
-        # whatever path the args came from (the stack-config check refuses it earlier too).
-        check_inbound_policy(args.default_inbound_policy, args.strict, args.config_file)
         for obj in args.objects:
             if obj["metadata"].get("namespace") != args.namespace:
                 raise ValueError(f"{obj['kind']} {obj['metadata']['name']} is not in namespace {args.namespace}")
@@ -346,13 +191,12 @@ class MeshNamespace(pulumi.ComponentResource):
                                "services": list(args.services)})
 
 
-def mesh_namespace_args(platform: Platform, scope: Scope = "all") -> list[MeshNamespaceArgs]:
-    """One MeshNamespaceArgs per meshed namespace (none for a shard); raises ManifestError before
-    anything is registered."""
-    plan = mesh_plan(platform, scope)
+def mesh_namespace_args(plan: MeshPlan) -> list[MeshNamespaceArgs]:
+    """One MeshNamespaceArgs per meshed namespace of a validated plan (none for a shard); logs the
+    plan's warnings."""
     for warning in plan.warnings:
         pulumi.log.warn(warning)
-    return [MeshNamespaceArgs.from_plan(ns, platform) for ns in plan.namespaces]
+    return [MeshNamespaceArgs.from_plan(ns) for ns in plan.namespaces]
 
 
 # --------------------------------------------------------------------------- a shard's callers
@@ -363,11 +207,11 @@ class MeshCallersArgs:
     """Inputs of :class:`MeshCallers`."""
 
     objects: tuple[Mapping[str, Any], ...]
-    """A shard's rendered policy objects (:func:`components.render.mesh.shard_objects`)."""
+    """A shard's rendered policy objects (``MeshPlan.shard_objects``)."""
 
     @staticmethod
-    def from_platform(platform: Platform) -> MeshCallersArgs:
-        return MeshCallersArgs(tuple(shard_objects(platform)))
+    def from_plan(plan: MeshPlan) -> MeshCallersArgs:
+        return MeshCallersArgs(plan.shard_objects)
 
 
 class MeshCallers(pulumi.ComponentResource):

@@ -10,6 +10,7 @@ import pulumi
 from components.authz import AuthzGateway, AuthzGatewayArgs, GatewayData, GatewayDataArgs
 from components.aws import AuditTrail, AuditTrailArgs, AwsFederation, AwsFederationArgs
 from components.ci import CiFederation, CiFederationArgs
+from components.compile import Plans
 from components.mesh import (
     LinkerdIdentity,
     LinkerdIdentityArgs,
@@ -19,13 +20,8 @@ from components.mesh import (
     mesh_namespace_args,
 )
 from components.observe import IdentityHealth, IdentityHealthArgs
-from components.platform_model import Platform
-from components.render.authz import validate_authz
-from components.render.aws import validate_aws
 from components.render.ci import plan_ci
-from components.render.rego import gateway_services
-from components.render.windows import validate_windows
-from components.shard import SHARED_OUTPUT, deploys_agents, deploys_shared, stack_scope
+from components.shard import SHARED_OUTPUT, deploys_shared
 from components.spire import (
     Registrations,
     RegistrationsArgs,
@@ -43,8 +39,8 @@ from components.windows import GmsaAgents, GmsaAgentsArgs
 class AgentPassportArgs:
     """Inputs of the root component."""
 
-    platform: Platform
-    """The validated platform (stack config + this environment's agents)."""
+    plans: Plans
+    """The stack, validated: the platform and one plan per subsystem (:func:`components.compile.compile`)."""
 
 
 class AgentPassport(pulumi.ComponentResource):
@@ -58,13 +54,14 @@ class AgentPassport(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: AgentPassportArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:index:AgentPassport", name, None, opts)
-        platform = args.platform
+        plans = args.plans
+        platform = plans.platform
         on = platform.config.subsystems
         # [shard]   What this stack deploys, decided once: standalone "all"; a base "shared" (every
         #           piece naming no agent, for the whole fleet); a shard "agents" (its agents' pieces,
         #           reading the base's outputs through a StackReference).
-        scope = stack_scope(platform.config)
-        shared, per_agent = deploys_shared(scope), deploys_agents(scope)
+        scope = plans.scope
+        shared = deploys_shared(scope)
         base = None
         if not shared:
             assert platform.config.shard.base_stack is not None
@@ -76,58 +73,57 @@ class AgentPassport(pulumi.ComponentResource):
             assert base is not None
             return base.apply(lambda b: b.get(key))
 
-        if on.windows and per_agent:
-            validate_windows(platform)  # [windows] every problem before the first resource registers
-        if on.aws:
-            validate_aws(platform)  # [aws] every problem before the first resource registers
         if shared:
-            plan_ci(platform.config, platform.stack, platform.config_file)  # [ci] likewise
+            # [ci] its settings' problems before the first resource registers (not yet part of
+            #      components.compile: the CI federation landed beside the compile step)
+            plan_ci(platform.config, platform.stack, platform.config_file)
         # Composition, in dependency order.
         # [trust]   TrustDomain (always, but in a shard) -> `trust`
         trust = TrustDomain(
-            f"{name}-trust", TrustDomainArgs(platform=platform), pulumi.ResourceOptions(parent=self)
-        ) if shared else None
+            f"{name}-trust", TrustDomainArgs(platform=platform, profile=plans.trust),
+            pulumi.ResourceOptions(parent=self)
+        ) if plans.trust is not None else None
         self.trust = trust
         bundle: pulumi.Input[str] = trust.trust_bundle_pem if trust is not None else from_base("trustBundlePem")
         # [spire]   SpireServer, SpireAgents, Registrations (if on.spire)
-        if on.spire:
+        if plans.spire is not None:
+            spire = plans.spire
             server = None
             if shared:
                 server = self.spire_server = SpireServer(
-                    f"{name}-spire-server", SpireServerArgs(platform=platform, trust=trust),  # type: ignore[arg-type]
+                    f"{name}-spire-server", SpireServerArgs(plan=spire, trust=trust),  # type: ignore[arg-type]
                     pulumi.ResourceOptions(parent=self))
                 self.spire_agents = SpireAgents(f"{name}-spire-agents",
-                                                SpireAgentsArgs(platform=platform, server=server),
+                                                SpireAgentsArgs(plan=spire, server=server),
                                                 pulumi.ResourceOptions(parent=self))
             self.spire_registrations = Registrations(
                 f"{name}-spire-registrations",
-                RegistrationsArgs(platform=platform, server=server, scope=scope,
+                RegistrationsArgs(plan=spire, server=server, scope=scope,
                                   server_workload=None if shared else from_base("spireServerWorkload")),
                 pulumi.ResourceOptions(parent=self))
         # [mesh]    LinkerdIdentity + MeshNamespace per namespace (if on.mesh); a shard: MeshCallers
         namespaces: dict[str, pulumi.Resource] = {}  # created here: other objects in them wait for them
-        if on.mesh:
-            if shared:
-                LinkerdIdentity(f"{name}-linkerd-identity", LinkerdIdentityArgs.from_platform(platform),
+        if plans.mesh is not None:
+            if plans.mesh.identity is not None:
+                LinkerdIdentity(f"{name}-linkerd-identity", LinkerdIdentityArgs(plans.mesh.identity),
                                 pulumi.ResourceOptions(parent=self))
-                for ns_args in mesh_namespace_args(platform, scope):
+                for ns_args in mesh_namespace_args(plans.mesh):
                     meshed = MeshNamespace(f"{name}-mesh-{ns_args.namespace}", ns_args,
                                            pulumi.ResourceOptions(parent=self))
                     namespaces[ns_args.namespace] = meshed.namespace_resource
             else:
-                callers = MeshCallersArgs.from_platform(platform)
+                callers = MeshCallersArgs.from_plan(plans.mesh)
                 if callers.objects:
                     MeshCallers(f"{name}-mesh-callers", callers, pulumi.ResourceOptions(parent=self))
         # [authz]   AuthzGateway per gateway service (if on.authz); a shard: GatewayData
-        if on.authz:
-            validate_authz(platform)  # every gateway's problems, before any gateway registers
+        if plans.authz is not None:
             if shared:
-                for svc in gateway_services(platform):
-                    AuthzGateway(f"{name}-authz-{svc.name}", AuthzGatewayArgs(platform=platform, service=svc.name,
-                                                                    namespaces=namespaces),
+                for gw in plans.authz.gateways:
+                    AuthzGateway(f"{name}-authz-{gw.service.name}",
+                                 AuthzGatewayArgs(gateway=gw, namespaces=namespaces),
                                  pulumi.ResourceOptions(parent=self))
-            elif gateway_services(platform):
-                GatewayData(f"{name}-authz-data", GatewayDataArgs(platform=platform),
+            elif plans.authz.shard_configmaps:
+                GatewayData(f"{name}-authz-data", GatewayDataArgs(configmaps=plans.authz.shard_configmaps),
                             pulumi.ResourceOptions(parent=self))
         # [vault]   VaultIdentity (if on.vault)
         if on.vault:
@@ -135,16 +131,16 @@ class AgentPassport(pulumi.ComponentResource):
                           VaultIdentityArgs(platform=platform, trust_bundle_pem=bundle, scope=scope),
                           pulumi.ResourceOptions(parent=self))
         # [windows] GmsaAgents (if on.windows; not in a base)
-        if on.windows and per_agent:
-            GmsaAgents(f"{name}-windows", GmsaAgentsArgs(platform=platform, deliver_with_ssm=on.aws,
-                                                                  namespaces=namespaces),
+        if plans.windows is not None:
+            GmsaAgents(f"{name}-windows", GmsaAgentsArgs(platform=platform, plan=plans.windows,
+                                                         deliver_with_ssm=on.aws, namespaces=namespaces),
                        pulumi.ResourceOptions(parent=self))
         # [aws]     AwsFederation (if on.aws), AuditTrail (not in a shard)
         aws: AwsFederation | None = None
-        if on.aws:
+        if plans.aws is not None:
             oidc = platform.config.aws.federation == "oidc"
             aws = AwsFederation(f"{name}-aws", AwsFederationArgs(
-                platform=platform, trust_bundle_pem=bundle,
+                platform=platform, plan=plans.aws, trust_bundle_pem=bundle,
                 aws_pca_arn=trust.aws_pca_arn if trust is not None else None, scope=scope,
                 principal_arn=None if shared else from_base("awsOidcProviderArn" if oidc else "awsTrustAnchorArn"),
             ), pulumi.ResourceOptions(parent=self))

@@ -1,4 +1,4 @@
-"""The Pulumi program: stack config + manifests -> validated Platform -> AgentPassport.
+"""The Pulumi program: stack config + manifests -> Platform -> validated Plans -> AgentPassport.
 
 Every user error is found before the first resource is registered and reported as a
 ``pulumi.RunError`` (file, field, reason; no traceback), so nothing is half-deployed.
@@ -7,17 +7,17 @@ Every user error is found before the first resource is registered and reported a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pulumi
 
-from components.config import NAMESPACE, StackConfig, build_stack_config, config_from_runtime
+from components.compile import compile_plans
+from components.config import NAMESPACE, StackConfig, config_from_runtime
 from components.errors import PassportError
 from components.kube import adopt, skip_await
-from components.manifest.loader import load_manifests
 from components.platform import AgentPassport, AgentPassportArgs
-from components.platform_model import Platform, build_platform, identity_bom
+from components.platform_model import identity_bom, load_platform
 from components.providers import stack_providers
-from components.render.artifacts import render_all
 
 
 def config_keys() -> list[str]:
@@ -25,31 +25,27 @@ def config_keys() -> list[str]:
     return [f.alias or n for n, f in StackConfig.model_fields.items()]
 
 
-def load_platform(stack: str, root: Path) -> Platform:
-    """Read config through ``pulumi.Config`` (what the engine passes) and the manifests."""
+def runtime_config(stack: str) -> dict[str, Any]:
+    """The stack's configuration as the engine passes it (``pulumi.Config``)."""
     cfg = pulumi.Config(NAMESPACE)
-    raw = {key: cfg.get(key) for key in config_keys()}
-    config_file = f"stacks/Pulumi.{stack}.yaml"
-    stack_config = build_stack_config(config_from_runtime(raw, stack), config_file)
-    manifests = load_manifests([root / stack_config.agents_dir])
-    return build_platform(stack_config, manifests, stack, config_file)
+    return config_from_runtime({key: cfg.get(key) for key in config_keys()}, stack)
 
 
 def main(root: Path | None = None, adopt_orphans: bool = False) -> None:
     """The program. ``adopt_orphans``: `passport recover`'s first pass (components.kube.adopt)."""
     stack = pulumi.get_stack()
     try:
-        platform = load_platform(stack, root or Path.cwd())
-        # Every renderer validates what it renders: running them all first surfaces every
-        # user error before the first resource is registered (no partial deployment).
-        render_all(platform)
+        platform = load_platform(stack, root=root or Path.cwd(), values=runtime_config(stack))
+        # Every rule of every subsystem runs here, once: every user error surfaces before the
+        # first resource is registered (no partial deployment), and the components take the plans.
+        plans = compile_plans(platform)
         transformations: list[pulumi.ResourceTransformation] = (
             [skip_await] if platform.config.kubernetes.skip_await else [])
         if adopt_orphans:
             transformations.append(adopt)
         passport = AgentPassport(
             "agent-passport",
-            AgentPassportArgs(platform=platform),
+            AgentPassportArgs(plans=plans),
             pulumi.ResourceOptions(providers=stack_providers(platform.config), transformations=transformations),
         )
     except PassportError as exc:

@@ -20,8 +20,9 @@ import pulumi_kubernetes as k8s
 from components.config import NAMESPACE
 from components.errors import ConfigError, Problem
 from components.kube import kube_object, object_key
-from components.platform_model import Platform
+from components.labels import MANAGED_BY, NAME_LABEL
 from components.render import spire as render
+from components.render.spire import SpirePlan
 from components.shard import Scope, deploys_agents, deploys_shared
 from components.trust import TrustDomain
 
@@ -44,8 +45,8 @@ def _with_namespace(
 class SpireServerArgs:
     """Inputs of :class:`SpireServer`."""
 
-    platform: Platform
-    """The validated platform (spire, trust and vault sections, agents for node attestors)."""
+    plan: SpirePlan
+    """The validated SPIRE plan (``Plans.spire``): the objects to register and the settings."""
     trust: TrustDomain
     """The CA hierarchy SPIRE's UpstreamAuthority signs under."""
 
@@ -68,17 +69,16 @@ class SpireServer(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: SpireServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:spire:SpireServer", name, None, opts)
-        platform = args.platform
-        cfg = platform.config
-        render.check(platform)
-        objects = render.server_objects(platform)
+        plan = args.plan
+        cfg = plan.config
+        objects = list(plan.server_objects)
         ns_obj = objects[0]
         assert ns_obj["kind"] == "Namespace"
         ns = kube_object(f"{name}-{object_key(ns_obj)}", ns_obj, self)
         self.namespace = ns.metadata.apply(lambda m: m["name"] if isinstance(m, dict) else m.name)  # type: ignore[attr-defined]
-        extra = self._deploy_time_objects(platform, args.trust)
+        extra = self._deploy_time_objects(plan, args.trust)
         workload: pulumi.CustomResource | None = None
-        for obj in [*extra, *objects[1:], *render.webhook_objects(platform)]:
+        for obj in [*extra, *objects[1:], *plan.webhook_objects]:
             key = object_key(obj)
             if obj["kind"] == "ValidatingWebhookConfiguration":
                 # typed class (components.kube maps the common kinds only)
@@ -110,12 +110,12 @@ class SpireServer(pulumi.ComponentResource):
         )
 
     @staticmethod
-    def _deploy_time_objects(platform: Platform, trust: TrustDomain) -> list[dict[str, Any]]:
+    def _deploy_time_objects(plan: SpirePlan, trust: TrustDomain) -> list[dict[str, Any]]:
         """Upstream CA material / PCA ARN and the datastore connection string, as Outputs."""
-        cfg = platform.config
+        cfg = plan.config
         ns = cfg.spire.namespace
         out: list[dict[str, Any]] = []
-        meta = {"namespace": ns, "labels": {"app.kubernetes.io/name": render.SERVER, **render.MANAGED_BY}}
+        meta = {"namespace": ns, "labels": {NAME_LABEL: render.SERVER, **MANAGED_BY}}
         if cfg.trust.upstream == "tls":
             assert trust.upstream_key_pem is not None
             out.append(
@@ -152,7 +152,7 @@ class SpireServer(pulumi.ComponentResource):
                 # Reported as an error diagnostic (the update fails) rather than raised: secret
                 # values are set per machine, and the mock-graph harness runs without them.
                 problem = Problem(
-                    platform.config_file,
+                    plan.config_file,
                     None,
                     f"{NAMESPACE}:spire.datastoreConnectionSecret",
                     f"names secret {ref!r}, which is not set; run `pulumi config set --secret {ref} "
@@ -176,8 +176,8 @@ class SpireServer(pulumi.ComponentResource):
 class SpireAgentsArgs:
     """Inputs of :class:`SpireAgents`."""
 
-    platform: Platform
-    """The validated platform."""
+    plan: SpirePlan
+    """The validated SPIRE plan (``Plans.spire``)."""
     server: SpireServer
     """The server the agents attest to (its namespace orders creation)."""
 
@@ -194,7 +194,7 @@ class SpireAgents(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: SpireAgentsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:spire:SpireAgents", name, None, opts)
-        for obj in render.agent_objects(args.platform):
+        for obj in args.plan.agent_objects:
             kube_object(f"{name}-{object_key(obj)}", _with_namespace(obj, args.server.namespace), self)
         self.csi_driver = render.CSI_DRIVER
         self.socket_dir = render.SOCKET_DIR
@@ -212,14 +212,14 @@ class SpireAgents(pulumi.ComponentResource):
 class RegistrationsArgs:
     """Inputs of :class:`Registrations`."""
 
-    platform: Platform
-    """The validated platform; only ``active_agents`` get registrations."""
+    plan: SpirePlan
+    """The validated SPIRE plan (``Plans.spire``); only active agents have registrations."""
     server: SpireServer | None
     """The server whose controller manager reconciles the registrations (None in a shard: the
     base stack runs it)."""
     scope: Scope = "all"
-    """``all``: agents' and the platform's own; ``agents``: a shard's agents only; ``shared``:
-    the platform's own only (a base)."""
+    """``all``: agents' and Agent Passport's own; ``agents``: a shard's agents only; ``shared``:
+    Agent Passport's own only (a base)."""
     server_workload: pulumi.Input[str] | None = None
     """The server workload's name when ``server`` is None (read from the base stack)."""
 
@@ -232,18 +232,17 @@ class Registrations(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: RegistrationsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:spire:Registrations", name, None, opts)
-        platform = args.platform
-        render.check(platform)
+        plan = args.plan
         workload = args.server.server_workload if args.server is not None else args.server_workload
         after = {render.SERVER_ANNOTATION: workload} if workload is not None else {}
         self.spiffe_ids = {}
-        for agent in platform.active_agents if deploys_agents(args.scope) else ():
-            for obj in render.agent_registrations(platform, agent):
+        for agent in plan.agent_registrations if deploys_agents(args.scope) else ():
+            for obj in agent.objects:
                 role = obj["metadata"]["name"].split(".", 1)[0]  # agent | node
                 kube_object(
-                    f"{name}-{agent.name}-{obj['kind'].lower()}-{role}", _with_namespace(obj, None, after), self
+                    f"{name}-{agent.agent}-{obj['kind'].lower()}-{role}", _with_namespace(obj, None, after), self
                 )
-            self.spiffe_ids[agent.name] = agent.identity.spiffe_id
-        for obj in render.platform_registrations(platform) if deploys_shared(args.scope) else ():
+            self.spiffe_ids[agent.agent] = agent.spiffe_id
+        for obj in plan.passport_registrations if deploys_shared(args.scope) else ():
             kube_object(f"{name}-{object_key(obj)}", _with_namespace(obj, None, after), self)
         self.register_outputs({"spiffeIds": self.spiffe_ids})

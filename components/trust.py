@@ -10,7 +10,8 @@ Four upstreams, selected by ``agent-passport:trust.upstream``:
 * ``vault-pki`` — Vault's PKI engine (root mount + intermediate mount); keys stay in Vault.
 
 The certificate profile (key algorithm, lifetimes, path lengths, subject names) is computed by
-the pure :func:`trust_profile`, so tests can build the same chain with ``cryptography``.
+the pure :func:`trust_profile`, so tests can build the same chain with ``cryptography``; the CAs
+are built by the one CA builder, :class:`components.ca.CaBuilder` (as Linkerd's are).
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ from dataclasses import dataclass
 
 import pulumi
 
+from components.ca import CaBuilder, VaultMount
 from components.config import StackConfig
 from components.durations import seconds
+from components.labels import TRUST_DOMAIN_TAG
 from components.platform_model import Platform
 from components.render.trust import (
-    CA_USES,
     TrustProfile,
     join_pems,
     last_pem_block,
     spire_upstream_policy,
-    trust_profile,
 )
 
 # --------------------------------------------------------------------------- component
@@ -40,6 +41,8 @@ class TrustDomainArgs:
 
     platform: Platform
     """The validated platform; only ``platform.config`` (trust section, trust domain) is read."""
+    profile: TrustProfile
+    """The validated certificate profile (``Plans.trust``)."""
 
 
 class TrustDomain(pulumi.ComponentResource):
@@ -66,7 +69,7 @@ class TrustDomain(pulumi.ComponentResource):
     def __init__(self, name: str, args: TrustDomainArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:trust:TrustDomain", name, None, opts)
         platform = args.platform
-        self.profile = trust_profile(platform.config, platform.config_file)
+        self.profile = args.profile
         self.upstream_key_pem = None
         self.aws_pca_arn = None
         self.vault_pki_mount = None
@@ -98,63 +101,17 @@ class TrustDomain(pulumi.ComponentResource):
     # ----------------------------------------------------------------------- tls (dev)
 
     def _tls(self, name: str) -> None:
-        import pulumi_tls as tls
-
         prof = self.profile
-        child = pulumi.ResourceOptions(parent=self)
-
-        def key(suffix: str) -> tls.PrivateKey:
-            return tls.PrivateKey(
-                f"{name}-{suffix}-key",
-                algorithm=prof.key.tls_algorithm,
-                ecdsa_curve=prof.key.tls_ecdsa_curve,
-                rsa_bits=prof.key.tls_rsa_bits,
-                opts=child,
-            )
-
-        root_key = key("root")
-        root = tls.SelfSignedCert(
-            f"{name}-root",
-            private_key_pem=root_key.private_key_pem,
-            is_ca_certificate=True,
-            max_path_length=prof.root_path_length,
-            allowed_uses=list(CA_USES),
-            subject=tls.SelfSignedCertSubjectArgs(common_name=prof.root_common_name, organization=prof.organization),
-            uris=[f"spiffe://{prof.trust_domain}"],
-            validity_period_hours=prof.root_validity_hours,
-            early_renewal_hours=prof.early_renewal_hours,
-            set_subject_key_id=True,
-            set_authority_key_id=True,
-            opts=child,
-        )
-        int_key = key("intermediate")
-        csr = tls.CertRequest(
-            f"{name}-intermediate-csr",
-            private_key_pem=int_key.private_key_pem,
-            subject=tls.CertRequestSubjectArgs(
-                common_name=prof.intermediate_common_name, organization=prof.organization
-            ),
-            uris=[f"spiffe://{prof.trust_domain}"],
-            opts=child,
-        )
-        intermediate = tls.LocallySignedCert(
-            f"{name}-intermediate",
-            cert_request_pem=csr.cert_request_pem,
-            ca_cert_pem=root.cert_pem,
-            ca_private_key_pem=root_key.private_key_pem,
-            is_ca_certificate=True,
-            max_path_length=prof.intermediate_path_length,
-            allowed_uses=list(CA_USES),
-            validity_period_hours=prof.intermediate_validity_hours,
-            early_renewal_hours=prof.early_renewal_hours,
-            set_subject_key_id=True,
-            opts=child,
-        )
-        self.trust_bundle_pem = root.cert_pem
-        self.upstream_chain_pem = pulumi.Output.all(intermediate.cert_pem, root.cert_pem).apply(
+        build = CaBuilder(self, "tls")
+        root = build.root(f"{name}-root", prof.root)
+        int_key = build.private_key(f"{name}-intermediate-key", prof.key)
+        csr = build.request(f"{name}-intermediate-csr", int_key, prof.intermediate)
+        intermediate = build.sign(f"{name}-intermediate", root, csr, prof.intermediate)
+        self.trust_bundle_pem = root.certificate_pem
+        self.upstream_chain_pem = pulumi.Output.all(intermediate, root.certificate_pem).apply(
             lambda pems: join_pems(*pems)
         )
-        self.upstream_key_pem = pulumi.Output.secret(int_key.private_key_pem)
+        self.upstream_key_pem = pulumi.Output.secret(int_key)
 
     # ----------------------------------------------------------------------- aws-pca
 
@@ -164,7 +121,6 @@ class TrustDomain(pulumi.ComponentResource):
         prof = self.profile
         pca = cfg.trust.aws_pca
         region = cfg.aws.region
-        child = pulumi.ResourceOptions(parent=self)
         if pca.existing_arn is not None:
             found = acmpca.get_certificate_authority_output(
                 arn=pca.existing_arn, region=region, opts=pulumi.InvokeOutputOptions(parent=self)
@@ -177,50 +133,24 @@ class TrustDomain(pulumi.ComponentResource):
                 lambda c: join_pems(*c)
             )
             return
-        ca = acmpca.CertificateAuthority(
-            f"{name}-pca",
-            type="ROOT" if pca.mode == "root" else "SUBORDINATE",
-            usage_mode=pca.usage_mode,
-            key_storage_security_standard="FIPS_140_2_LEVEL_3_OR_HIGHER",
-            certificate_authority_configuration=acmpca.CertificateAuthorityCertificateAuthorityConfigurationArgs(
-                key_algorithm=prof.key.pca_key_algorithm,
-                signing_algorithm=prof.key.pca_signing_algorithm,
-                subject=acmpca.CertificateAuthorityCertificateAuthorityConfigurationSubjectArgs(
-                    common_name=(prof.root_common_name if pca.mode == "root" else prof.intermediate_common_name)[:64],
-                    organization=prof.organization,
-                ),
-            ),
-            permanent_deletion_time_in_days=30,
-            region=region,
-            tags={"agentpassport.dev/trust-domain": prof.trust_domain},
-            opts=child,
-        )
-        self.aws_pca_arn = ca.arn
+        build = CaBuilder(self, "aws-pca", region=region)
+        tags = {TRUST_DOMAIN_TAG: prof.trust_domain}
         if pca.mode == "root":
-            # A PCA root signs its own certificate from its CSR, then installs it.
-            cert = acmpca.Certificate(
-                f"{name}-pca-root-cert",
-                certificate_authority_arn=ca.arn,
-                certificate_signing_request=ca.certificate_signing_request,
-                signing_algorithm=prof.key.pca_signing_algorithm,
-                template_arn="arn:aws:acm-pca:::template/RootCACertificate/V1",
-                validity=acmpca.CertificateValidityArgs(type="DAYS", value=str(prof.root_validity_days)),
-                region=region,
-                opts=child,
-            )
-            acmpca.CertificateAuthorityCertificate(
-                f"{name}-pca-root-install",
-                certificate_authority_arn=ca.arn,
-                certificate=cert.certificate,
-                region=region,
-                opts=child,
-            )
-            self.trust_bundle_pem = cert.certificate
-            self.upstream_chain_pem = cert.certificate.apply(join_pems)
+            root = build.root(f"{name}-pca-root-cert", prof.root, pca_name=f"{name}-pca",
+                              pca_install_name=f"{name}-pca-root-install", pca_usage_mode=pca.usage_mode,
+                              pca_tags=tags)
+            assert root.arn is not None
+            self.aws_pca_arn = root.arn
+            self.trust_bundle_pem = root.certificate_pem
+            self.upstream_chain_pem = root.certificate_pem.apply(join_pems)
             return
         # Subordinate: its CSR is signed by the organisation's offline root out of band and
         # installed with `aws acm-pca import-certificate-authority-certificate` (docs/trust.md);
         # after `pulumi refresh` the chain (ending in that root) is read back from the CA.
+        ca = build.pca_authority(f"{name}-pca", prof.intermediate, ca_type="SUBORDINATE", usage_mode=pca.usage_mode,
+                                 tags=tags)
+        assert isinstance(ca, acmpca.CertificateAuthority)
+        self.aws_pca_arn = ca.arn
         self.trust_bundle_pem = pulumi.Output.all(ca.certificate_chain, ca.certificate).apply(
             lambda c: last_pem_block(c[0] or "") or join_pems(c[1])
         )
@@ -230,79 +160,35 @@ class TrustDomain(pulumi.ComponentResource):
 
     def _vault_pki(self, name: str, cfg: StackConfig) -> None:
         import pulumi_vault as vault
-        import pulumi_vault.pkisecret as pki
 
         prof = self.profile
         settings = cfg.trust.vault_pki
-        child = pulumi.ResourceOptions(parent=self)
-        root_mount = vault.Mount(
-            f"{name}-pki-root",
-            path=settings.root_mount,
-            type="pki",
-            description=f"Root CA of trust domain {prof.trust_domain} (Agent Passport)",
-            default_lease_ttl_seconds=prof.intermediate_validity_hours * 3600,
-            max_lease_ttl_seconds=prof.root_validity_hours * 3600,
-            opts=child,
+        build = CaBuilder(self, "vault-pki")
+        root = build.root(
+            f"{name}-pki-root-cert", prof.root, vault_issuer="root",
+            vault_mount=VaultMount(
+                f"{name}-pki-root", settings.root_mount,
+                f"Root CA of trust domain {prof.trust_domain} (Agent Passport)",
+                default_lease_ttl_seconds=prof.intermediate_validity_hours * 3600,
+                max_lease_ttl_seconds=prof.root_validity_hours * 3600,
+            ),
         )
-        int_mount = vault.Mount(
-            f"{name}-pki-intermediate",
-            path=settings.intermediate_mount,
-            type="pki",
-            description=f"Intermediate CA SPIRE signs under ({prof.trust_domain})",
-            default_lease_ttl_seconds=seconds(cfg.spire.ca_ttl),
-            max_lease_ttl_seconds=prof.intermediate_validity_hours * 3600,
-            opts=child,
-        )
-        root = pki.SecretBackendRootCert(
-            f"{name}-pki-root-cert",
-            backend=root_mount.path,
-            type="internal",
-            common_name=prof.root_common_name,
-            organization=prof.organization,
-            uri_sans=[f"spiffe://{prof.trust_domain}"],
-            key_type=prof.key.vault_key_type,
-            key_bits=prof.key.vault_key_bits,
-            max_path_length=prof.root_path_length,
-            ttl=f"{prof.root_validity_hours}h",
-            issuer_name="root",
-            opts=child,
-        )
-        csr = pki.SecretBackendIntermediateCertRequest(
-            f"{name}-pki-intermediate-csr",
-            backend=int_mount.path,
-            type="internal",
-            common_name=prof.intermediate_common_name,
-            organization=prof.organization,
-            uri_sans=[f"spiffe://{prof.trust_domain}"],
-            key_type=prof.key.vault_key_type,
-            key_bits=prof.key.vault_key_bits,
-            opts=child,
-        )
-        signed = pki.SecretBackendRootSignIntermediate(
-            f"{name}-pki-intermediate-cert",
-            backend=root_mount.path,
-            csr=csr.csr,
-            common_name=prof.intermediate_common_name,
-            organization=prof.organization,
-            uri_sans=[f"spiffe://{prof.trust_domain}"],
-            max_path_length=prof.intermediate_path_length,
-            ttl=f"{prof.intermediate_validity_hours}h",
-            issuer_ref="root",
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[root]),
-        )
-        chain = pulumi.Output.all(signed.certificate, root.certificate).apply(lambda c: join_pems(*c))
-        pki.SecretBackendIntermediateSetSigned(
-            f"{name}-pki-intermediate-install",
-            backend=int_mount.path,
-            certificate=chain,
-            opts=child,
+        _, chain = build.vault_intermediate(
+            f"{name}-pki-intermediate-cert", root, prof.intermediate,
+            VaultMount(
+                f"{name}-pki-intermediate", settings.intermediate_mount,
+                f"Intermediate CA SPIRE signs under ({prof.trust_domain})",
+                default_lease_ttl_seconds=seconds(cfg.spire.ca_ttl),
+                max_lease_ttl_seconds=prof.intermediate_validity_hours * 3600,
+            ),
+            csr_name=f"{name}-pki-intermediate-csr", install_name=f"{name}-pki-intermediate-install",
         )
         vault.Policy(
             f"{name}-pki-spire-upstream",
             name=settings.role,
             policy=spire_upstream_policy(settings.intermediate_mount),
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
-        self.trust_bundle_pem = root.certificate
+        self.trust_bundle_pem = root.certificate_pem
         self.upstream_chain_pem = chain
         self.vault_pki_mount = settings.intermediate_mount

@@ -316,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     admin passwords from ``AP_SECRET_<secret name>`` variables (what ``pulumi config --secret``
     holds for the Pulumi applier). ``--print`` only prints the writes (passwords redacted).
     """
-    from components.cli import load_platform
+    from components.platform_model import load_platform
     from components.render.vault import plan_vault
 
     parser = argparse.ArgumentParser(prog="python -m components.vault_apply", description=main.__doc__)

@@ -19,13 +19,10 @@ from pulumi_aws import ssm
 from components.kube import kube_objects
 from components.platform_model import Platform
 from components.render.windows import (
-    gmsa_agents,
-    render_dsc,
+    WindowsPlan,
     ssm_document_json,
     ssm_document_name,
     ssm_targets,
-    validate_windows,
-    windows_kubernetes_objects,
 )
 
 
@@ -34,7 +31,10 @@ class GmsaAgentsArgs:
     """Inputs of :class:`GmsaAgents`."""
 
     platform: Platform
-    """The validated platform; only its active Windows agents are used."""
+    """The validated platform (the stack's name and Windows settings)."""
+
+    plan: WindowsPlan
+    """The validated gMSA agents, their scripts and Kubernetes objects (``Plans.windows``)."""
 
     deliver_with_ssm: bool
     """Create the SSM documents and associations (needs AWS; the stack's subsystems.aws)."""
@@ -59,13 +59,10 @@ class GmsaAgents(pulumi.ComponentResource):
     def __init__(self, name: str, args: GmsaAgentsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:windows:GmsaAgents", name, None, opts)
         platform = args.platform
-        validate_windows(platform)
-        gmsa_path = platform.config.windows.gmsa_path
-        scripts: dict[str, str] = {}
+        scripts: dict[str, str] = dict(args.plan.scripts)
         documents: dict[str, pulumi.Output[str]] = {}
-        for g in gmsa_agents(platform):
-            script = render_dsc(g, gmsa_path)
-            scripts[g.name] = script
+        for g in args.plan.agents:
+            script = scripts[g.name]
             if not args.deliver_with_ssm:
                 continue
             tags = {"agentpassport:agent": g.name, "agentpassport:team": g.agent.identity.team,
@@ -92,7 +89,7 @@ class GmsaAgents(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self),
             )
             documents[g.name] = document.name
-        objects: list[Mapping[str, Any]] = list(windows_kubernetes_objects(platform))
+        objects: list[Mapping[str, Any]] = list(args.plan.kubernetes_objects)
         kube_objects(f"{name}-k8s", objects, self, args.namespaces)
         self.scripts = pulumi.Output.from_input(scripts)
         self.ssm_documents = (

@@ -26,7 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from components.cli import load_platform
+from components.platform_model import load_platform
 from components.render import spire as r
 from components.render.trust import trust_profile
 from tests.processes import stop

@@ -15,11 +15,10 @@ import pytest
 import yaml
 
 from components.aws import AuditTrail, AuditTrailArgs
-from components.cli import load_platform
 from components.config import stack_file, stack_runtime_config
 from components.errors import ConfigError, PassportError
 from components.mockrun import Captured, Graph, run_program
-from components.platform_model import Platform
+from components.platform_model import Platform, load_platform
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("dev", "staging", "prod")

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from components.cli import load_platform
 from components.config.aws import AuditBucketConfig
 from components.errors import ConfigError, ManifestError
-from components.platform_model import Platform, ResolvedAgent
+from components.platform_model import Platform, ResolvedAgent, load_platform
 from components.render.aws import (
     OIDC_PROVIDER_PLACEHOLDER,
     TRUST_ANCHOR_PLACEHOLDER,

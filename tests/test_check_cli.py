@@ -151,6 +151,21 @@ def test_bad_policy_config_is_an_input_error(capsys: pytest.CaptureFixture[str],
     assert f"{path}: {message}" in err
 
 
+@pytest.mark.parametrize(("value", "type_", "ok"), [
+    (5, "integer", True), (5.0, "integer", False), (True, "integer", False), ("5", "integer", False),
+    (5, "number", True), (0.5, "number", True), (False, "number", False),
+    ("1h", "string", True), (1, "string", False), (True, "boolean", True), (0, "boolean", False),
+    ([], "array", True), ({}, "array", False), ({}, "object", True), ([], "object", False),
+])
+def test_policy_config_types_follow_json_schema(value: object, type_: str, ok: bool) -> None:
+    """Property types are checked by jsonschema, as the hand-written checks did: a boolean is not a
+    number, 1.0 is not an integer; a property without a type takes anything."""
+    from components.check import _type_ok
+
+    assert _type_ok(value, {"type": type_}) is ok
+    assert _type_ok(value, {"description": "no type"}) is True
+
+
 def test_unknown_stack_is_an_input_error(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "check", "--stack", "nope")
     assert code == 2

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.cli import load_platform
 from components.mockrun import Graph
+from components.platform_model import load_platform
 from components.render.artifacts import render_all
 from tests.conftest import STACKS
 

@@ -337,7 +337,7 @@ def test_committed_workflow_holds_no_static_secret() -> None:
 
 
 def test_render_writes_the_pipeline_login() -> None:
-    from components.cli import load_platform
+    from components.platform_model import load_platform
     from components.render.artifacts import render_all
 
     staging = {a.path: a.content for a in render_all(load_platform("staging")) if a.path.startswith("ci/")}

@@ -20,10 +20,9 @@ import pytest
 
 from benchmarks import synthetic
 from components import graph as g
-from components.cli import load_platform, main
 from components.manifest.loader import load_manifests
 from components.manifest.models import Grant
-from components.platform_model import Platform, ResolvedAgent, build_platform, grant_summary
+from components.platform_model import Platform, ResolvedAgent, build_platform, grant_summary, load_platform, main
 from tests.conftest import ROOT
 from tests.support.mermaid import MermaidError, check_flowchart
 from tests.support.tools import require_tool

@@ -13,18 +13,12 @@ from pathlib import Path
 import pytest
 
 from components.cli import main
+from components.collisions import canonical_dns_name, exclusive_values, first_compatible, reservations
 from components.config import list_stacks, load_stack_config
 from components.errors import ManifestError, Problem
 from components.manifest.loader import load_manifests
 from components.mockrun import Graph
-from components.platform_model import (
-    Platform,
-    build_platform,
-    canonical_dns_name,
-    exclusive_values,
-    first_compatible,
-    reservations,
-)
+from components.platform_model import Platform, build_platform
 from components.shard import hash_bucket
 from tests.conftest import ROOT
 
@@ -336,7 +330,7 @@ def test_passport_check_refuses_before_running_the_program(tmp_path: Path,
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_reservations_cover_every_service_account_the_program_creates(
         stack: str, stack_graph: Callable[[str], Graph]) -> None:
-    """A new platform workload must be added to platform_model.reservations, or agents could take it."""
+    """A new platform workload must be added to collisions.reservations, or agents could take it."""
     graph = stack_graph(stack)
     p = platform(ROOT / "agents", stack)
     res = reservations(p.config, p.services, p.config_file)

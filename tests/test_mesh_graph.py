@@ -7,16 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pulumi
 import pytest
-from pulumi.runtime import mocks as pmocks
-from pulumi.runtime.settings import set_root_resource
 
+from components.compile import compile_plans
 from components.config import load_stack_config, stack_runtime_config
-from components.errors import ConfigError
+from components.config.mesh import STRICT_INBOUND_POLICIES
 from components.manifest.loader import load_manifests
-from components.mesh import MeshNamespace, MeshNamespaceArgs
-from components.mockrun import Captured, CapturingMonitor, Graph, PassportMocks, run_program
+from components.mesh import mesh_namespace_args
+from components.mockrun import Captured, Graph, run_program
 from components.platform_model import build_platform
 from components.render.mesh import RouteMatch, grant_matches, mesh_plan
 from tests.conftest import ROOT, STACKS
@@ -338,17 +336,15 @@ def test_a_strict_stack_refuses_an_unauthenticated_default_policy() -> None:
     assert type(info.value).__name__ == "RunError"
 
 
-@pytest.mark.parametrize("policy", ["all-unauthenticated", "cluster-authenticated"])
-def test_a_mesh_namespace_cannot_be_built_unauthenticated_in_a_strict_stack(policy: str) -> None:
-    """The component guards itself, whatever path its args came from."""
-    monitor = CapturingMonitor(PassportMocks())
-    set_root_resource(None)  # type: ignore[arg-type]
-    pmocks.set_mocks(monitor.mocks, project="agent-passport", stack="staging", preview=False, monitor=monitor)
-    args = MeshNamespaceArgs(namespace="apps", default_inbound_policy=policy, strict=True,
-                             config_file="stacks/Pulumi.staging.yaml")
-    with pytest.raises(ConfigError, match="strict stacks build mesh namespaces only with deny or all-authenticated"):
-        MeshNamespace("mesh-apps", args, pulumi.ResourceOptions())
-    assert monitor.captured == []  # refused before anything was registered
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_strict_stacks_plan_holds_only_authenticated_defaults(stack: str) -> None:
+    """MeshNamespace builds what the compiled plan holds (it does not validate again): the stack
+    configuration refuses any other default in a strict stack, so no plan can hold one."""
+    plans = compile_plans(_platform(stack))
+    if plans.mesh is None or not plans.platform.config.is_strict:
+        return
+    assert {ns.default_inbound_policy for ns in plans.mesh.namespaces} <= set(STRICT_INBOUND_POLICIES)
+    assert {a.default_inbound_policy for a in mesh_namespace_args(plans.mesh)} <= set(STRICT_INBOUND_POLICIES)
 
 
 def test_suspension_revokes_without_unmeshing(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from components.render.mesh import (
     Caller,
     RouteMatch,
     authorized_agents,
-    check_inbound_policy,
     grant_matches,
     linkerd_identity_profile,
     mesh_artifacts,
@@ -110,12 +109,20 @@ def test_namespaces_host_agents_and_called_services_only(tmp_path: Path) -> None
 
 
 def test_strict_stacks_refuse_unauthenticated_defaults() -> None:
+    """The rule's one home is the stack configuration: no plan of a strict stack can hold another default."""
+
+    def config(stack: str, policy: str) -> None:
+        values, lines, _ = read_stack_file(ROOT / f"stacks/Pulumi.{stack}.yaml")
+        values["environment"] = stack
+        values["mesh"] = {**values.get("mesh", {}), "defaultInboundPolicy": policy}
+        build_stack_config(values, f"stacks/Pulumi.{stack}.yaml", lines)
+
     for policy in ("cluster-authenticated", "all-unauthenticated"):
         with pytest.raises(ConfigError, match=r"mesh.defaultInboundPolicy: .*strict stacks build mesh namespaces only"):
-            check_inbound_policy(policy, True, "stacks/Pulumi.prod.yaml")
-        check_inbound_policy(policy, False, "stacks/Pulumi.dev.yaml")  # dev may
+            config("prod", policy)
+        config("dev", policy)  # dev may
     for policy in ("deny", "all-authenticated"):
-        check_inbound_policy(policy, True, "stacks/Pulumi.prod.yaml")
+        config("prod", policy)
 
 
 # --------------------------------------------------------------------------- matches

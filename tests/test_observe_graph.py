@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pulumi.runtime import mocks as pmocks
 
-from components.cli import load_platform
 from components.config import stack_file, stack_runtime_config
 from components.identity import AgentIdentity
 from components.mockrun import Captured, CapturingMonitor, Graph, PassportMocks, run_program
+from components.platform_model import load_platform
 
 ROOT = Path(__file__).resolve().parent.parent
 HEALTH = "agentpassport:observe:IdentityHealth"

@@ -4,6 +4,7 @@ log lines) and the anomaly rules generated from the manifests."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import re
@@ -20,9 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from components.cli import load_platform
 from components.config import StackConfig
-from components.platform_model import Platform
+from components.platform_model import Platform, load_platform
 from components.render import observe as ob
 from components.render.artifacts import render_all
 from tests.support.tools import skip_or_fail
@@ -356,6 +356,15 @@ def test_pem_not_after_reads_utc_and_generalized_times_and_takes_the_earliest() 
     assert ob.pem_not_after(_cert(late)) == int(late.timestamp())
     assert ob.pem_not_after(_cert(late) + _cert(early)) == int(early.timestamp())
     assert ob.pem_not_after("-----BEGIN CERTIFICATE-----\nMOCKabc\n-----END CERTIFICATE-----\n") is None
+    # blocks that are not certificates are skipped (mock PEMs, a truncated DER, another object)
+    truncated = _cert(early).replace("-----END", "AAAA\n-----END").splitlines()
+    broken = "\n".join([truncated[0], *truncated[1:3], truncated[-1]]) + "\n"
+    assert ob.pem_not_after(broken) is None
+    assert ob.pem_not_after(broken + _cert(late)) == int(late.timestamp())
+    not_a_cert = "-----BEGIN CERTIFICATE-----\n" + base64.b64encode(b"\x30\x03\x02\x01\x01").decode() + \
+        "\n-----END CERTIFICATE-----\n"
+    assert ob.pem_not_after(not_a_cert + _cert(early)) == int(early.timestamp())
+    assert ob.pem_not_after("") is None
     rules = ob.recording_rules(_platform("dev"), {"trust-bundle": int(late.timestamp())})
     assert rules[-1] == {"record": "agentpassport_certificate_expiry_timestamp_seconds",
                          "expr": f"vector({int(late.timestamp())})", "labels": {"certificate": "trust-bundle"}}
@@ -640,6 +649,35 @@ def test_logstash_variant_renders_the_same_mapping() -> None:
                    "%{[trace][id]}",
                    '"[agentpassport][raw][response][data][username]" => "[agentpassport][database][user]"'):
         assert needle in conf
+
+
+def test_both_log_pipelines_rename_fields_from_one_table() -> None:
+    """The ingest pipeline and the Logstash filter (a template file) take every field rename
+    from FIELD_RENAMES, in its order; the Logstash filter leaves out only what the table says."""
+    from components.render.observe.logs import FIELD_RENAMES, RAW
+
+    platform = _platform("prod", logs={"kind": "logstash"})
+    processors = ob.ingest_pipeline(platform)["processors"]
+    renames = [(p["rename"]["field"], p["rename"]["target_field"]) for p in processors if "rename" in p]
+    conf = ob.logstash_config(platform)
+    for dataset, table in FIELD_RENAMES.items():
+        expected = [(f"{RAW}.{r.source}", r.target) for r in table]
+        assert any(renames[i:i + len(expected)] == expected for i in range(len(renames))), dataset
+        lines = [f'"{_ref(f"{RAW}.{r.source}")}" => "{_ref(r.target)}"' for r in table if r.logstash]
+        positions = [conf.index(line) for line in lines]
+        assert positions == sorted(positions), dataset
+    kept = {(r.source, r.target) for table in FIELD_RENAMES.values() for r in table if r.logstash}
+    for r in (r for table in FIELD_RENAMES.values() for r in table if not r.logstash):
+        if (r.source, r.target) not in kept:
+            assert f'"{_ref(f"{RAW}.{r.source}")}" => "{_ref(r.target)}"' not in conf
+    template = ROOT / "components" / "render" / "templates" / "logstash.conf.j2"
+    assert template.is_file() and "rename => {" in template.read_text(encoding="utf-8")
+    assert "=> \"[agentpassport][vault][log_type]\"" not in template.read_text(encoding="utf-8")  # from the table
+
+
+def _ref(dotted: str) -> str:
+    parts = dotted.split(".")
+    return parts[0] if len(parts) == 1 else "".join(f"[{p}]" for p in parts)
 
 
 # --------------------------------------------------------------------------- anomaly rules

@@ -34,14 +34,38 @@ def test_main_only_builds_the_policy_pack() -> None:
     assert isinstance(call.value.func, ast.Name) and call.value.func.id == "PolicyPack"
 
 
-def test_policies_module_has_no_side_effects_at_import() -> None:
-    tree = ast.parse((PACK_DIR / "policies.py").read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module", sorted(p.name for p in (PACK_DIR / "policies").glob("*.py")))
+def test_policies_package_has_no_side_effects_at_import(module: str) -> None:
+    text = (PACK_DIR / "policies" / module).read_text(encoding="utf-8")
+    tree = ast.parse(text)
     allowed = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
     for node in tree.body:
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             continue  # docstring
         assert isinstance(node, allowed), ast.dump(node)[:80]
-    assert "PolicyPack(" not in (PACK_DIR / "policies.py").read_text(encoding="utf-8")
+    assert "PolicyPack(" not in text
+
+
+def test_main_imports_the_policies_as_a_script_does() -> None:
+    """The engine runs __main__.py as a script (the analyzer launcher): with only the pack's
+    folder on sys.path, `from policies import PACK_NAME, POLICIES` must work."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from policies import PACK_NAME, POLICIES; "
+            "print(PACK_NAME, len(POLICIES))")
+    out = subprocess.run([sys.executable, "-I", "-c", code, str(PACK_DIR)], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.split() == ["no-static-credentials", str(len(policies()))]
+
+
+def test_label_keys_are_the_projects() -> None:
+    """The pack keeps copies of components/labels.py's keys (it imports nothing from the project)."""
+    from components import labels
+
+    pack = load_pack()
+    assert (pack.AGENT_LABEL, pack.GATEWAY_LABEL, pack.SERVICE_LABEL) == (
+        labels.AGENT_LABEL, labels.GATEWAY_LABEL, labels.SERVICE_LABEL)
 
 
 def test_project_files() -> None:

@@ -398,6 +398,21 @@ def test_policy_passes_opa_check_strict_and_is_opa_fmt_clean(tmp_path: Path) -> 
     assert fmt.returncode == 0, f"not opa-fmt formatted: {fmt.stdout}"
 
 
+def test_rego_sources_are_package_files_that_ci_lints() -> None:
+    """The policy is Rego source in the package (components/render/opa/*.rego, shipped as package
+    data), rendered byte for byte; `opa fmt --fail` and `opa check --strict` pass on it as in .ci/run."""
+    opa_dir = ROOT / "components" / "render" / "opa"
+    assert (opa_dir / "policy.rego").read_text(encoding="utf-8") == rego.POLICY
+    assert (opa_dir / "mask.rego").read_text(encoding="utf-8") == rego.MASK_POLICY
+    assert '"render/opa/*.rego"' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "fmt --fail components/render/opa" in ci and "check --strict components/render/opa" in ci
+    fmt = run_opa("fmt", "--fail", "--list", str(opa_dir))
+    assert fmt.returncode == 0 and fmt.stdout == "", f"not opa-fmt formatted: {fmt.stdout}{fmt.stderr}"
+    check = run_opa("check", "--strict", str(opa_dir))
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_decision_log_mask_removes_credentials(tmp_path: Path) -> None:
     bundle = write_bundle(synthetic_platform(tmp_path / "m"), tmp_path / "b")
     proc = run_opa("eval", "--format", "json", "--data", str(bundle / "mask.rego"), "data.system.log.mask")

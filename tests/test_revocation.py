@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from components import cli
-from components.cli import load_platform
+from components.platform_model import load_platform
 from components.render import rego
 from components.render.authz import revocations_configmap
 from components.render.yamlout import dump_json

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from components import cli
-from components.cli import load_platform
+from components.platform_model import load_platform
 from components.render import spire as r
 from tests.spire_server import SPIRE_SERVER, local_spire_server, run_tool
 from tests.support.chain import CORTEX, INVOICES, Chain, Spire, chain, oidc_discovery_provider, spire_server

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from components import cli
-from components.cli import load_platform
+from components.platform_model import load_platform
 from components.revoke import RevokeRefused, plan_revocation, revoke, spire_cli_runner
 
 ISSUER = "https://oidc-discovery.dev.agentpassport.internal"

@@ -21,7 +21,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from components.cli import load_platform
+from components.platform_model import load_platform
 from components.render import spire as r
 from components.render.yamlout import dump_json
 from tests.spire_server import SPIRE_AGENT, SPIRE_SERVER, local_spire_server, needs_server

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from components.cli import load_platform
 from components.config import stack_file, stack_runtime_config
 from components.mockrun import Captured, Graph, run_program
+from components.platform_model import load_platform
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER = "agentpassport:spire:SpireServer"

@@ -14,11 +14,10 @@ import jsonschema
 import pytest
 import yaml
 
-from components.cli import load_platform
 from components.config import StackConfig
 from components.errors import ConfigError, ManifestError
 from components.manifest.loader import load_manifests
-from components.platform_model import Platform, build_platform
+from components.platform_model import Platform, build_platform, load_platform
 from components.render import spire as r
 from components.render.artifacts import render_all
 from tests.support.tools import ROOT
@@ -571,7 +570,6 @@ def test_valid_stacks_have_no_problems() -> None:
             "agent-passport:spire.defaultJwtSvidTtl",
             "limits.maxJwtSvidTtl (15m)",
         ),
-        ({"spire": {"caTtl": "1h"}}, "agent-passport:spire.defaultX509SvidTtl", "caTtl/6"),
         ({"spire": {"replicas": 2}}, "agent-passport:spire.replicas", "need datastore postgres"),
         ({"spire": {"datastore": "postgres"}}, "agent-passport:spire.datastoreConnectionSecret", "connection string"),
         ({"spire": {"jwtIssuer": "oidc.example"}}, "agent-passport:spire.jwtIssuer", "not an absolute URL"),

@@ -57,6 +57,7 @@ def test_strict_stack_accepts_real_settings_and_ignores_provider_keys(tmp_path: 
         (("trust: {upstream: aws-pca}",
           "trust: {upstream: aws-pca}\n  agent-passport:mesh: {defaultInboundPolicy: all-unauthenticated}"),
          "agent-passport:mesh.defaultInboundPolicy", "unauthenticated"),
+        (("replicas: 2,", "replicas: 2, caTtl: 1h,"), "agent-passport:spire.defaultX509SvidTtl", "caTtl/6"),
         (("spireDb:\n    secure", "otherKey:\n    secure"),
          "agent-passport:spire.datastoreConnectionSecret", "not set"),
         (("trust: {upstream: aws-pca}", "trust: {upstream: aws-pca, rootLifetime: forever}"),

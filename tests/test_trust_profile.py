@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from components.cli import load_platform
 from components.config import StackConfig
 from components.errors import ConfigError
+from components.platform_model import load_platform
 from components.render.trust import (
     KEY_SPECS,
     join_pems,
@@ -67,6 +67,42 @@ def test_spire_ca_must_fit_in_the_intermediates_remaining_life() -> None:
     with pytest.raises(ConfigError) as err:
         trust_profile(cfg, "stacks/Pulumi.dev.yaml")
     assert "shortest remaining life" in err.value.report()
+
+
+def test_a_new_private_ca_takes_at_most_64_characters_of_organization() -> None:
+    """AWS Private CA refuses a longer subject O at deploy time: the stack says so first."""
+    long_org = "O" * 65
+    problems = trust_problems(_cfg("prod", organization=long_org), "f")
+    assert [p.field for p in problems] == ["agent-passport:trust.organization"]
+    assert trust_problems(_cfg("prod", organization="O" * 64), "f") == []
+    existing = {"mode": "subordinate", "existingArn": "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/x"}
+    assert trust_problems(_cfg("prod", organization=long_org, awsPca=existing), "f") == []  # nothing created
+    assert trust_problems(_cfg("dev", organization=long_org), "f") == []  # pulumi-tls has no such limit
+
+
+def test_ca_profiles_of_the_trust_domain() -> None:
+    """The CA builder's one profile type: root and intermediate of the trust domain."""
+    prof = trust_profile(load_platform("dev").config)
+    root, intermediate = prof.root, prof.intermediate
+    assert (root.common_name, root.path_length, root.validity_hours) == (
+        prof.root_common_name, prof.root_path_length, prof.root_validity_hours)
+    assert root.uris == intermediate.uris == (f"spiffe://{prof.trust_domain}",)
+    assert root.authority_key_id and not intermediate.authority_key_id
+    assert (intermediate.path_length, intermediate.early_renewal_hours) == (1, prof.early_renewal_hours)
+    assert root.key == intermediate.key == prof.key and root.cn_in_sans
+
+
+def test_ca_profiles_of_linkerd() -> None:
+    """Linkerd's anchors and issuer are the same profile type (ECDSA P-256, CN kept out of SANs)."""
+    from components.render.mesh import linkerd_identity_profile
+
+    prof = linkerd_identity_profile(load_platform("staging").config)
+    anchor, issuer = prof.anchor(prof.signing_anchor), prof.issuer
+    assert anchor.key == issuer.key == KEY_SPECS["ecdsa-p256"]
+    assert (anchor.unit, issuer.unit) == (prof.anchor_unit(prof.signing_anchor), prof.issuer_unit)
+    assert (anchor.path_length, issuer.path_length) == (prof.anchor_path_length, prof.issuer_path_length)
+    assert anchor.early_renewal_hours is None and issuer.early_renewal_hours == prof.issuer_early_renewal_hours
+    assert not anchor.cn_in_sans and not issuer.cn_in_sans and anchor.uris == ()
 
 
 def test_managed_upstreams_need_their_subsystem() -> None:

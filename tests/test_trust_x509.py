@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from components.cli import load_platform
+from components.platform_model import load_platform
 from components.render.trust import KEY_SPECS, TrustProfile, trust_profile
 
 NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)

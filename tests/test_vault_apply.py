@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 from pulumi.runtime import rpc
 
-from components.cli import load_platform
 from components.mockrun import Captured, Graph
+from components.platform_model import load_platform
 from components.render.vault import plan_vault
 from components.shard import stack_scope
 from components.vault_apply import (

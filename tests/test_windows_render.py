@@ -18,10 +18,9 @@ import jsonschema
 import pytest
 import yaml
 
-from components.cli import load_platform
 from components.errors import ConfigError, ManifestError
 from components.manifest.loader import load_manifests
-from components.platform_model import Platform, ResolvedAgent
+from components.platform_model import Platform, ResolvedAgent, load_platform
 from components.render.windows import (
     _ENV,
     DSC_TEMPLATE,
@@ -421,12 +420,13 @@ def _clone(g: GmsaAgent, name: str, **update: Any) -> ResolvedAgent:
     return ResolvedAgent(source, ident)
 
 
-def test_duplicate_gmsa_and_app_pool_are_refused(prod: Platform, ledger: GmsaAgent) -> None:
+def test_duplicate_app_pool_is_refused(prod: Platform, ledger: GmsaAgent) -> None:
+    # One gMSA per agent is an identity rule of the whole environment, with its one home in the
+    # platform model (tests/test_identity_collisions.py); the Windows rules own the app pools.
     twin = _clone(ledger, "ledger-twin")
     manifest, _ = windows_problems(_replace_agent(prod, ledger.agent, twin))
     fields = sorted((p.file, p.field) for p in manifest)
-    assert fields == [("agents/ledger-twin.yaml", "spec.platform.windows.gmsaAccount"),
-                      ("agents/ledger-twin.yaml", "spec.platform.windows.iisAppPool")]
+    assert fields == [("agents/ledger-twin.yaml", "spec.platform.windows.iisAppPool")]
 
 
 def test_suspended_windows_agents_get_nothing(prod: Platform, ledger: GmsaAgent) -> None:

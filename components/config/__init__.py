@@ -22,15 +22,15 @@ from components.config.base import Section
 from components.config.ci import CiConfig
 from components.config.kubernetes import KubernetesTarget
 from components.config.limits import Limits
-from components.config.mesh import MeshConfig
+from components.config.mesh import STRICT_INBOUND_POLICIES, MeshConfig
 from components.config.observe import ObserveConfig
 from components.config.shard import ShardConfig
-from components.config.spire import SpireConfig
+from components.config.spire import SpireConfig, ca_rotation_problem
 from components.config.subsystems import Subsystems
 from components.config.trust import TrustConfig
-from components.config.vault import VaultConfig
+from components.config.vault import MAX_TOKEN_TTL_SECONDS, VaultConfig
 from components.config.windows import WindowsConfig
-from components.durations import seconds
+from components.durations import format_duration, seconds
 from components.errors import ConfigError, ManifestError, Problem
 
 NAMESPACE = "agent-passport"
@@ -124,10 +124,10 @@ def strict_problems(cfg: StackConfig, file: str, lines: Mapping[tuple[str | int,
     if cfg.trust.upstream == "tls":
         out.append(p("trust", ("upstream",),
                      "tls keeps the CA key in Pulumi state; strict stacks use aws-pca or vault-pki"))
-    if cfg.mesh.default_inbound_policy not in ("deny", "all-authenticated"):
+    if cfg.mesh.default_inbound_policy not in STRICT_INBOUND_POLICIES:
         out.append(p("mesh", ("defaultInboundPolicy",),
                      f"{cfg.mesh.default_inbound_policy!r} lets unauthenticated or cluster-wide traffic in; "
-                     "use deny or all-authenticated"))
+                     f"strict stacks build mesh namespaces only with {' or '.join(STRICT_INBOUND_POLICIES)}"))
     if cfg.subsystems.spire and (cfg.spire.replicas < 2 or cfg.spire.datastore != "postgres"):
         out.append(p("spire", ("replicas",),
                      "strict stacks run SPIRE highly available: datastore postgres and replicas >= 2"))
@@ -159,12 +159,12 @@ def lifetime_problems(cfg: StackConfig, file: str) -> list[Problem]:
     if seconds(cfg.mesh.issuer_lifetime) >= seconds(cfg.mesh.trust_anchor_lifetime):
         out.append(Problem(file, None, f"{NAMESPACE}:mesh.issuerLifetime",
                            "the Linkerd issuer must expire before its trust anchor"))
-    for key, ttl in (("defaultX509SvidTtl", cfg.spire.default_x509_svid_ttl),):
-        if seconds(ttl) * 6 > seconds(cfg.spire.ca_ttl):
-            out.append(Problem(file, None, f"{NAMESPACE}:spire.{key}",
-                               f"{ttl} exceeds caTtl/6 ({cfg.spire.ca_ttl}/6), SPIRE's rotation limit"))
-    if seconds(cfg.vault.token_ttl) > 900:
-        out.append(Problem(file, None, f"{NAMESPACE}:vault.tokenTtl", "Vault tokens for agents live at most 15m"))
+    rotation = ca_rotation_problem(cfg.spire.default_x509_svid_ttl, cfg.spire.ca_ttl)
+    if rotation is not None:
+        out.append(Problem(file, None, f"{NAMESPACE}:spire.defaultX509SvidTtl", rotation))
+    if seconds(cfg.vault.token_ttl) > MAX_TOKEN_TTL_SECONDS:
+        out.append(Problem(file, None, f"{NAMESPACE}:vault.tokenTtl",
+                           f"Vault tokens for agents live at most {format_duration(MAX_TOKEN_TTL_SECONDS)}"))
     if seconds(cfg.vault.token_ttl) > seconds(cfg.vault.token_max_ttl):
         out.append(Problem(file, None, f"{NAMESPACE}:vault.tokenTtl", "is longer than tokenMaxTtl"))
     for name, db in cfg.vault.databases.items():
@@ -219,7 +219,10 @@ def _secret_refs(cfg: StackConfig) -> list[tuple[str, str]]:
 
 
 def stack_file(stack: str, root: Path | None = None) -> Path:
-    return (root or Path.cwd()) / STACKS_DIR / f"Pulumi.{stack}.yaml"
+    """A stack's config file: ``stacks/Pulumi.<stack>.yaml``, as the user names it (relative to the
+    project), or under ``root``. The one place that spells the name."""
+    path = STACKS_DIR / f"Pulumi.{stack}.yaml"
+    return path if root is None else root / path
 
 
 def read_stack_file(path: Path) -> tuple[dict[str, Any], dict[tuple[str | int, ...], int], frozenset[str]]:
@@ -261,8 +264,7 @@ def load_stack_config(stack: str, root: Path | None = None) -> StackConfig:
         raise ConfigError([Problem(str(path), None, "", f"no such stack file (stacks found: {known})")])
     values, lines, secrets = read_stack_file(path)
     values.setdefault("environment", stack)
-    shown = str(path.relative_to(root or Path.cwd())) if path.is_relative_to(root or Path.cwd()) else str(path)
-    return build_stack_config(values, shown, lines, secrets)
+    return build_stack_config(values, str(stack_file(stack)), lines, secrets)
 
 
 def list_stacks(root: Path | None = None) -> list[str]:

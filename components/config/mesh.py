@@ -19,6 +19,9 @@ PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 
 
 InboundPolicy = Literal["deny", "all-authenticated", "cluster-authenticated", "all-unauthenticated"]
+STRICT_INBOUND_POLICIES: tuple[InboundPolicy, ...] = ("deny", "all-authenticated")
+"""The default inbound policies a strict stack may build namespaces with (checked by
+:func:`components.config.strict_problems`, the rule's one home)."""
 
 
 class MeshConfig(Section):

@@ -98,11 +98,6 @@ class LogPipeline(Section):
         min_length=1,
         description="Index pattern the anomaly rules search (where the pipeline's output lands).",
     )
-    pipeline_name: str = Field(
-        default="agentpassport-identity",
-        pattern=r"^[a-z0-9][a-z0-9_.-]{0,99}$",
-        description="Name of the ingest pipeline (PUT _ingest/pipeline/<name>).",
-    )
 
 
 class ObserveConfig(Section):

@@ -7,7 +7,20 @@ from typing import Literal
 from pydantic import Field
 
 from components.config.base import SecretRef, Section
-from components.durations import Duration
+from components.durations import Duration, seconds
+
+CA_ROTATION_FACTOR = 6
+"""SPIRE prepares its next CA at half of caTtl and switches at 5/6 of it; an X.509-SVID must not
+outlive that switch, so it lives at most caTtl/6."""
+
+
+def ca_rotation_problem(svid_ttl: str, ca_ttl: str) -> str | None:
+    """The caTtl/6 rule, the one home of it (the stack's default SVID TTL and every agent's go
+    through here): why ``svid_ttl`` is too long for SPIRE's CA rotation, or None."""
+    if seconds(svid_ttl) * CA_ROTATION_FACTOR > seconds(ca_ttl):
+        return (f"{svid_ttl} is above caTtl/{CA_ROTATION_FACTOR} ({ca_ttl}/{CA_ROTATION_FACTOR}): SPIRE could "
+                "not rotate its CA before the SVID expires")
+    return None
 
 
 class SpireConfig(Section):

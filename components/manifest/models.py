@@ -4,6 +4,11 @@ Every model forbids unknown fields (a typo is an error, never silently dropped),
 camelCase keys in YAML, and documents every field: the descriptions feed the committed JSON
 Schema, editor completion and the manifest reference in the README. Validators do no I/O;
 checks that need the stack or other manifests live in :mod:`components.platform_model`.
+
+Why one module of ~700 lines: it is one schema. The models nest (Agent -> spec -> platform /
+identity / grants -> each grant kind), the generated JSON Schema and README reference follow
+this file's order, and almost all of it is field declarations with their descriptions; split
+up, a reader would chase one manifest's shape across files.
 """
 
 from __future__ import annotations

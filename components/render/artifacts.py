@@ -1,6 +1,7 @@
 """Every generated artifact of a stack, for review (``passport render``).
 
-Each subsystem contributes a function ``Platform -> Iterable[Artifact]`` to :data:`RENDERERS`.
+Each subsystem contributes a function ``Plans -> Iterable[Artifact]`` (:func:`_renderers`),
+rendering its validated plan (:mod:`components.compile`).
 Paths are relative and grouped by kind: ``kubernetes/<subsystem>/<kind>-<ns>-<name>.yaml``,
 ``envoy/<gateway>.yaml``, ``rego/*.rego`` (+ ``*_test.rego``, ``data.json``),
 ``vault/policies/<agent>.hcl``, ``spire/server.conf`` / ``spire/agent.conf``,
@@ -13,11 +14,14 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from components.gcpause import gc_paused
 from components.platform_model import Platform, identity_bom
 from components.render.yamlout import dump_json, dump_yaml
+
+if TYPE_CHECKING:
+    from components.compile import Plans
 
 INDEX_FILE = ".passport-render.json"
 
@@ -30,7 +34,7 @@ class Artifact:
     content: str
 
 
-Renderer = Callable[[Platform], Iterable[Artifact]]
+Renderer = Callable[["Plans"], Iterable[Artifact]]
 
 
 def kubernetes_artifacts(subsystem: str, objects: Iterable[Mapping[str, Any]]) -> list[Artifact]:
@@ -40,36 +44,61 @@ def kubernetes_artifacts(subsystem: str, objects: Iterable[Mapping[str, Any]]) -
     return [Artifact(f"kubernetes/{subsystem}/{object_key(o)}.yaml", dump_yaml(dict(o))) for o in objects]
 
 
-def identity_artifacts(platform: Platform) -> Iterable[Artifact]:
-    yield Artifact("identity/bom.json", dump_json(identity_bom(platform)))
+def identity_artifacts(plans: Plans) -> Iterable[Artifact]:
+    yield Artifact("identity/bom.json", dump_json(identity_bom(plans.platform)))
 
 
 def _renderers() -> list[Renderer]:
-    # Each subsystem registers its renderer here, in deployment order.
-    from components.render.authz import authz_artifacts  # imports this module: import here
-    from components.render.aws import aws_artifacts  # imports this module: import here
+    # Each subsystem registers its renderer here, in deployment order. Each renders its validated
+    # plan (components.compile); a subsystem without a plan renders nothing.
+    from components.render import authz, aws, mesh, spire, windows
     from components.render.ci import ci_artifacts  # imports this module: import here
-    from components.render.mesh import mesh_artifacts
     from components.render.observe import observe_artifacts
-    from components.render.spire import spire_artifacts
     from components.render.trust import trust_artifacts  # imports this module: import here
     from components.render.vault import vault_artifacts  # imports this module: import here
-    from components.render.windows import windows_artifacts  # imports this module: import here
 
-    return [identity_artifacts, trust_artifacts, spire_artifacts, mesh_artifacts, authz_artifacts, vault_artifacts,
-            windows_artifacts, aws_artifacts, ci_artifacts, observe_artifacts]
+    def vault(plans: Plans) -> Iterable[Artifact]:
+        # the Vault renderer plans from the Platform itself (its plan is already validated here)
+        return vault_artifacts(plans.platform) if plans.vault is not None else ()
+
+    def aws_roles(plans: Plans) -> Iterable[Artifact]:
+        # a base's anchor/provider and audit bucket are not rendered; roles are its shards'
+        if plans.aws is None or plans.scope == "shared":
+            return ()
+        return aws.plan_artifacts(plans.platform, plans.aws)
+
+    return [
+        identity_artifacts,
+        lambda plans: trust_artifacts(plans.platform),
+        lambda plans: spire.plan_artifacts(plans.platform, plans.spire) if plans.spire else (),
+        lambda plans: mesh.plan_artifacts(plans.mesh) if plans.mesh else (),
+        lambda plans: authz.plan_artifacts(plans.platform, plans.authz) if plans.authz else (),
+        vault,
+        lambda plans: windows.plan_artifacts(plans.windows) if plans.windows else (),
+        aws_roles,
+        lambda plans: ci_artifacts(plans.platform),
+        lambda plans: observe_artifacts(plans.platform),
+    ]
 
 
 def render_all(platform: Platform) -> list[Artifact]:
-    """All artifacts, sorted by path; two renderers claiming one path is a bug."""
+    """All artifacts, sorted by path (every problem of every subsystem raised first, at once)."""
+    from components.compile import compile_plans
+
     with gc_paused():
-        return _render_all(platform)
+        return _render_plans(compile_plans(platform))
 
 
-def _render_all(platform: Platform) -> list[Artifact]:
+def render_plans(plans: Plans) -> list[Artifact]:
+    """All artifacts of validated plans, sorted by path; two renderers claiming one path is a bug."""
+    with gc_paused():
+        return _render_plans(plans)
+
+
+def _render_plans(plans: Plans) -> list[Artifact]:
     seen: dict[str, Artifact] = {}
     for renderer in _renderers():
-        for artifact in renderer(platform):
+        for artifact in renderer(plans):
             if artifact.path in seen:
                 raise ValueError(f"two renderers produced {artifact.path}")
             seen[artifact.path] = artifact

@@ -18,27 +18,26 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from components.config import authz as authz_config
 from components.config.authz import OPA_API_PORT, OPA_GRPC_PORT
 from components.errors import ManifestError, Problem
 from components.identity import GatewayIdentity
+from components.labels import CONFIG_HASH_ANNOTATION, IGNORE_CHANGES_ANNOTATION, REVOCATIONS_LABEL, SHARD_LABEL
 from components.manifest.loader import SourcedService
 from components.platform_model import Platform
 from components.render import envoy, rego
 from components.render.artifacts import Artifact, kubernetes_artifacts
 from components.render.yamlout import dump_json, dump_yaml
-from components.shard import stack_scope
+from components.shard import Scope, stack_scope
 
 SUBSYSTEM = "authz"
 OPA_DIAGNOSTIC_PORT = authz_config.OPA_DIAGNOSTIC_PORT
 """OPA's /health and /metrics (the only OPA port reachable from outside the pod)."""
 SPIRE_API = "spire.spiffe.io/v1alpha1"
-CONFIG_HASH_ANNOTATION = "agentpassport.dev/config-sha256"
 LINKERD_OPAQUE_PORTS = "config.linkerd.io/opaque-ports"
-SHARD_LABEL = "agentpassport.dev/shard"
-"""Label of a shard's data ConfigMaps: the stack that wrote them."""
 RUN_AS = 65532
 """Unprivileged UID/GID of both containers (neither image needs root)."""
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -53,14 +52,21 @@ DATA_DIR = "/data"
 
 
 def validate_authz(platform: Platform) -> None:
-    """Raise ManifestError listing every manifest problem that would break a gateway.
+    """Raise ManifestError listing every manifest problem that would break a gateway."""
+    problems = authz_problems(platform)
+    if problems:
+        raise ManifestError(problems)
+
+
+def authz_problems(platform: Platform) -> list[Problem]:
+    """Every manifest problem that would break a gateway.
 
     (The stack config's own rule, a gateway port clear of the pod's internal ports, is
     checked when the config loads: :class:`components.config.authz.AuthzConfig`.)
     """
     problems: list[Problem] = []
     for svc in rego.gateway_services(platform):
-        gw = envoy.gateway_of(platform, svc)
+        gw = platform.gateway(svc)
         if gw.name != f"gw-{svc.name}" or not _DNS1035.match(gw.name):
             problems.append(Problem(
                 svc.file, svc.line_of(("metadata", "name")), "metadata.name",
@@ -68,8 +74,7 @@ def validate_authz(platform: Platform) -> None:
                 f"'gw-<name>', which must fit a 63-character DNS label: shorten the name to at "
                 "most 60 characters (or set spec.gateway: false)",
             ))
-    if problems:
-        raise ManifestError(problems)
+    return problems
 
 
 # --------------------------------------------------------------------------- objects
@@ -81,7 +86,7 @@ def _meta(gw: GatewayIdentity, name: str) -> dict[str, Any]:
 
 def opa_config(platform: Platform, service: SourcedService) -> dict[str, Any]:
     """opa-envoy-plugin configuration: ext_authz on loopback, the decision object, logs."""
-    gw = envoy.gateway_of(platform, service)
+    gw = platform.gateway(service)
     out: dict[str, Any] = {
         "labels": {
             "environment": platform.config.environment,
@@ -104,7 +109,7 @@ def opa_config(platform: Platform, service: SourcedService) -> dict[str, Any]:
 
 def config_maps(platform: Platform, service: SourcedService) -> list[dict[str, Any]]:
     """Envoy bootstrap, OPA config, Rego policy (+ log mask), and this service's data."""
-    gw = envoy.gateway_of(platform, service)
+    gw = platform.gateway(service)
     return [
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(gw, f"{gw.name}-envoy"),
          "data": {"envoy.yaml": dump_yaml(envoy.envoy_bootstrap(platform, service))}},
@@ -117,10 +122,6 @@ def config_maps(platform: Platform, service: SourcedService) -> list[dict[str, A
     ]
 
 
-REVOCATIONS_LABEL = "agentpassport.dev/revocations"
-"""Label of the gateways' revocation-list ConfigMaps (``passport revoke`` finds them by it)."""
-IGNORE_CHANGES_ANNOTATION = "agentpassport.dev/ignore-changes"
-"""Fields ``pulumi up`` creates but never overwrites (components.kube reads it; same value)."""
 
 
 def revocations_configmap_name(gw: GatewayIdentity) -> str:
@@ -131,7 +132,7 @@ def revocations_configmap(platform: Platform, service: SourcedService) -> dict[s
     """The gateway's revocation list: created empty by ``pulumi up``, then written only by
     ``passport revoke`` (``pulumi up`` never overwrites its data, so it cannot lift a
     revocation). OPA watches it; without it the gateway denies every request."""
-    gw = envoy.gateway_of(platform, service)
+    gw = platform.gateway(service)
     meta = _meta(gw, revocations_configmap_name(gw))
     meta["labels"] = {**meta["labels"], REVOCATIONS_LABEL: "true"}
     meta["annotations"] = {IGNORE_CHANGES_ANNOTATION: "data"}
@@ -156,7 +157,7 @@ def shard_data_configmaps(platform: Platform) -> list[dict[str, Any]]:
     holding ``agentpassport.shards.<shard>``; the base's gateway mounts it (optional)."""
     out = []
     for svc in rego.gateway_services(platform):
-        gw = envoy.gateway_of(platform, svc)
+        gw = platform.gateway(svc)
         meta = _meta(gw, shard_configmap_name(gw, platform.stack))
         meta["labels"] = {**meta["labels"], SHARD_LABEL: platform.stack}
         out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
@@ -197,7 +198,7 @@ def _container_security() -> dict[str, Any]:
 
 def deployment(platform: Platform, service: SourcedService, maps: list[dict[str, Any]]) -> dict[str, Any]:
     """Envoy + OPA in one pod; a changed ConfigMap rolls the pods (the hash annotation)."""
-    gw = envoy.gateway_of(platform, service)
+    gw = platform.gateway(service)
     cfg = platform.config.authz
     digest = hashlib.sha256(
         json.dumps([m["data"] for m in maps], sort_keys=True).encode()
@@ -283,7 +284,7 @@ def cluster_spiffe_id(platform: Platform, service: SourcedService) -> dict[str, 
     The template takes namespace and ServiceAccount from the pod, so a pod that merely copies
     the labels under another ServiceAccount gets a different ID, which no agent trusts.
     """
-    gw = envoy.gateway_of(platform, service)
+    gw = platform.gateway(service)
     return {
         "apiVersion": SPIRE_API,
         "kind": "ClusterSPIFFEID",
@@ -302,7 +303,7 @@ def cluster_spiffe_id(platform: Platform, service: SourcedService) -> dict[str, 
 
 def gateway_objects(platform: Platform, service: SourcedService) -> list[dict[str, Any]]:
     """Every Kubernetes object of ``service``'s gateway, in apply order."""
-    gw = envoy.gateway_of(platform, service)
+    gw = platform.gateway(service)
     cfg = platform.config.authz
     maps = config_maps(platform, service)
     objects: list[dict[str, Any]] = [
@@ -333,15 +334,69 @@ def gateway_objects(platform: Platform, service: SourcedService) -> list[dict[st
     return objects
 
 
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    """One gateway: its service, names and identity, and every Kubernetes object, in apply order."""
+
+    service: SourcedService
+    identity: GatewayIdentity
+    objects: tuple[dict[str, Any], ...]
+    address: str
+    """Where agents send requests: ``gw-<service>.<namespace>.svc:<port>`` (mTLS)."""
+    principals: tuple[str, ...]
+    """SPIFFE IDs with a data entry (active agents granted calls to the service), sorted."""
+
+
+@dataclass(frozen=True)
+class AuthzPlan:
+    """The Envoy + OPA gateways of a stack, validated (:func:`compile_authz`): every gateway (a
+    standalone or base stack), or a shard's data ConfigMaps for the base's gateways."""
+
+    scope: Scope
+    gateways: tuple[GatewayPlan, ...]
+    shard_configmaps: tuple[dict[str, Any], ...]
+
+    def gateway(self, service: str) -> GatewayPlan:
+        found = next((g for g in self.gateways if g.service.name == service), None)
+        if found is None:
+            raise ValueError(
+                f"{service!r} is not a gateway service (spec.gateway: true and called by an active agent)")
+        return found
+
+
+def compile_authz(platform: Platform) -> AuthzPlan:
+    """The gateways of a stack; raises ManifestError listing every problem first."""
+    validate_authz(platform)
+    scope = stack_scope(platform.config)
+    if scope == "agents":  # a shard deploys only its data ConfigMaps
+        return AuthzPlan(scope, (), tuple(shard_data_configmaps(platform)))
+    port = platform.config.authz.gateway_port
+    gateways = []
+    for svc in rego.gateway_services(platform):
+        gw = platform.gateway(svc)
+        gateways.append(GatewayPlan(
+            service=svc, identity=gw, objects=tuple(gateway_objects(platform, svc)),
+            address=f"{gw.name}.{gw.namespace}.svc:{port}",
+            principals=tuple(sorted(rego.service_principals(platform, svc.name))),
+        ))
+    return AuthzPlan(scope, tuple(gateways), ())
+
+
 # --------------------------------------------------------------------------- artifacts
 
 
 def authz_artifacts(platform: Platform) -> Iterable[Artifact]:
-    """``envoy/<service>.yaml``, ``rego/*`` and ``kubernetes/authz/*`` (when authz is on)."""
+    """The authz artifacts of a stack, validated first (nothing when authz is off)."""
     if not platform.config.subsystems.authz:
         return []
-    validate_authz(platform)
-    services = rego.gateway_services(platform)
+    return plan_artifacts(platform, compile_authz(platform))
+
+
+def plan_artifacts(platform: Platform, plan: AuthzPlan) -> list[Artifact]:
+    """``envoy/<service>.yaml``, ``rego/*`` and ``kubernetes/authz/*``."""
     out = [
         Artifact("rego/policy.rego", rego.POLICY),
         Artifact("rego/mask.rego", rego.MASK_POLICY),
@@ -350,9 +405,9 @@ def authz_artifacts(platform: Platform) -> Iterable[Artifact]:
         Artifact(f"rego/{rego.REVOCATIONS_FILE}", dump_json(rego.revocation_document())),
         Artifact("rego/policy_test.rego", rego.render_tests(rego.rego_cases(platform))),
     ]
-    if stack_scope(platform.config) == "agents":  # a shard deploys only its data ConfigMaps
-        return out + kubernetes_artifacts(SUBSYSTEM, shard_data_configmaps(platform))
-    for svc in services:
-        out.append(Artifact(f"envoy/{svc.name}.yaml", dump_yaml(envoy.envoy_bootstrap(platform, svc))))
-        out.extend(kubernetes_artifacts(SUBSYSTEM, gateway_objects(platform, svc)))
+    if plan.scope == "agents":  # a shard deploys only its data ConfigMaps
+        return out + kubernetes_artifacts(SUBSYSTEM, plan.shard_configmaps)
+    for gw in plan.gateways:
+        out.append(Artifact(f"envoy/{gw.service.name}.yaml", dump_yaml(envoy.envoy_bootstrap(platform, gw.service))))
+        out.extend(kubernetes_artifacts(SUBSYSTEM, gw.objects))
     return out

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from components.config import StackConfig
 from components.config.aws import AuditBucketConfig
 from components.durations import seconds
-from components.errors import ConfigError, ManifestError, Problem
+from components.errors import ConfigError, Problem, input_error
 from components.manifest.loader import format_loc
 from components.manifest.models import AwsGrant
 from components.platform_model import Platform, ResolvedAgent
@@ -103,12 +103,23 @@ def aws_problems(platform: Platform) -> list[Problem]:
 
 
 def validate_aws(platform: Platform) -> None:
+    """Raise every problem :func:`aws_problems` finds (ManifestError, ConfigError, or both)."""
     problems = aws_problems(platform)
-    manifest = [p for p in problems if p.file != platform.config_file]
-    if manifest:
-        raise ManifestError(manifest)
     if problems:
-        raise ConfigError(problems)
+        raise input_error(problems, [platform.config_file])
+
+
+@dataclass(frozen=True)
+class AwsPlan:
+    """The AWS part of a stack, validated (:func:`compile_aws`): one IAM role per active agent's aws grant."""
+
+    roles: tuple[AwsRole, ...]
+
+
+def compile_aws(platform: Platform) -> AwsPlan:
+    """The AWS plan of a stack; raises every problem first."""
+    validate_aws(platform)
+    return AwsPlan(tuple(aws_roles(platform)))
 
 
 # --------------------------------------------------------------------------- IAM documents
@@ -260,11 +271,15 @@ def aws_artifacts(platform: Platform) -> Iterable[Artifact]:
     deploy time and appears as a placeholder."""
     if not platform.config.subsystems.aws or stack_scope(platform.config) == "shared":
         return []  # a base's anchor/provider and audit bucket are not rendered; roles are its shards'
-    validate_aws(platform)
+    return plan_artifacts(platform, compile_aws(platform))
+
+
+def plan_artifacts(platform: Platform, plan: AwsPlan) -> list[Artifact]:
+    """``aws/<role>-trust-policy.json`` (+ ``-policy.json``) per role of the plan."""
     placeholder = (OIDC_PROVIDER_PLACEHOLDER if platform.config.aws.federation == "oidc"
                    else TRUST_ANCHOR_PLACEHOLDER)
     out = []
-    for r in aws_roles(platform):
+    for r in plan.roles:
         trust = trust_policy(r, platform.config, placeholder)
         out.append(Artifact(f"aws/{r.name}-trust-policy.json", dump_json(trust)))
         policy = inline_policy(r.grant)

@@ -47,6 +47,37 @@ KEY_SPECS: dict[str, KeySpec] = {
 
 
 @dataclass(frozen=True)
+class CaProfile:
+    """One CA certificate, whoever holds its key (pulumi-tls, Vault PKI, AWS Private CA): the one
+    profile type :mod:`components.ca` builds from, for the trust domain's root and intermediate
+    (:class:`TrustProfile`) and Linkerd's trust anchors and issuer
+    (:class:`components.render.mesh.LinkerdIdentityProfile`)."""
+
+    common_name: str
+    organization: str
+    key: KeySpec
+    path_length: int
+    """CAs allowed below this one."""
+    validity_hours: int
+    allowed_uses: tuple[str, ...]
+    """pulumi-tls allowed_uses (Vault and AWS Private CA set a CA's key usage themselves)."""
+    unit: str | None = None
+    """Subject OU (Linkerd tells anchor generations and issuer rotations apart by it)."""
+    uris: tuple[str, ...] = ()
+    """URI SANs (the trust domain's SPIFFE ID on its CAs)."""
+    early_renewal_hours: int | None = None
+    """pulumi-tls re-issues the certificate this long before it expires (None: never early)."""
+    authority_key_id: bool = False
+    """pulumi-tls: set the authority key identifier (a self-signed root pointing at itself)."""
+    cn_in_sans: bool = True
+    """False: Vault must not copy the common name into the DNS SANs (it looks like a DNS name)."""
+
+    @property
+    def validity_days(self) -> int:
+        return self.validity_hours // 24
+
+
+@dataclass(frozen=True)
 class TrustProfile:
     """Everything about the CA certificates that does not depend on who holds the keys."""
 
@@ -69,6 +100,26 @@ class TrustProfile:
     @property
     def intermediate_validity_days(self) -> int:
         return self.intermediate_validity_hours // 24
+
+    @property
+    def root(self) -> CaProfile:
+        """The root CA (self-signed; with the aws-pca upstream in subordinate mode, signed offline)."""
+        return CaProfile(
+            common_name=self.root_common_name, organization=self.organization, key=self.key,
+            path_length=self.root_path_length, validity_hours=self.root_validity_hours, allowed_uses=CA_USES,
+            uris=(f"spiffe://{self.trust_domain}",), early_renewal_hours=self.early_renewal_hours,
+            authority_key_id=True,
+        )
+
+    @property
+    def intermediate(self) -> CaProfile:
+        """The intermediate SPIRE's UpstreamAuthority signs under."""
+        return CaProfile(
+            common_name=self.intermediate_common_name, organization=self.organization, key=self.key,
+            path_length=self.intermediate_path_length, validity_hours=self.intermediate_validity_hours,
+            allowed_uses=CA_USES, uris=(f"spiffe://{self.trust_domain}",),
+            early_renewal_hours=self.early_renewal_hours,
+        )
 
 
 def trust_problems(cfg: StackConfig, file: str) -> list[Problem]:
@@ -126,6 +177,9 @@ def trust_problems(cfg: StackConfig, file: str) -> list[Problem]:
         and seconds(t.root_lifetime) > 10 * 365 * 86400
     ):
         p("rootLifetime", "AWS Private CA roots are limited to 10 years here; shorten rootLifetime")
+    if t.upstream == "aws-pca" and t.aws_pca.existing_arn is None and len(t.organization) > 64:
+        # AWS Private CA refuses a longer subject O (the CA would fail to create at deploy time)
+        p("organization", f"{len(t.organization)} characters: AWS Private CA takes at most 64 in a subject's O")
     if t.upstream == "vault-pki" and not cfg.subsystems.vault:
         p(
             "upstream",

@@ -25,7 +25,8 @@ from typing import Any
 import jinja2
 
 from components.config import StackConfig
-from components.errors import ConfigError, ManifestError, Problem
+from components.errors import ManifestError, Problem, input_error
+from components.labels import AGENT_LABEL, MANAGED_BY
 from components.manifest.loader import format_loc
 from components.manifest.models import WindowsPlatform
 from components.platform_model import Platform, ResolvedAgent
@@ -42,7 +43,6 @@ LINE_BREAKS = frozenset("\n\r\v\f\x85\u2028\u2029")
 
 GMSA_CREDSPEC_API = "windows.k8s.io/v1"
 GMSA_CREDSPEC_KIND = "GMSACredentialSpec"
-AGENT_LABEL = "agentpassport.dev/agent"
 DEFAULT_TARGET_TAG = "agentpassport:host-group"
 
 
@@ -169,15 +169,10 @@ def windows_problems(platform: Platform) -> tuple[list[Problem], list[Problem]]:
     config: list[Problem] = []
     agents = gmsa_agents(platform)
     base = ("spec", "platform", "windows")
-    seen_gmsa: dict[tuple[str, str], GmsaAgent] = {}
+    # One gMSA per agent is an identity rule of the whole environment:
+    # components.platform_model.identity_problems.
     seen_pool: dict[tuple[str, str], GmsaAgent] = {}
     for g in agents:
-        key = (g.domain.lower(), g.gmsa.lower())
-        first = seen_gmsa.setdefault(key, g)
-        if first is not g:
-            manifest.append(_problem(g, (*base, "gmsaAccount"),
-                                     f"gMSA {g.gmsa!r} in {g.domain} is already agent {first.name!r}'s "
-                                     f"({first.agent.source.file}); every agent needs its own gMSA"))
         if g.windows.iis_app_pool is not None:
             pkey = (g.windows.host_group.lower(), g.windows.iis_app_pool.lower())
             pfirst = seen_pool.setdefault(pkey, g)
@@ -214,23 +209,40 @@ def windows_problems(platform: Platform) -> tuple[list[Problem], list[Problem]]:
                 manifest.append(_problem(g, (*base, "domain"),
                                          f"Windows pods use the stack's domain {cfg.domain!r} (its SID and GUID "
                                          "are in the stack config); remove spec.platform.windows.domain"))
+            elif not missing:
+                manifest.extend(credential_spec_problems(
+                    credential_spec(g, platform.config), platform.config.windows.allow_stored_credential_specs,
+                    g.agent.source.file, g.agent.source.line_of(("spec", "platform", "windows", "pod")),
+                    "spec.platform.windows.pod",
+                ))
     return manifest, sorted(set(config))
 
 
 def validate_windows(platform: Platform) -> None:
-    """Raise ManifestError / ConfigError before any resource is registered."""
+    """Raise every problem :func:`windows_problems` finds (ManifestError, ConfigError, or both)."""
     manifest, config = windows_problems(platform)
-    if manifest:
-        raise ManifestError(manifest)
-    if config:
-        raise ConfigError(config)
-    for g in gmsa_agents(platform):
-        if g.windows.pod is not None:
-            check_credential_spec(
-                credential_spec(g, platform.config), platform.config.windows.allow_stored_credential_specs,
-                g.agent.source.file, g.agent.source.line_of(("spec", "platform", "windows", "pod")),
-                "spec.platform.windows.pod",
-            )
+    if manifest or config:
+        raise input_error([*manifest, *config], [platform.config_file])
+
+
+@dataclass(frozen=True)
+class WindowsPlan:
+    """The gMSA agents of a stack, validated (:func:`compile_windows`), with their DSC scripts and
+    the Kubernetes objects of those that run as pods."""
+
+    agents: tuple[GmsaAgent, ...]
+    scripts: tuple[tuple[str, str], ...]
+    """(agent name, rendered DSC script), in agent order."""
+    kubernetes_objects: tuple[dict[str, Any], ...]
+
+
+def compile_windows(platform: Platform) -> WindowsPlan:
+    """The Windows plan of a stack; raises every problem first."""
+    validate_windows(platform)
+    gmsa_path = platform.config.windows.gmsa_path
+    agents = tuple(gmsa_agents(platform))
+    return WindowsPlan(agents, tuple((g.name, render_dsc(g, gmsa_path)) for g in agents),
+                       tuple(windows_kubernetes_objects(platform)))
 
 
 # --------------------------------------------------------------------------- DSC script
@@ -357,21 +369,25 @@ def stored_credential_findings(credspec_object: Mapping[str, Any]) -> list[str]:
 def check_credential_spec(credspec_object: Mapping[str, Any], allow_stored: bool, file: str,
                           line: int | None, field: str) -> None:
     """Refuse a credspec embedding a stored credential unless the stack allows it."""
+    problems = credential_spec_problems(credspec_object, allow_stored, file, line, field)
+    if problems:
+        raise ManifestError(problems)
+
+
+def credential_spec_problems(credspec_object: Mapping[str, Any], allow_stored: bool, file: str,
+                             line: int | None, field: str) -> list[Problem]:
+    """A credspec embedding a stored credential, unless the stack allows it."""
     if allow_stored:
-        return
-    findings = stored_credential_findings(credspec_object)
-    if findings:
-        raise ManifestError(
-            Problem(file, line, field,
+        return []
+    return [Problem(file, line, field,
                     f"the GMSACredentialSpec would embed a stored credential: {f}; use the hosts' "
                     "domain membership (no HostAccountConfig), or set windows.allowStoredCredentialSpecs "
                     "in the stack if you accept a stored credential")
-            for f in findings
-        )
+            for f in stored_credential_findings(credspec_object)]
 
 
 def _labels(g: GmsaAgent) -> dict[str, str]:
-    return {"app.kubernetes.io/managed-by": "agent-passport", AGENT_LABEL: g.name}
+    return {**MANAGED_BY, AGENT_LABEL: g.name}
 
 
 def credspec_rbac(g: GmsaAgent) -> list[dict[str, Any]]:
@@ -415,11 +431,14 @@ def windows_kubernetes_objects(platform: Platform) -> list[dict[str, Any]]:
 
 
 def windows_artifacts(platform: Platform) -> Iterable[Artifact]:
-    """``windows/<agent>.ps1`` for every active Windows agent, plus ``kubernetes/windows/*``."""
+    """The Windows artifacts of a stack, validated first."""
     if not platform.config.subsystems.windows or stack_scope(platform.config) == "shared":
         return []  # a base deploys no agent's gMSA: its shards do
-    validate_windows(platform)
-    gmsa_path = platform.config.windows.gmsa_path
-    out = [Artifact(f"windows/{g.name}.ps1", render_dsc(g, gmsa_path)) for g in gmsa_agents(platform)]
-    out += kubernetes_artifacts("windows", windows_kubernetes_objects(platform))
+    return plan_artifacts(compile_windows(platform))
+
+
+def plan_artifacts(plan: WindowsPlan) -> list[Artifact]:
+    """``windows/<agent>.ps1`` for every active Windows agent, plus ``kubernetes/windows/*``."""
+    out = [Artifact(f"windows/{name}.ps1", script) for name, script in plan.scripts]
+    out += kubernetes_artifacts("windows", plan.kubernetes_objects)
     return out

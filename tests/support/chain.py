@@ -112,7 +112,7 @@ def oidc_discovery_provider(spire: Spire) -> Iterator[str]:
     interface).
     """
     binary = require_tool("spire-oidc-discovery-provider")
-    from components.cli import load_platform
+    from components.platform_model import load_platform
 
     conf = r.oidc_config(load_platform("dev"))
     port = free_port()
