@@ -8,10 +8,11 @@ import pytest
 
 from benchmarks.synthetic import hash_shard, stack_config, write_fleet
 from components.capacity import capacity_text, estimate, fleet_estimate
+from components.cli import main
 from components.config import list_stacks, load_stack_config
 from components.errors import PassportError
 from components.manifest.loader import load_manifests
-from components.platform_model import build_platform, load_platform, main
+from components.platform_model import build_platform, load_platform
 
 
 @pytest.mark.parametrize("stack", list_stacks())

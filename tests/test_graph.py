@@ -20,9 +20,10 @@ import pytest
 
 from benchmarks import synthetic
 from components import graph as g
+from components.cli import main
 from components.manifest.loader import load_manifests
 from components.manifest.models import Grant
-from components.platform_model import Platform, ResolvedAgent, build_platform, grant_summary, load_platform, main
+from components.platform_model import Platform, ResolvedAgent, build_platform, grant_summary, load_platform
 from tests.conftest import ROOT
 from tests.support.mermaid import MermaidError, check_flowchart
 from tests.support.tools import require_tool
