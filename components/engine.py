@@ -48,8 +48,8 @@ POLICY_PACK = Path("policy-packs") / "no-static-credentials"
 POLICY_LAUNCHER = "analyzer"
 TOOLS_BIN = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agent-passport" / "tools" / "bin"
 
-# PyPI SDK distribution -> provider plugin name. The engine asks for the plugin version the SDK
-# was generated for, so these versions come from the installed SDKs.
+# Provider plugin name -> its PyPI SDK distribution. The engine asks for the plugin version the SDK
+# was generated for, so the versions come from the installed SDKs.
 _SDKS = {"kubernetes": "pulumi-kubernetes", "tls": "pulumi-tls", "vault": "pulumi-vault", "aws": "pulumi-aws"}
 
 
@@ -65,7 +65,7 @@ def required_providers(cfg: StackConfig) -> list[str]:
     on = cfg.subsystems
     needed = {"kubernetes"}
     custody = cfg.mesh.anchor_custody or _default_custody(cfg)
-    if cfg.trust.upstream == "tls" or (on.mesh and custody == "tls") or (on.mesh and custody != "cert-manager"):
+    if cfg.trust.upstream == "tls" or (on.mesh and custody != "cert-manager"):
         # pulumi-tls: the tls upstream, and Linkerd's issuer key unless cert-manager issues it
         needed.add("tls")
     if on.vault or cfg.trust.upstream == "vault-pki" or (on.mesh and custody == "vault-pki"):
