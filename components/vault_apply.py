@@ -8,7 +8,7 @@ OpenBao (``python -m components.vault_apply --stack dev``).
 
 :func:`plan_writes` is pure: one :class:`VaultWrite` per API call, each naming the Pulumi
 resource it stands for (the same name :class:`VaultIdentity` registers), in dependency order.
-``tests/test_vault_apply.py`` captures the pulumi-vault resources' inputs under the project's
+``tests/unit/test_vault_apply.py`` captures the pulumi-vault resources' inputs under the project's
 mocks, translates them to the API calls the provider makes for them and checks, field by field,
 that they are exactly these writes — so what the e2e tests prove of this applier holds for
 ``pulumi up``.

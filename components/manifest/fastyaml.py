@@ -27,7 +27,7 @@ answers only when its result is provably what the reference would return, and ot
 * Each document's first line is found by scanning for ``---``/``...`` markers; if the count of
   documents differs from rapidyaml's, the reference decides.
 
-``tests/test_fastyaml.py`` compares both paths on every example, fixture and a mutated corpus.
+``tests/unit/test_fastyaml.py`` compares both paths on every example, fixture and a mutated corpus.
 """
 
 from __future__ import annotations

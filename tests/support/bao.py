@@ -24,7 +24,7 @@ import hvac
 import pytest
 import requests
 
-from tests.processes import stop
+from tests.support.processes import stop
 from tests.support.tools import free_port, require_tool, wait_until
 
 STARTUP_S = 60.0

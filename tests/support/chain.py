@@ -33,12 +33,12 @@ from components.render import spire as r
 from components.render.vault import AgentVaultPlan, DatabaseRolePlan, VaultPlan, plan_vault
 from components.vault_apply import ApplySecrets, apply_plan
 from tests.conftest import ROOT
-from tests.processes import stop
-from tests.spire_server import LocalServer, local_spire_server
 from tests.support.bao import Bao, bao_dev_server
 from tests.support.postgres import Postgres, postgres_cluster, seed_dba_setup
+from tests.support.processes import stop
+from tests.support.spire_server import LocalServer, local_spire_server
 from tests.support.tools import free_port, require_tool, wait_until
-from tests.test_vault_render import cert_ready_agents, dev_values
+from tests.unit.test_vault_render import cert_ready_agents, dev_values
 
 DEV_TD = "dev.agentpassport.internal"
 OTHER_TD = "elsewhere.example"

@@ -30,10 +30,10 @@ from components.render import rego
 from components.render.authz import revocations_configmap
 from components.render.yamlout import dump_json
 from components.revoke import RevokeRefused, kubectl_runner, plan_revocation, revoke
-from tests.processes import stop
+from tests.policy.test_rego_policy import OPA_BIN
+from tests.support.processes import stop
 from tests.support.tools import skip_or_fail
-from tests.test_rego_policy import OPA_BIN
-from tests.test_revoke_unit import CORTEX, FakeSpire, FakeVault, serve_fake_vault
+from tests.unit.test_revoke_unit import CORTEX, FakeSpire, FakeVault, serve_fake_vault
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 INVOICE = "spiffe://dev.agentpassport.internal/ns/finance-agents/sa/invoice-processor"
@@ -349,7 +349,7 @@ def test_a_gateway_without_a_readable_list_denies_everything(
 ])
 def test_the_generated_tests_catch_a_policy_that_ignores_the_revocation_list(
         tmp_path: Path, dropped: str, caught: str) -> None:
-    from tests.test_rego_policy import repo_platform, run_opa, write_bundle
+    from tests.policy.test_rego_policy import repo_platform, run_opa, write_bundle
 
     if not OPA_BIN.exists():
         skip_or_fail(f"OPA binary not found at {OPA_BIN}: run scripts/bootstrap-tools --only opa")

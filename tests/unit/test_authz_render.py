@@ -28,7 +28,7 @@ from components.render.authz import (
     validate_authz,
 )
 from tests.conftest import ROOT
-from tests.test_rego_policy import SYNTHETIC, repo_platform, synthetic_platform
+from tests.policy.test_rego_policy import SYNTHETIC, repo_platform, synthetic_platform
 
 GATEWAY = "agentpassport:authz:AuthzGateway"
 

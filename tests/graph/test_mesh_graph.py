@@ -295,7 +295,7 @@ def _variant(config_updates: dict[str, str], stack: str = "dev", agents_dir: Pat
 
 
 def test_a_two_anchor_bundle_during_rotation(tmp_path: Path) -> None:
-    from tests.test_mesh_certs import make_anchor  # a real P-256 CA for the extra anchor
+    from tests.unit.test_mesh_certs import make_anchor  # a real P-256 CA for the extra anchor
 
     extra = make_anchor("root.linkerd.cluster.local", "old install")[1]
     import json

@@ -161,7 +161,7 @@ def test_plan_comes_from_the_manifest_and_covers_suspended_agents(tmp_path: Path
     # a suspended agent (the usual case: suspended in a PR, revoked meanwhile) plans the same
     import shutil
     agents = tmp_path / "agents"
-    shutil.copytree(Path(__file__).resolve().parent.parent / "agents", agents)
+    shutil.copytree(Path(__file__).resolve().parents[2] / "agents", agents)
     f = agents / "agent-cortex.yaml"
     f.write_text(f.read_text().replace("\nspec:\n", "\nspec:\n  suspended: true\n  suspendedReason: INC-1\n", 1))
     suspended = plan_revocation(load_platform("dev", [str(agents)]), "agent-cortex")
@@ -327,7 +327,7 @@ def _cert_platform(agents_dir: Path | None = None) -> Any:
 def test_cert_auth_revokes_tokens_and_disables_the_entity_named_by_the_svid_cn(
     vault: tuple[FakeVault, str], tmp_path: Path,
 ) -> None:
-    from tests.test_vault_render import cert_ready_agents
+    from tests.unit.test_vault_render import cert_ready_agents
 
     _, addr = vault
     fake = FakeCertVault([CORTEX])

@@ -14,7 +14,7 @@ from benchmarks.synthetic import stack_config, write_grant_manifest
 from components.manifest.loader import load_manifests
 from components.platform_model import Platform, build_platform
 from components.render import rego
-from tests.test_rego_policy import repo_platform, synthetic_platform
+from tests.policy.test_rego_policy import repo_platform, synthetic_platform
 
 
 def many_grants(tmp_path: Path, grants: int) -> Platform:
@@ -108,7 +108,7 @@ def test_case_generation_does_linear_work_in_grants(tmp_path: Path, monkeypatch:
 def test_opa_runs_the_generated_tests_of_an_agent_with_many_grants(tmp_path: Path) -> None:
     """Real OPA: the partial deny tests pass, are `opa check --strict` and `opa fmt` clean, and
     fail for a policy that drops a grant's failure from the reason."""
-    from tests.test_rego_policy import opa_decision, run_opa, write_bundle
+    from tests.policy.test_rego_policy import opa_decision, run_opa, write_bundle
 
     platform = many_grants(tmp_path / "m", 120)  # 24 rules per gateway service: above the exact limit
     cases = rego.rego_cases(platform)

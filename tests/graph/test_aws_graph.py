@@ -20,7 +20,7 @@ from components.errors import ConfigError, PassportError
 from components.mockrun import Captured, Graph, run_program
 from components.platform_model import Platform, load_platform
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STACKS = ("dev", "staging", "prod")
 FEDERATION = "agentpassport:aws:AwsFederation"
 AUDIT = "agentpassport:aws:AuditTrail"
@@ -79,7 +79,7 @@ def test_each_role_trusts_exactly_one_spiffe_id(stack_graph: Callable[[str], Gra
     federation = _one(graph, FEDERATION)
     anchor = _one(graph, ANCHOR)
     roles = [r for r in graph.of_type(ROLE) if r.parent == federation.urn]
-    # the only other role is the pipeline's own (CiFederation, tests/test_ci.py)
+    # the only other role is the pipeline's own (CiFederation, tests/unit/test_ci.py)
     assert {graph.by_urn(r.parent).type for r in graph.of_type(ROLE) if r not in roles} <= {  # type: ignore[union-attr]
         "agentpassport:ci:CiFederation"}
     expected = _expected_roles(load_platform(stack))

@@ -2,10 +2,10 @@
 PostgreSQL credentials, and loses them on expiry and on ``passport revoke``.
 
 Everything is real and on 127.0.0.1 (tests/support/chain.py): spire-server 1.15.3 with the
-rendered dev server.conf (tests/spire_server.py says what is adapted), SPIRE's OIDC discovery
+rendered dev server.conf (tests/support/spire_server.py says what is adapted), SPIRE's OIDC discovery
 provider with the rendered config serving the JWKS, OpenBao 2.7.2 (the venv's ``bao``)
 configured by :mod:`components.vault_apply` from the plan the Pulumi resources are built from
-(their equivalence is tests/test_vault_apply.py), PostgreSQL 15 set up as docs/vault.md tells a
+(their equivalence is tests/unit/test_vault_apply.py), PostgreSQL 15 set up as docs/vault.md tells a
 DBA, and the ``passport revoke`` CLI. The short-TTL stack gives agent-cortex's grant a
 10-second lease.
 
@@ -45,7 +45,7 @@ from tests.support.chain import (
     spire_server,
 )
 from tests.support.tools import wait_until
-from tests.test_vault_render import cert_platform, dev_values
+from tests.unit.test_vault_render import cert_platform, dev_values
 
 pytestmark = pytest.mark.e2e
 
@@ -296,7 +296,7 @@ def test_cert_auth_x509_svid_over_mtls_logs_in_and_is_refused_alike(
             client = c.bao.client(token="", cert=cert)
             return dict(client.write_data(f"auth/{mount}/login", data={"name": c.agent(role_of).role}))
 
-        def dns(name: str) -> str:  # the first DNS name (the SVID's CN) tests.test_vault_render gives
+        def dns(name: str) -> str:  # the first DNS name (the SVID's CN) tests.unit.test_vault_render gives
             return f"{name}.agents.svc"
 
         cortex_svid = workload.x509(Path(tmp) / "cortex")  # over the Workload API

@@ -22,6 +22,8 @@ from components.render.artifacts import render_all
 from tests.conftest import ROOT
 from tests.support.tools import skip_or_fail
 
+pytestmark = pytest.mark.bench
+
 
 def run_script(*args: str, timeout: int = 300) -> str:
     proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,

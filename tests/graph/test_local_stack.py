@@ -23,7 +23,7 @@ from components.render.mesh import cert_manager_identity_objects, linkerd_identi
 from components.render.spire import SERVER_DATA_DIR, server_config, spire_artifacts
 from components.render.trust import trust_problems
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _platform(stack: str, **overrides: Any) -> Any:

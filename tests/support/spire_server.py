@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from components.platform_model import load_platform
 from components.render import spire as r
 from components.render.trust import trust_profile
-from tests.processes import stop
+from tests.support.processes import stop
 from tests.support.tools import needs
 
 TOOLS = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agent-passport/tools/bin"
@@ -87,12 +87,12 @@ def local_server_conf(tmp: Path, upstream: Path, trust_domain: str | None = None
 class UpstreamChain:
     root_pem: bytes
     chain: Any
-    """tests.test_trust_x509.Chain: root, intermediate (the disk UpstreamAuthority), SPIRE CA."""
+    """tests.unit.test_trust_x509.Chain: root, intermediate (the disk UpstreamAuthority), SPIRE CA."""
 
 
 def write_upstream(where: Path, trust_domain: str | None = None) -> UpstreamChain:
     """Root + intermediate for the disk UpstreamAuthority, after the dev stack's TrustDomain profile."""
-    from tests.test_trust_x509 import _chain
+    from tests.unit.test_trust_x509 import _chain
 
     profile = trust_profile(load_platform("dev").config)
     if trust_domain is not None:

@@ -15,7 +15,7 @@ from components.config import stack_file, stack_runtime_config
 from components.mockrun import Captured, Graph, run_program
 from components.platform_model import load_platform
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SERVER = "agentpassport:spire:SpireServer"
 AGENTS = "agentpassport:spire:SpireAgents"
 REGS = "agentpassport:spire:Registrations"

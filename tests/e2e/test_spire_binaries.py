@@ -3,7 +3,7 @@
 * ``spire-agent validate`` / ``spire-server validate`` on the rendered files, adapting only
   filesystem paths where a check reads them (``validate`` parses the file, the server/agent
   sections and the plugin list; it does not load plugins).
-* e2e: a real ``spire-server run`` on 127.0.0.1 with the dev server.conf (tests/spire_server.py:
+* e2e: a real ``spire-server run`` on 127.0.0.1 with the dev server.conf (tests/support/spire_server.py:
   its ``disk`` UpstreamAuthority fed a chain built with ``cryptography`` following the
   TrustDomain profile, adapted for a machine without Kubernetes or AWS). The minted X.509-SVID
   must chain to our root through our intermediate, which proves the path lengths and key
@@ -24,8 +24,8 @@ from cryptography.x509.verification import PolicyBuilder, Store
 from components.platform_model import load_platform
 from components.render import spire as r
 from components.render.yamlout import dump_json
-from tests.spire_server import SPIRE_AGENT, SPIRE_SERVER, local_spire_server, needs_server
-from tests.spire_server import run_tool as _run
+from tests.support.spire_server import SPIRE_AGENT, SPIRE_SERVER, local_spire_server, needs_server
+from tests.support.spire_server import run_tool as _run
 from tests.support.tools import needs
 
 STACKS = ("dev", "staging", "prod")

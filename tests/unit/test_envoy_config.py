@@ -21,8 +21,8 @@ from components.render.authz import authz_artifacts, gateway_objects
 from components.render.rego import gateway_services
 from components.render.yamlout import dump_yaml
 from tests.conftest import STACKS
+from tests.policy.test_rego_policy import repo_platform, synthetic_platform
 from tests.support.tools import skip_or_fail
-from tests.test_rego_policy import repo_platform, synthetic_platform
 
 
 def envoy_binary() -> str:

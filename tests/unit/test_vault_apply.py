@@ -9,7 +9,7 @@ backend config, ``sys/mounts/<path>``, ``<mount>/config/<conn>`` with the ``post
 flattened and the write-only password as ``password``, ...), and these must equal
 :func:`components.vault_apply.plan_writes` — same resources, same paths, same fields, same
 values. An input the translation does not know fails the test, so a new field on either side
-cannot slip past. The e2e tests (tests/test_vault_chain_e2e.py) then prove the writes on a
+cannot slip past. The e2e tests (tests/e2e/test_vault_chain_e2e.py) then prove the writes on a
 real OpenBao.
 
 What this cannot cover: fields the provider sends on its own (its defaults for inputs the
@@ -39,8 +39,8 @@ from components.vault_apply import (
     plan_writes,
     redacted,
 )
-from tests.test_vault_graph import BUNDLE, PASSWORD, run_vault
-from tests.test_vault_render import agent, cert_platform, db, dev_values, make_platform, repo_platform
+from tests.graph.test_vault_graph import BUNDLE, PASSWORD, run_vault
+from tests.unit.test_vault_render import agent, cert_platform, db, dev_values, make_platform, repo_platform
 
 MOCK_SECRET = "mock-secret-value"  # what components.config.stack_runtime_config gives every secret
 

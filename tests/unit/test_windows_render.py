@@ -422,7 +422,7 @@ def _clone(g: GmsaAgent, name: str, **update: Any) -> ResolvedAgent:
 
 def test_duplicate_app_pool_is_refused(prod: Platform, ledger: GmsaAgent) -> None:
     # One gMSA per agent is an identity rule of the whole environment, with its one home in the
-    # platform model (tests/test_identity_collisions.py); the Windows rules own the app pools.
+    # platform model (tests/unit/test_identity_collisions.py); the Windows rules own the app pools.
     twin = _clone(ledger, "ledger-twin")
     manifest, _ = windows_problems(_replace_agent(prod, ledger.agent, twin))
     fields = sorted((p.file, p.field) for p in manifest)

@@ -32,7 +32,7 @@ from components.check import (
 )
 from components.mockrun import Graph, run_program
 from tests.conftest import ROOT
-from tests.processes import stop
+from tests.support.processes import stop
 
 FIXTURE = ROOT / "tests/fixtures/stacks/violations"
 pytestmark = pytest.mark.e2e

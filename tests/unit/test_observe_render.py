@@ -27,7 +27,7 @@ from components.render import observe as ob
 from components.render.artifacts import render_all
 from tests.support.tools import skip_or_fail
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "tests" / "fixtures" / "crds" / "prometheus-operator"
 TOOLS = Path.home() / ".cache" / "agent-passport" / "tools" / "bin"
 STACKS = ("dev", "staging", "prod")

@@ -1,7 +1,7 @@
 """`passport revoke` against a real spire-server 1.15.3 (built by scripts/bootstrap-tools).
 
 What is real: the SPIRE server (the rendered dev server.conf adapted for 127.0.0.1 under a
-temporary directory, tests/spire_server.py), its admin API over the unix socket, the
+temporary directory, tests/support/spire_server.py), its admin API over the unix socket, the
 registration entries in its datastore, the revoke engine and the `passport revoke` CLI driving
 the real ``spire-server`` CLI. The entries are the ones spire-controller-manager creates from
 the ClusterSPIFFEID this repo renders for an agent (its SPIFFE ID, workload selectors, TTLs and
@@ -11,7 +11,7 @@ created with ``spire-server entry create``.
 The Vault half is real too: OpenBao configured from the dev stack's Vault plan by the hvac
 applier, with PostgreSQL behind it and the JWKS from SPIRE's OIDC discovery provider
 (tests/support/chain.py); the operator runs with their own short-lived token. (The fake Vault
-API of tests/test_revoke_unit.py stays for the calls whose failure it injects.)
+API of tests/unit/test_revoke_unit.py stays for the calls whose failure it injects.)
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import pytest
 from components import cli
 from components.platform_model import load_platform
 from components.render import spire as r
-from tests.spire_server import SPIRE_SERVER, local_spire_server, run_tool
 from tests.support.chain import CORTEX, INVOICES, Chain, Spire, chain, oidc_discovery_provider, spire_server
+from tests.support.spire_server import SPIRE_SERVER, local_spire_server, run_tool
 
 pytestmark = pytest.mark.e2e
 

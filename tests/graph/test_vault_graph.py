@@ -21,7 +21,7 @@ from components.platform_model import Platform
 from components.render.vault import plan_vault
 from components.vault import VaultIdentity, VaultIdentityArgs
 from tests.conftest import ROOT, STACKS
-from tests.test_vault_render import TD, agent, db, dev_values, make_platform, repo_platform, vault_grant
+from tests.unit.test_vault_render import TD, agent, db, dev_values, make_platform, repo_platform, vault_grant
 
 COMPONENT = "agentpassport:vault:VaultIdentity"
 JWT_ROLE = "vault:jwt/authBackendRole:AuthBackendRole"

@@ -16,7 +16,7 @@ unless the CRD preserves unknown fields there, as ``kubectl apply --validate=str
 
 Regenerate the built-in schemas (see the README) with::
 
-    python -m tests.test_kubeconform regenerate <k8s.io/kubernetes module dir>/api/openapi-spec/swagger.json
+    python -m tests.unit.test_kubeconform regenerate <k8s.io/kubernetes module dir>/api/openapi-spec/swagger.json
 """
 
 from __future__ import annotations
@@ -425,7 +425,7 @@ def test_a_kind_without_a_schema_is_an_error_not_a_pass(kubeconform_bin: Path, c
 
 def _regenerate(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] != "regenerate":
-        print("usage: python -m tests.test_kubeconform regenerate <swagger.json>", file=sys.stderr)
+        print("usage: python -m tests.unit.test_kubeconform regenerate <swagger.json>", file=sys.stderr)
         return 2
     swagger = json.loads(Path(argv[1]).read_text(encoding="utf-8"))
     BUILTIN_DIR.mkdir(parents=True, exist_ok=True)

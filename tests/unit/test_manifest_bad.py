@@ -12,7 +12,7 @@ from components.errors import PassportError
 from components.manifest.loader import load_manifests
 from components.platform_model import build_platform
 
-BAD = Path(__file__).parent / "fixtures" / "bad"
+BAD = Path(__file__).parents[1] / "fixtures" / "bad"
 FIXTURES = sorted(BAD.glob("*.yaml"))
 
 

@@ -36,7 +36,7 @@ from components.render.artifacts import render_all
 from components.shard import SHARED_OUTPUT, hash_bucket
 from tests.support.tools import skip_or_fail
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FLEET = 48
 SHARDS = 3
 BASE = "prod-base"

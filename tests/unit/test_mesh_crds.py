@@ -34,7 +34,7 @@ from components.render.mesh import (
 from components.render.yamlout import dump_yaml_documents
 from tests.conftest import ROOT, STACKS
 from tests.support.tools import require_tool
-from tests.test_mesh_render import agent, http, make_platform
+from tests.unit.test_mesh_render import agent, http, make_platform
 
 CRDS = ROOT / "crds" / "linkerd"  # committed; made by scripts/crds.py vendor
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -15,7 +15,7 @@ import yaml
 from components.config import stack_file, stack_runtime_config
 from components.mockrun import Captured, Graph, run_program
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GMSA = "agentpassport:windows:GmsaAgents"
 DOC = "aws:ssm/document:Document"
 ASSOC = "aws:ssm/association:Association"

@@ -23,7 +23,7 @@ from components.identity import AgentIdentity
 from components.mockrun import Captured, CapturingMonitor, Graph, PassportMocks, run_program
 from components.platform_model import load_platform
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HEALTH = "agentpassport:observe:IdentityHealth"
 PODMON = "kubernetes:monitoring.coreos.com/v1:PodMonitor"
 RULE = "kubernetes:monitoring.coreos.com/v1:PrometheusRule"

@@ -52,10 +52,10 @@ from components.platform_model import Platform
 from components.render import envoy as envoy_render
 from components.render import rego
 from components.render.yamlout import dump_json, dump_yaml
-from tests.processes import stop
+from tests.policy.test_rego_policy import OPA_BIN, opa, synthetic_platform
+from tests.support.processes import stop
 from tests.support.tools import skip_or_fail
-from tests.test_envoy_config import envoy_binary
-from tests.test_rego_policy import OPA_BIN, opa, synthetic_platform
+from tests.unit.test_envoy_config import envoy_binary
 
 pytestmark = pytest.mark.e2e
 
@@ -412,7 +412,7 @@ def test_gateway_end_to_end_with_real_envoy_mtls_and_opa(tmp_path: Path) -> None
             reasons.append(reason)
 
         # Kill switch: `passport revoke` lists the SPIFFE ID in the gateway's revocation list (a
-        # ConfigMap OPA watches; tests/test_revocation.py times the watch with a real `opa run`).
+        # ConfigMap OPA watches; tests/policy/test_revocation.py times the watch with a real `opa run`).
         # Over the same real mTLS the next request is denied whatever the grant says, before the
         # backend; the stranger's denial is unchanged; --undo (an empty list) restores access.
         revocations = gw.bundle / rego.REVOCATIONS_FILE

@@ -28,7 +28,7 @@ import yaml
 
 from components.render.windows import GMSA_CREDSPEC_API
 from tests.support.tools import ROOT, require_tool
-from tests.test_kubeconform import documents, kubernetes_yaml, render
+from tests.unit.test_kubeconform import documents, kubernetes_yaml, render
 
 CRDS = ROOT / "crds"
 SCRIPT = ROOT / "scripts" / "crds.py"

@@ -1,0 +1,1 @@
+"""Graph tests: the Pulumi program run under the SDK's mocks, its resource graph checked."""

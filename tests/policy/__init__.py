@@ -1,0 +1,1 @@
+"""Policy tests: the policy pack and the generated Rego, evaluated directly or by OPA."""

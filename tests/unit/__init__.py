@@ -1,0 +1,1 @@
+"""Unit tests: models, renderers, CLI and tools, without a Pulumi program run."""
