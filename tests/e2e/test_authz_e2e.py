@@ -54,7 +54,7 @@ from components.render import rego
 from components.render.yamlout import dump_json, dump_yaml
 from tests.policy.test_rego_policy import OPA_BIN, opa, synthetic_platform
 from tests.support.processes import stop
-from tests.support.tools import skip_or_fail
+from tests.support.tools import free_port, skip_or_fail
 from tests.unit.test_envoy_config import envoy_binary
 
 pytestmark = pytest.mark.e2e
@@ -218,12 +218,6 @@ class Pki:
 # --------------------------------------------------------------------------- processes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
 
 class Backend(BaseHTTPRequestHandler):
     seen: list[dict[str, str]] = []
@@ -323,7 +317,7 @@ class Gateway:
 
     def __init__(self, tmp_path: Path, platform: Platform, service: str, pki: Pki) -> None:
         self.tmp_path, self.platform, self.service, self.pki = tmp_path, platform, service, pki
-        self.ports = {k: _free_port() for k in ("gateway", "admin", "opa", "backend")}
+        self.ports = {k: free_port() for k in ("gateway", "admin", "opa", "backend")}
         self.bundle = tmp_path / "bundle"
         self.bundle.mkdir(exist_ok=True)
         (self.bundle / "policy.rego").write_text(rego.POLICY, encoding="utf-8")
@@ -491,7 +485,7 @@ def test_gateway_takes_its_svid_and_bundle_from_a_real_spire_agent_over_sds(tmp_
     buyer = pki.leaf("buyer", f"spiffe://{td}/ns/agents/sa/buyer")
     spire = tmp_path / "spire"
     spire.mkdir()
-    server_port = _free_port()
+    server_port = free_port()
     server_sock, agent_sock = spire / "server.sock", spire / "agent.sock"
     (spire / "server.conf").write_text(f"""
 server {{

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
 import stat
 import subprocess
 import time
@@ -32,7 +31,7 @@ from components.render.yamlout import dump_json
 from components.revoke import RevokeRefused, kubectl_runner, plan_revocation, revoke
 from tests.policy.test_rego_policy import OPA_BIN
 from tests.support.processes import stop
-from tests.support.tools import skip_or_fail
+from tests.support.tools import free_port, skip_or_fail
 from tests.unit.test_revoke_unit import CORTEX, FakeSpire, FakeVault, serve_fake_vault
 
 NOW = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -224,11 +223,6 @@ def test_cli_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypat
 # --------------------------------------------------------------------------- end to end with OPA
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 class ProjectedVolume:
     """A directory the way the kubelet projects ConfigMaps: files in a timestamped directory,
@@ -269,7 +263,7 @@ def gateway_opa(tmp_path: Path) -> Iterator[tuple[ProjectedVolume, dict[str, str
              rego.REVOCATIONS_FILE: dump_json(rego.revocation_document())}
     volume = ProjectedVolume(tmp_path / "data")
     volume.write(files)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([str(OPA_BIN), "run", "--server", f"--addr=127.0.0.1:{port}", "--log-level=error",
                              "--disable-telemetry", "--watch", "--ignore=..*", str(policy / "policy.rego"),
                              str(policy / "mask.rego"), str(volume.root)],

@@ -16,7 +16,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from components.platform_model import load_platform
 from components.render import spire as r
 from components.render.trust import trust_profile
 from tests.support.processes import stop
-from tests.support.tools import needs
+from tests.support.tools import free_port, needs
 
 TOOLS = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agent-passport/tools/bin"
 SPIRE_SERVER = TOOLS / "spire-server"
@@ -46,11 +45,6 @@ needs_server = needs(
 def run_tool(args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False, **kw)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def local_server_conf(tmp: Path, upstream: Path, trust_domain: str | None = None) -> tuple[dict[str, Any], Path]:
