@@ -28,6 +28,7 @@ from components.errors import PassportError, Problem, input_error
 from components.platform_model import Platform
 from components.render.authz import AuthzPlan, compile_authz
 from components.render.aws import AwsPlan, compile_aws
+from components.render.egress import EgressPlan, compile_egress
 from components.render.mesh import MeshPlan, compile_mesh
 from components.render.spire import SpirePlan, compile_spire
 from components.render.trust import TrustProfile, trust_profile
@@ -54,6 +55,8 @@ class Plans:
     windows: WindowsPlan | None
     """gMSA agents (not in a base: its shards deploy them)."""
     aws: AwsPlan | None
+    egress: EgressPlan | None = None
+    """Envoy egress proxies of agents outside the mesh with http grants (not in a base)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ def compile(platform: Platform) -> Plans | Problems:
         vault=plan(on.vault, plan_vault),
         windows=plan(on.windows and deploys_agents(scope), compile_windows),
         aws=plan(on.aws, compile_aws),
+        egress=plan(deploys_agents(scope), compile_egress),
     )
     if problems:
         return Problems(tuple(problems), (platform.config_file,))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field, field_validator
 
 from components.config.base import Section
@@ -21,6 +23,7 @@ RESERVED_GATEWAY_PORTS = {
     OPA_DIAGNOSTIC_PORT: "OPA's health endpoint",
     ENVOY_ADMIN_PORT: "Envoy's admin interface",
 }
+EGRESS_HOST_PLACEHOLDERS = frozenset({"gateway", "service", "namespace", "clusterDomain"})
 
 
 class AuthzConfig(Section):
@@ -45,6 +48,25 @@ class AuthzConfig(Section):
         "included (Envoy route timeout; Envoy's own default is 15s). Streaming gRPC calls "
         "longer than this are cut.",
     )
+    egress_port: int = Field(
+        default=15001,
+        ge=1024,
+        le=65535,
+        description="Loopback port (127.0.0.1 only) of the Envoy egress proxy on the hosts of VM "
+        "and Windows agents with http grants: the agent calls http://127.0.0.1:<port> with the "
+        "Host header naming the service, and the proxy originates mTLS with the agent's "
+        "X.509-SVID to the service's gateway (docs/authz.md, 'Callers outside the mesh').",
+    )
+    egress_gateway_host: str = Field(
+        default="{gateway}.{namespace}.svc.{clusterDomain}",
+        pattern=r"^[a-z0-9.{}A-Z-]{1,253}$",
+        description="Host name the egress proxies of agents outside the mesh connect to, per "
+        "service, on gatewayPort: a template with {gateway}, {service}, {namespace} and "
+        "{clusterDomain}. The default is the gateway's in-cluster name, which a host outside the "
+        "cluster resolves only through a DNS forwarder; set it to the gateways' external names "
+        "(a load balancer in front of each gateway Service). The gateway's SPIFFE ID is "
+        "verified whatever the name.",
+    )
     replicas: int = Field(
         default=2,
         ge=1,
@@ -53,6 +75,16 @@ class AuthzConfig(Section):
         "while no gateway pod is ready, so keep at least 2 where the service matters; with 2 "
         "or more a PodDisruptionBudget keeps one running through node drains.",
     )
+
+    @field_validator("egress_gateway_host")
+    @classmethod
+    def _known_placeholders(cls, template: str) -> str:
+        for name in re.findall(r"\{([^}]*)\}", template):
+            if name not in EGRESS_HOST_PLACEHOLDERS:
+                raise ValueError(f"unknown placeholder {{{name}}}; use {', '.join(sorted(EGRESS_HOST_PLACEHOLDERS))}")
+        if template.count("{") != template.count("}"):
+            raise ValueError("unbalanced braces")
+        return template
 
     @field_validator("gateway_port")
     @classmethod

@@ -16,4 +16,9 @@ class Limits(Section):
     max_db_credential_ttl: Duration = Field(default="10m", description="Longest database credential max TTL.")
     max_aws_session_duration: Duration = Field(default="1h", description="Longest AWS role session.")
     max_leaf_lifetime: Duration = Field(default="24h", description="Longest leaf certificate lifetime.")
+    max_gmsa_password_interval_days: int = Field(
+        default=1, ge=1, le=3650,
+        description="Longest gMSA password interval (windows.gmsaPasswordIntervalDays) the policy "
+        "pack accepts, in days.",
+    )
     max_resources: int = Field(default=5000, ge=1, description="Resource ceiling for one stack.")

@@ -70,6 +70,29 @@ class WindowsConfig(Section):
         description="How often AWS Systems Manager re-applies each agent's DSC configuration "
         "(drift correction): rate(N minutes) with N >= 30, rate(N hours|days) or cron(...).",
     )
+    gmsa_password_interval_days: int = Field(
+        default=1,
+        ge=1,
+        le=3650,
+        description="Days between the automatic gMSA password changes "
+        "(New-ADServiceAccount -ManagedPasswordIntervalInDays). Active Directory fixes the "
+        "interval when it creates the account: the DSC script creates new gMSAs with it and "
+        "reports an existing account whose interval differs (it is never silently kept). The "
+        "policy pack refuses a value above limits.maxGmsaPasswordIntervalDays.",
+    )
+    egress_sds_pipe: str = Field(
+        default="\\\\.\\pipe\\spire-agent\\public\\api",
+        pattern=r"^\\\\\.\\pipe\\[A-Za-z0-9._\\-]{1,200}$",
+        description="The SPIRE agent's Workload API (SDS) named pipe on Windows hosts, as the "
+        "Windows Envoy egress proxy addresses it (SPIRE's default experimental.named_pipe_name "
+        "\\spire-agent\\public\\api).",
+    )
+    envoy_exe: str = Field(
+        default="C:\\Program Files\\envoy\\envoy.exe",
+        pattern=r"^[A-Za-z]:\\[A-Za-z0-9 ._()\\-]{1,240}\.exe$",
+        description="Path of envoy.exe on the Windows hosts (installed by your own software "
+        "distribution; the DSC script checks it is there and never downloads anything).",
+    )
     allow_stored_credential_specs: bool = Field(
         default=False,
         description="Allow GMSACredentialSpecs whose CCG plugin reads a stored credential "

@@ -362,6 +362,26 @@ class VmPlatform(Model):
         "process on the node would get the identity.",
     )
 
+    egress_proxy_uid: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**31 - 2,
+        description="Unix uid the Envoy egress proxy runs as on the VM, when the agent has http "
+        "grants: the proxy's SPIRE entry selects it (unix:uid:<uid>) and holds the agent's "
+        "SPIFFE ID. Default: the uid of the agent's own unix:uid selector (the proxy runs as the "
+        "agent's user). Never 0.",
+    )
+
+    @property
+    def agent_uid(self) -> int | None:
+        """The uid of the agent's own ``unix:uid:<n>`` workload selector, if it has one."""
+        for s in self.workload_selectors:
+            kind, _, value = s.partition(":")
+            key, _, uid = value.partition(":")
+            if kind == "unix" and key == "uid" and uid.isdigit():
+                return int(uid)
+        return None
+
     @model_validator(mode="after")
     def _checks(self) -> Self:
         if self.attestation == "aws_iid" and (self.aws_account_id is None or self.aws_region is None):

@@ -51,7 +51,7 @@ def identity_artifacts(plans: Plans) -> Iterable[Artifact]:
 def _renderers() -> list[Renderer]:
     # Each subsystem registers its renderer here, in deployment order. Each renders its validated
     # plan (components.compile); a subsystem without a plan renders nothing.
-    from components.render import authz, aws, mesh, spire, windows
+    from components.render import authz, aws, egress, mesh, spire, windows
     from components.render.ci import ci_artifacts  # imports this module: import here
     from components.render.observe import observe_artifacts
     from components.render.trust import trust_artifacts  # imports this module: import here
@@ -73,6 +73,7 @@ def _renderers() -> list[Renderer]:
         lambda plans: spire.plan_artifacts(plans.platform, plans.spire) if plans.spire else (),
         lambda plans: mesh.plan_artifacts(plans.mesh) if plans.mesh else (),
         lambda plans: authz.plan_artifacts(plans.platform, plans.authz) if plans.authz else (),
+        lambda plans: egress.plan_artifacts(plans.egress) if plans.egress else (),
         vault,
         lambda plans: windows.plan_artifacts(plans.windows) if plans.windows else (),
         aws_roles,

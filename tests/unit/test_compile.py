@@ -78,7 +78,7 @@ def test_problems_in_three_subsystems_are_reported_in_one_run(tmp_path: Path) ->
     assert isinstance(result, Problems)
     fields = {(Path(p.file).name, p.field) for p in result.problems}
     assert ("wide-vm.yaml", "spec.platform.vm") in fields  # SPIRE
-    assert ("wide-vm.yaml", "spec.grants[0].http") in fields  # Linkerd
+    assert ("wide-vm.yaml", "spec.grants[0].http.service") in fields  # egress (gateway-less service)
     assert ("wide-vm.yaml", "spec.grants[1].vault.path") in fields  # Vault
     error = result.error()
     assert isinstance(error, ManifestError) and not isinstance(error, ConfigError)
@@ -92,7 +92,8 @@ def test_validate_prints_every_subsystems_problems_and_exits_2(tmp_path: Path,
     assert main(["validate", str(_manifests(tmp_path)), "--stack", "dev"]) == 2
     err = capsys.readouterr().err.splitlines()
     assert any(": spec.platform.vm: aws_iid attestation without awsInstanceTags" in line for line in err)
-    assert any(": spec.grants[0].http: agent 'wide-vm' runs on vm, outside the Linkerd mesh" in line for line in err)
+    assert any(": spec.grants[0].http.service: agent 'wide-vm' runs on vm, outside the Linkerd mesh; service "
+               "'inference' has no gateway" in line for line in err)
     assert any(": spec.grants[1].vault.path: " in line for line in err)
     assert all(line.startswith(str(tmp_path)) for line in err[:-1])  # file:line: field: reason
     assert err[-1] == f"{len(err) - 1} problems found in agent manifests"

@@ -318,17 +318,29 @@ def test_mesh_identities_come_from_the_identity_module(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- problems
 
 
-def test_an_agent_outside_the_mesh_cannot_hold_http_grants(tmp_path: Path) -> None:
-    doc = agent("vmbox", "", http("ledger", "GET", "{exact: /x}"),
-                platform="vm: {attestation: join_token, workloadSelectors: ['unix:uid:1']}")
-    p = make_platform(tmp_path, doc)
-    with pytest.raises(ManifestError) as info:
-        mesh_plan(p)
-    (problem,) = info.value.problems
-    grant_line = doc.splitlines().index(http("ledger", "GET", "{exact: /x}").rstrip("\n")) + 1
-    assert problem.file.endswith("agent-0.yaml") and problem.line == grant_line == 8
-    assert problem.field == "spec.grants[0].http"
-    assert "runs on vm, outside the Linkerd mesh" in problem.message
+def test_an_agent_outside_the_mesh_is_admitted_to_the_gateway_by_network_only(tmp_path: Path) -> None:
+    """VM callers have no mesh identity: Linkerd admits their connections to the gateway port from
+    their sourceNetworks (anywhere when they declare none); Envoy's mTLS and OPA decide each request."""
+    vm = "vm: {attestation: join_token, workloadSelectors: ['unix:uid:1001']}"
+    nets = agent("vmbox", "", http("ledger", "GET", "{exact: /x}"), platform=vm).replace(
+        "  platform:", "  sourceNetworks: [10.20.0.0/16, 10.30.0.0/24]\n  platform:")
+    p = make_platform(tmp_path / "a", nets, agent("alpha", "team-a", http("ledger", "GET", "{exact: /y}")))
+    objs = [o for n in mesh_plan(p).namespaces for o in n.objects]
+    (netauth,) = by_kind(objs, "NetworkAuthentication").values()
+    assert netauth["metadata"]["name"] == "gw-ledger-outside-mesh"
+    assert netauth["spec"] == {"networks": [{"cidr": "10.20.0.0/16"}, {"cidr": "10.30.0.0/24"}]}
+    policy = by_kind(objs, "AuthorizationPolicy")["gw-ledger-outside-mesh"]
+    assert policy["spec"] == {
+        "targetRef": {"group": "policy.linkerd.io", "kind": "Server", "name": "gw-ledger"},
+        "requiredAuthenticationRefs": [{"group": "policy.linkerd.io", "kind": "NetworkAuthentication",
+                                        "name": "gw-ledger-outside-mesh"}]}
+    # the mesh callers' authentication still names mesh identities only
+    assert by_kind(objs, "MeshTLSAuthentication")["gw-ledger"]["spec"]["identities"] == [ident("alpha", "team-a")]
+    anywhere = make_platform(tmp_path / "b", agent("vmbox", "", http("ledger", "GET", "{exact: /x}"), platform=vm))
+    objs = [o for n in mesh_plan(anywhere).namespaces for o in n.objects]
+    assert by_kind(objs, "NetworkAuthentication")["gw-ledger-outside-mesh"]["spec"] == {
+        "networks": [{"cidr": "0.0.0.0/0"}, {"cidr": "::/0"}]}
+    assert "gw-ledger" not in by_kind(objs, "MeshTLSAuthentication")  # no mesh caller, no mesh authn
 
 
 @pytest.mark.parametrize("reserved", ["linkerd", "spire-system"])

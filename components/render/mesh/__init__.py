@@ -72,6 +72,7 @@ from components.render.mesh.policy import (
     http_route,
     mesh_tls_authentication,
     namespace_object,
+    network_authentication,
     server,
 )
 from components.shard import Scope, deploys_agents, deploys_shared, stack_scope
@@ -79,6 +80,9 @@ from components.shard import Scope, deploys_agents, deploys_shared, stack_scope
 if TYPE_CHECKING:
     from components.render.artifacts import Artifact
 
+
+ANY_NETWORK = ("0.0.0.0/0", "::/0")
+"""Callers outside the mesh that declare no sourceNetworks may connect from anywhere (mTLS still applies)."""
 
 # --------------------------------------------------------------------------- plan
 
@@ -230,7 +234,10 @@ def service_objects(platform: Platform, svc: SourcedService, callers: Sequence[C
     """
     spec = svc.manifest.spec
     ns, name = spec.namespace, svc.name
-    active = [c for c in callers if not c.agent.suspended]
+    # Callers outside the mesh (VMs, Windows hosts) reach a service only through its gateway, with
+    # their egress proxy (components.render.egress, which refuses their grants on gateway-less services).
+    active = [c for c in callers if not c.agent.suspended and c.agent.identity.linkerd_identity is not None]
+    outside = [c for c in callers if not c.agent.suspended and c.agent.identity.linkerd_identity is None]
     shard = platform.stack if scope == "agents" else None
     backend = server(name, ns, name, spec.pod_selector, spec.port, PROXY_PROTOCOLS[spec.protocol])
     if not spec.gateway:
@@ -258,13 +265,20 @@ def service_objects(platform: Platform, svc: SourcedService, callers: Sequence[C
             raise ValueError(f"a caller of {name} has no Linkerd identity")
         out.append(mesh_tls_authentication(callers_name, ns, name, owner, [i for i in idents if i]))
         out.append(authorization_policy(callers_name, ns, name, owner, "Server", gw.name, callers_name))
+    outside_agents = sorted({c.agent.name for c in outside}) if deploys_agents(scope) else []
+    if outside_agents:
+        # Linkerd cannot identify these callers (no mesh identity): it admits their TCP connections
+        # to the gateway port from their networks, and the gateway's Envoy (mTLS with the agent's
+        # SVID) and OPA decide every request: that is their enforcement point.
+        stem = f"{gw.name}-{shard}" if shard else gw.name
+        nets = sorted({n for c in outside for n in c.agent.manifest.spec.source_networks})
+        if any(not c.agent.manifest.spec.source_networks for c in outside):
+            nets = list(ANY_NETWORK)
+        owner = outside_agents[0] if len(outside_agents) == 1 else None
+        out.append(network_authentication(f"{stem}-outside-mesh", ns, name, owner, nets))
+        out.append(authorization_policy(f"{stem}-outside-mesh", ns, name, owner, "Server", gw.name,
+                                        f"{stem}-outside-mesh", "NetworkAuthentication"))
     return out
-
-
-def _agent_problem(a: ResolvedAgent, loc: tuple[str | int, ...], message: str) -> Problem:
-    from components.manifest.loader import format_loc
-
-    return Problem(a.source.file, a.source.line_of(loc), format_loc(loc), message)
 
 
 def _service_problem(svc: SourcedService, loc: tuple[str | int, ...], message: str) -> Problem:
@@ -277,15 +291,7 @@ def mesh_problems(platform: Platform) -> list[Problem]:
     """Manifests Linkerd cannot enforce as written (checked before any resource is registered)."""
     out: list[Problem] = []
     cp = platform.config.mesh.control_plane_namespace
-    for a in platform.active_agents:
-        if a.identity.linkerd_identity is None:
-            for i, grant in a.grants_of("http"):
-                out.append(_agent_problem(
-                    a, ("spec", "grants", i, "http"),
-                    f"agent {a.name!r} runs on {a.identity.platform}, outside the Linkerd mesh, so it has no "
-                    f"mesh identity and Linkerd (default {platform.config.mesh.default_inbound_policy}) "
-                    f"cannot admit its calls to {grant.service!r}; run the agent as a Kubernetes pod or "
-                    "turn subsystems.mesh off for this stack"))
+    # Agents outside the mesh with http grants: components.render.egress.egress_problems.
     reserved = {cp: "Linkerd's control-plane namespace"}
     if platform.config.subsystems.spire:
         reserved.setdefault(platform.config.spire.namespace, "SPIRE's namespace (spire.namespace)")

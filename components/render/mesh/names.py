@@ -9,6 +9,7 @@ SERVER_API = f"{POLICY_GROUP}/v1beta3"
 HTTPROUTE_API = f"{POLICY_GROUP}/v1beta3"
 AUTHORIZATION_POLICY_API = f"{POLICY_GROUP}/v1alpha1"
 MESH_TLS_AUTHENTICATION_API = f"{POLICY_GROUP}/v1alpha1"
+NETWORK_AUTHENTICATION_API = f"{POLICY_GROUP}/v1alpha1"
 
 PROXY_PROTOCOLS: dict[str, str] = {"http1": "HTTP/1", "http2": "HTTP/2", "grpc": "gRPC"}
 """Service manifest ``protocol`` -> Linkerd Server ``proxyProtocol``."""

@@ -18,6 +18,7 @@ from components.render.mesh.names import (
     MAX_MATCHES_PER_RULE,
     MAX_RULES_PER_ROUTE,
     MESH_TLS_AUTHENTICATION_API,
+    NETWORK_AUTHENTICATION_API,
     POLICY_GROUP,
     SERVER_API,
 )
@@ -137,14 +138,27 @@ def mesh_tls_authentication(name: str, namespace: str, service: str, agent: str 
     }
 
 
+def network_authentication(name: str, namespace: str, service: str, agent: str | None,
+                           networks: Iterable[str]) -> dict[str, Any]:
+    """Clients by source network (no mesh identity): the callers outside the mesh."""
+    return {
+        "apiVersion": NETWORK_AUTHENTICATION_API,
+        "kind": "NetworkAuthentication",
+        "metadata": _meta(name, namespace, service, agent),
+        "spec": {"networks": [{"cidr": n} for n in sorted(set(networks))]},
+    }
+
+
 def authorization_policy(name: str, namespace: str, service: str, agent: str | None,
-                         target_kind: Literal["Server", "HTTPRoute"], target: str, authn: str) -> dict[str, Any]:
+                         target_kind: Literal["Server", "HTTPRoute"], target: str, authn: str,
+                         authn_kind: Literal["MeshTLSAuthentication", "NetworkAuthentication"]
+                         = "MeshTLSAuthentication") -> dict[str, Any]:
     return {
         "apiVersion": AUTHORIZATION_POLICY_API,
         "kind": "AuthorizationPolicy",
         "metadata": _meta(name, namespace, service, agent),
         "spec": {
             "targetRef": _ref(target_kind, target),
-            "requiredAuthenticationRefs": [_ref("MeshTLSAuthentication", authn)],
+            "requiredAuthenticationRefs": [_ref(authn_kind, authn)],
         },
     }

@@ -145,6 +145,12 @@ def agent_registrations(platform: Platform, agent: ResolvedAgent) -> list[dict[s
     if spec.identity.dns_names:
         entry["dnsNames"] = list(spec.identity.dns_names)
     objs.append(_cr("ClusterStaticEntry", f"agent.{name}", name, entry))
+    from components.render.egress import agent_proxy_entry  # imports this package's names: import here
+
+    proxy = agent_proxy_entry(platform, agent)
+    if proxy is not None:
+        # The agent's Envoy egress proxy holds the agent's identity (docs/authz.md).
+        objs.append(_cr("ClusterStaticEntry", f"proxy.{name}", name, proxy))
     return objs
 
 

@@ -1,0 +1,454 @@
+"""Egress proxies of agents outside the mesh (VMs, Windows hosts): Envoy bootstraps and SPIRE entries.
+
+Pure: a :class:`~components.platform_model.Platform` in, dicts out, no Pulumi.
+
+A pod in the mesh reaches a protected service through Linkerd, which carries its mesh identity
+to the service's gateway. A VM or Windows agent has no Linkerd proxy, so every such agent with
+``http`` grants gets an Envoy *egress proxy* on its own host:
+
+* it listens on ``127.0.0.1:<authz.egressPort>`` only, plain HTTP, and routes by ``Host``: one
+  virtual host per service the agent holds a grant on; any other host gets 404 from the proxy
+  itself and never leaves the machine;
+* towards each service it originates mTLS to the service's gateway
+  (``authz.egressGatewayHost`` on ``authz.gatewayPort``) with the agent's X.509-SVID and the
+  trust bundle, both streamed over SDS from the host's SPIRE agent (its Unix socket on Linux,
+  its named pipe on Windows): no key, certificate or secret is in the file;
+* it accepts the gateway only if the gateway's certificate chains to the bundle **and** its URI
+  SAN is exactly the gateway's SPIFFE ID (never a DNS name alone);
+* the SVID is asked for by the agent's SPIFFE ID, so the proxy gets that identity or none; an
+  upstream connection lives at most half the SVID's lifetime, so once the SPIRE agent stops,
+  requests fail closed soon after the last SVID expires (new handshakes are refused).
+
+Who holds the identity. The identity belongs to the agent's process; the proxy is the process
+that presents it, so SPIRE must hand the agent's SVID to the proxy and to nothing else. On
+Linux the proxy runs as ``spec.platform.vm.egressProxyUid`` (default: the uid of the agent's own
+``unix:uid`` selector, i.e. as the agent's user) and gets its own registration
+``proxy.<agent>`` (``unix:uid:<uid>``, same SPIFFE ID, same node, same TTLs) unless the agent's
+registration already selects exactly that. On Windows the proxy runs as a service under the
+agent's gMSA, which the agent's registration (``windows:user_name:DOMAIN\\gmsa$``) already
+selects: it needs no entry of its own.
+
+Enforcement: the gateway decides every request (Envoy mTLS + OPA on the caller's SPIFFE ID), as
+for mesh callers; Linkerd does not see these callers. A service without a gateway has only
+Linkerd's route policy, which cannot admit a caller without a mesh identity, so grants of
+out-of-mesh agents on it are refused (:func:`egress_problems`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from components.durations import seconds
+from components.errors import ManifestError, Problem
+from components.manifest.loader import format_loc
+from components.platform_model import Platform, ResolvedAgent
+from components.render.envoy import SDS_BUNDLE
+from components.render.spire.names import SOCKET_PATH, go_duration, node_alias_id
+from components.shard import deploys_agents, stack_scope
+
+if TYPE_CHECKING:
+    from components.render.artifacts import Artifact
+
+LISTENER = "agent_egress"
+SPIRE_CLUSTER = "spire_agent"
+LOOPBACK = "127.0.0.1"
+MAX_DOWNSTREAM_CONNECTIONS = 1024
+IDLE_TIMEOUT = "60s"
+NOT_GRANTED_BODY = "no grant of this agent on the requested service (Host header); nothing was sent\n"
+LINUX_ENVOY = "/usr/local/bin/envoy"
+LINUX_CONFIG_DIR = "/etc/agentpassport/egress"
+Os = Literal["linux", "windows"]
+
+_HCM_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
+
+
+@dataclass(frozen=True)
+class EgressRoute:
+    """One service an out-of-mesh agent may call, and the gateway in front of it."""
+
+    service: str
+    gateway_spiffe_id: str
+    host: str
+    port: int
+
+    @property
+    def cluster(self) -> str:
+        return f"gateway_{self.service}"
+
+
+@dataclass(frozen=True)
+class EgressProxy:
+    """The egress proxy of one active out-of-mesh agent with http grants."""
+
+    agent: ResolvedAgent
+    os: Os
+    routes: tuple[EgressRoute, ...]
+    sds_address: str
+    """The SPIRE agent's Workload API: a Unix socket path (Linux) or a named pipe (Windows)."""
+    proxy_uid: int | None
+    """Linux: the uid the proxy runs as (its SPIRE entry selects it). Windows: None (the gMSA)."""
+
+    @property
+    def name(self) -> str:
+        return self.agent.name
+
+    @property
+    def spiffe_id(self) -> str:
+        return self.agent.identity.spiffe_id
+
+
+def gateway_host(platform: Platform, service: str, namespace: str) -> str:
+    """``authz.egressGatewayHost`` with its placeholders filled for one service."""
+    svc = platform.service(service)
+    assert svc is not None
+    gw = platform.gateway(svc)
+    values = {"gateway": gw.name, "service": service, "namespace": namespace,
+              "clusterDomain": platform.config.mesh.cluster_domain}
+    out = platform.config.authz.egress_gateway_host
+    for key, value in values.items():
+        out = out.replace("{" + key + "}", value)
+    return out
+
+
+def _out_of_mesh(a: ResolvedAgent) -> bool:
+    return a.identity.platform in ("vm", "windows") and a.identity.linkerd_identity is None
+
+
+def out_of_mesh_callers(platform: Platform) -> list[ResolvedAgent]:
+    """Active agents outside the mesh (VMs, Windows hosts; not Windows pods) with http grants."""
+    return [a for a in platform.active_agents if _out_of_mesh(a) and any(True for _ in a.grants_of("http"))]
+
+
+def _problem(a: ResolvedAgent, loc: tuple[str | int, ...], message: str) -> Problem:
+    return Problem(a.source.file, a.source.line_of(loc), format_loc(loc), message)
+
+
+def egress_problems(platform: Platform) -> list[Problem]:
+    """http grants of out-of-mesh agents that no gateway can enforce, and proxies SPIRE cannot identify."""
+    out: list[Problem] = []
+    on = platform.config.subsystems
+    for a in out_of_mesh_callers(platform):
+        for i, grant in a.grants_of("http"):
+            svc = platform.service(grant.service)
+            if svc is None:
+                continue  # undeclared services are refused by the platform model
+            where = f"agent {a.name!r} runs on {a.identity.platform}, outside the Linkerd mesh"
+            if not svc.manifest.spec.gateway:
+                out.append(_problem(
+                    a, ("spec", "grants", i, "http", "service"),
+                    f"{where}; service {grant.service!r} has no gateway (spec.gateway: false), and Linkerd's "
+                    "route policy admits only mesh identities, so nothing could check this agent's SPIFFE ID: "
+                    f"give {grant.service!r} a gateway (spec.gateway: true) or run the agent as a Kubernetes pod"))
+            elif not on.authz:
+                out.append(_problem(
+                    a, ("spec", "grants", i, "http"),
+                    f"{where}; it reaches {grant.service!r} only through the service's Envoy + OPA gateway, "
+                    "which this stack does not deploy (subsystems.authz is off): turn it on"))
+        if not on.spire:
+            out.append(_problem(a, ("spec", "platform"),
+                                f"agent {a.name!r} has http grants and runs outside the mesh: its egress proxy "
+                                "takes the agent's SVID from the host's SPIRE agent, and this stack does not "
+                                "deploy SPIRE (subsystems.spire is off)"))
+        win = a.manifest.spec.platform.windows
+        if win is not None and win.pod is not None:
+            out.append(_problem(a, ("spec", "platform", "windows", "pod"),
+                                f"agent {a.name!r} runs as Windows pods, which Linkerd does not mesh, and egress "
+                                "proxies are rendered for Windows hosts only (a pod sidecar is not built yet): "
+                                "run the agent on Windows hosts (remove pod) or move its http calls to a Linux pod"))
+        vm = a.manifest.spec.platform.vm
+        if vm is not None and vm.egress_proxy_uid is None and vm.agent_uid in (None, 0):
+            out.append(_problem(a, ("spec", "platform", "vm", "egressProxyUid"),
+                                f"agent {a.name!r} has http grants, so its VM runs an Envoy egress proxy holding "
+                                "the agent's SPIFFE ID; SPIRE identifies it by uid, and the agent's workload "
+                                "selectors name no (non-root) unix:uid: set egressProxyUid to the uid the proxy "
+                                "runs as"))
+    return out
+
+
+def egress_proxies(platform: Platform) -> list[EgressProxy]:
+    """Every out-of-mesh agent's proxy (call after :func:`egress_problems` found nothing)."""
+    return egress_proxies_of(platform, out_of_mesh_callers(platform))
+
+
+def egress_proxies_of(platform: Platform, agents: Iterable[ResolvedAgent]) -> list[EgressProxy]:
+    """The proxies of ``agents`` (active out-of-mesh agents with http grants)."""
+    out: list[EgressProxy] = []
+    for a in agents:
+        win = a.manifest.spec.platform.windows
+        if win is not None and win.pod is not None:
+            continue  # refused by egress_problems
+        routes: dict[str, EgressRoute] = {}
+        for _, grant in a.grants_of("http"):
+            svc = platform.service(grant.service)
+            if svc is None or not svc.manifest.spec.gateway or grant.service in routes:
+                continue
+            ns = svc.manifest.spec.namespace
+            routes[grant.service] = EgressRoute(grant.service, platform.gateway(svc).spiffe_id,
+                                                gateway_host(platform, grant.service, ns),
+                                                platform.config.authz.gateway_port)
+        vm = a.manifest.spec.platform.vm
+        if vm is not None:
+            out.append(EgressProxy(a, "linux", tuple(sorted(routes.values(), key=lambda r: r.service)),
+                                   SOCKET_PATH, vm.egress_proxy_uid or vm.agent_uid))
+        else:
+            out.append(EgressProxy(a, "windows", tuple(sorted(routes.values(), key=lambda r: r.service)),
+                                   platform.config.windows.egress_sds_pipe, None))
+    return sorted(out, key=lambda p: p.name)
+
+
+# --------------------------------------------------------------------------- SPIRE entry
+
+
+def proxy_selectors(proxy: EgressProxy, platform: Platform) -> list[str]:
+    """The workload selectors SPIRE attests the proxy with."""
+    if proxy.os == "linux":
+        return [f"unix:uid:{proxy.proxy_uid}"]
+    win = proxy.agent.manifest.spec.platform.windows
+    assert win is not None
+    return [f"windows:user_name:{platform.config.windows.netbios_domain}\\{win.gmsa_account}$"]
+
+
+def proxy_entry_spec(platform: Platform, proxy: EgressProxy) -> dict[str, Any] | None:
+    """The ``ClusterStaticEntry`` spec of the proxy, or None when the agent's own registration
+    already selects the proxy (Windows: both run as the gMSA; Linux: the agent's selectors are
+    exactly ``unix:uid:<proxy uid>``)."""
+    selectors = proxy_selectors(proxy, platform)
+    p = proxy.agent.manifest.spec.platform
+    own = sorted(p.vm.workload_selectors) if p.vm is not None else selectors
+    if sorted(selectors) == own:
+        return None
+    ident = proxy.agent.identity
+    return {
+        "className": platform.config.spire.class_name,
+        "spiffeID": ident.spiffe_id,
+        "parentID": node_alias_id(platform.config, proxy.name),
+        "selectors": sorted(selectors),
+        "x509SVIDTTL": go_duration(ident.x509_svid_ttl),
+        "jwtSVIDTTL": go_duration(ident.jwt_svid_ttl),
+        "hint": f"{proxy.name}-egress",
+    }
+
+
+def agent_proxy_entry(platform: Platform, agent: ResolvedAgent) -> dict[str, Any] | None:
+    """The egress proxy's own entry for ``agent`` (None when it needs none or has no proxy)."""
+    if agent.suspended or not _out_of_mesh(agent) or not any(True for _ in agent.grants_of("http")):
+        return None
+    for proxy in egress_proxies_of(platform, [agent]):
+        vm = agent.manifest.spec.platform.vm
+        if vm is not None and proxy.proxy_uid in (None, 0):
+            return None  # refused by egress_problems
+        return proxy_entry_spec(platform, proxy)
+    return None
+
+
+# --------------------------------------------------------------------------- Envoy bootstrap
+
+
+def _sds(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "sds_config": {
+            "resource_api_version": "V3",
+            "api_config_source": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": SPIRE_CLUSTER}}],
+            },
+        },
+    }
+
+
+def upstream_tls(proxy: EgressProxy, route: EgressRoute) -> dict[str, Any]:
+    """mTLS to the gateway: the agent's SVID (by SPIFFE ID) and the bundle over SDS; the gateway's
+    certificate must carry exactly its SPIFFE ID."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": route.host,
+            "common_tls_context": {
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                "tls_certificate_sds_secret_configs": [_sds(proxy.spiffe_id)],
+                "combined_validation_context": {
+                    "default_validation_context": {
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "URI", "matcher": {"exact": route.gateway_spiffe_id}}
+                        ]
+                    },
+                    "validation_context_sds_secret_config": _sds(SDS_BUNDLE),
+                },
+                "alpn_protocols": ["h2"],
+            },
+        },
+    }
+
+
+def _http2(max_connection_duration_s: int | None = None) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config": {"http2_protocol_options": {}},
+    }
+    if max_connection_duration_s is not None:
+        options["common_http_protocol_options"] = {
+            "idle_timeout": IDLE_TIMEOUT,
+            "max_connection_duration": f"{max_connection_duration_s}s",
+        }
+    return {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
+
+
+def connection_lifetime_s(proxy: EgressProxy) -> int:
+    """Longest life of one upstream connection: half the SVID's lifetime (at least 1 s), so a
+    connection never outlives the SVID it was opened with while SPIRE renews at half-life."""
+    return max(1, proxy.agent.identity.x509_svid_ttl_seconds // 2)
+
+
+def _gateway_cluster(proxy: EgressProxy, route: EgressRoute) -> dict[str, Any]:
+    return {
+        "name": route.cluster,
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": route.cluster,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": route.host, "port_value": route.port}
+            }}}]}],
+        },
+        "transport_socket": upstream_tls(proxy, route),
+        "typed_extension_protocol_options": _http2(connection_lifetime_s(proxy)),
+    }
+
+
+def _access_log(agent: str) -> list[dict[str, Any]]:
+    fields = {
+        "time": "%START_TIME%",
+        "agent": agent,
+        "service": "%UPSTREAM_CLUSTER%",
+        "method": "%REQ(:METHOD)%",
+        "host": "%REQ(:AUTHORITY)%",
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "flags": "%RESPONSE_FLAGS%",
+        "gateway_spiffe_id": "%UPSTREAM_PEER_URI_SAN%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "duration_ms": "%DURATION%",
+    }
+    return [{
+        "name": "envoy.access_loggers.stdout",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": {"json_format": fields},
+        },
+    }]
+
+
+def _virtual_hosts(platform: Platform, proxy: EgressProxy) -> list[dict[str, Any]]:
+    timeout = f"{seconds(platform.config.authz.request_timeout)}s"
+    port = platform.config.authz.egress_port
+    hosts = [{
+        "name": r.service,
+        "domains": [r.service, f"{r.service}:{port}"],
+        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": r.cluster, "timeout": timeout}}],
+    } for r in proxy.routes]
+    hosts.append({
+        "name": "not_granted",
+        "domains": ["*"],
+        "routes": [{"match": {"prefix": "/"},
+                    "direct_response": {"status": 404, "body": {"inline_string": NOT_GRANTED_BODY}}}],
+    })
+    return hosts
+
+
+def egress_bootstrap(platform: Platform, proxy: EgressProxy) -> dict[str, Any]:
+    """The complete, standalone Envoy bootstrap of one agent's egress proxy (no admin interface)."""
+    return {
+        "node": {"id": f"egress-{proxy.name}", "cluster": "agentpassport-egress"},
+        "overload_manager": {
+            "resource_monitors": [{
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3"
+                             ".DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
+                },
+            }]
+        },
+        "static_resources": {
+            "listeners": [{
+                "name": LISTENER,
+                "address": {"socket_address": {"address": LOOPBACK,
+                                               "port_value": platform.config.authz.egress_port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": _HCM_TYPE,
+                        "stat_prefix": "egress",
+                        "codec_type": "AUTO",
+                        "access_log": _access_log(proxy.name),
+                        "route_config": {"name": "egress", "virtual_hosts": _virtual_hosts(platform, proxy)},
+                        "http_filters": [{
+                            "name": "envoy.filters.http.router",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                            },
+                        }],
+                    },
+                }]}],
+            }],
+            "clusters": [
+                {
+                    "name": SPIRE_CLUSTER,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "load_assignment": {"cluster_name": SPIRE_CLUSTER, "endpoints": [{"lb_endpoints": [
+                        {"endpoint": {"address": {"pipe": {"path": proxy.sds_address}}}}]}]},
+                    "typed_extension_protocol_options": _http2(),
+                },
+                *(_gateway_cluster(proxy, r) for r in proxy.routes),
+            ],
+        },
+    }
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class EgressPlan:
+    """The egress proxies of a stack's out-of-mesh agents, validated (:func:`compile_egress`)."""
+
+    proxies: tuple[EgressProxy, ...]
+    bootstraps: tuple[tuple[str, dict[str, Any]], ...]
+    """(agent name, Envoy bootstrap), in agent order."""
+    entries: tuple[tuple[str, dict[str, Any]], ...]
+    """(agent name, ClusterStaticEntry spec) of proxies that need their own SPIRE entry."""
+
+    def bootstrap(self, agent: str) -> dict[str, Any]:
+        return dict(self.bootstraps)[agent]
+
+
+def compile_egress(platform: Platform) -> EgressPlan:
+    """The egress plan of a stack; raises every problem first."""
+    problems = egress_problems(platform)
+    if problems:
+        raise ManifestError(problems)
+    proxies = tuple(egress_proxies(platform))
+    entries = tuple((p.name, e) for p in proxies if (e := proxy_entry_spec(platform, p)) is not None)
+    return EgressPlan(proxies, tuple((p.name, egress_bootstrap(platform, p)) for p in proxies), entries)
+
+
+def egress_enabled(platform: Platform) -> bool:
+    """Whether the stack plans egress proxies: it deploys agents (not a base stack)."""
+    return deploys_agents(stack_scope(platform.config))
+
+
+def plan_artifacts(plan: EgressPlan) -> Iterable[Artifact]:
+    """``egress/<agent>.yaml``: the Envoy bootstrap each out-of-mesh agent's host runs."""
+    from components.render.artifacts import Artifact
+    from components.render.yamlout import dump_yaml
+
+    return [Artifact(f"egress/{name}.yaml", dump_yaml(cfg)) for name, cfg in plan.bootstraps]

@@ -1,0 +1,240 @@
+"""Egress proxies of agents outside the mesh: rendered Envoy configs (validated by a real Envoy),
+their security settings, the proxies' SPIRE entries, and the refusals."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.compile import Problems, compile
+from components.errors import ManifestError
+from components.render.artifacts import render_all
+from components.render.egress import (
+    NOT_GRANTED_BODY,
+    compile_egress,
+    connection_lifetime_s,
+    egress_problems,
+)
+from components.render.spire.registrations import registration_objects
+from components.render.yamlout import dump_yaml
+from tests.unit.test_envoy_config import validate
+from tests.unit.test_mesh_render import HEADER, SERVICES, agent, http, make_platform
+
+LINUX_VM = "vm: {attestation: join_token, workloadSelectors: ['unix:uid:1001']}"
+WINDOWS_HOST = "windows: {gmsaAccount: gmsa-win, hostGroup: WinHosts}"
+TWO_SERVICES = SERVICES + "---\n" + HEADER + """kind: Service
+metadata: {name: vault-ui, team: fin}
+spec: {namespace: tools, port: 8200, podSelector: {app: vault-ui}}
+"""
+
+
+def fleet(tmp_path: Path, *, stack: str = "dev") -> Any:
+    """Two VM agents (one with a dedicated proxy uid), a Windows host agent, and a pod agent."""
+    return make_platform(
+        tmp_path,
+        agent("vm-a", "", http("ledger", "GET", "{exact: /x}") + http("vault-ui", "GET, POST", "{prefix: /ui}"),
+              platform=LINUX_VM),
+        agent("vm-b", "", http("ledger", "POST", "{exact: /y}"),
+              platform="vm: {attestation: join_token, workloadSelectors: ['systemd:id:b.service'], "
+                       "egressProxyUid: 2002}"),
+        agent("win", "", http("ledger", "GET", "{prefix: /reports}"), platform=WINDOWS_HOST),
+        agent("pod", "team-a", http("ledger", "GET", "{exact: /z}")),
+        services=TWO_SERVICES, stack=stack,
+    )
+
+
+def walk(obj: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield f"{path}.{k}", k, v
+            yield from walk(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from walk(v, f"{path}[{i}]")
+
+
+# --------------------------------------------------------------------------- real Envoy
+
+
+def test_real_envoy_accepts_every_rendered_egress_config_linux_and_windows(tmp_path: Path) -> None:
+    platform = fleet(tmp_path / "m")
+    files = {a.path: a.content for a in render_all(platform) if a.path.startswith("egress/")}
+    assert sorted(files) == ["egress/vm-a.yaml", "egress/vm-b.yaml", "egress/win.yaml"]  # not the pod
+    pipes = {}
+    for rel, text in files.items():
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        proc = validate(path)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 0, output
+        assert f"configuration '{path}' OK" in output
+        assert "Deprecated field" not in output, output
+        cfg = yaml.safe_load(text)
+        (spire,) = [c for c in cfg["static_resources"]["clusters"] if c["name"] == "spire_agent"]
+        pipes[rel] = spire["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]["path"]
+    # Linux: the host SPIRE agent's Unix socket; Windows: its named pipe. Nothing else differs in kind.
+    assert pipes == {"egress/vm-a.yaml": "/run/spire/agent-sockets/spire-agent.sock",
+                     "egress/vm-b.yaml": "/run/spire/agent-sockets/spire-agent.sock",
+                     "egress/win.yaml": "\\\\.\\pipe\\spire-agent\\public\\api"}
+
+
+def test_real_envoy_refuses_a_broken_egress_config(tmp_path: Path) -> None:
+    """The validation above can fail: an SDS reference without a config source is refused."""
+    plan = compile_egress(fleet(tmp_path / "m"))
+    cfg = copy.deepcopy(plan.bootstrap("vm-a"))
+    tls = cfg["static_resources"]["clusters"][1]["transport_socket"]["typed_config"]["common_tls_context"]
+    del tls["tls_certificate_sds_secret_configs"][0]["sds_config"]
+    path = tmp_path / "broken.yaml"
+    path.write_text(dump_yaml(cfg), encoding="utf-8")
+    proc = validate(path)
+    assert proc.returncode != 0
+    assert "Unknown static secret: spiffe://dev.agentpassport.internal/vm/vm-a" in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- security settings
+
+
+def test_the_egress_config_listens_on_loopback_only_and_holds_no_secret(tmp_path: Path) -> None:
+    platform = fleet(tmp_path / "m")
+    plan = compile_egress(platform)
+    for name, cfg in plan.bootstraps:
+        assert "admin" not in cfg, name  # no admin interface at all
+        (listener,) = cfg["static_resources"]["listeners"]
+        assert listener["address"] == {"socket_address": {"address": "127.0.0.1", "port_value": 15001}}
+        addresses = [v for _, k, v in walk(cfg) if k == "socket_address"]
+        listening = [a for p, k, a in walk(cfg["static_resources"]["listeners"]) if k == "socket_address"]
+        assert listening == [{"address": "127.0.0.1", "port_value": 15001}]
+        assert addresses  # the gateways' addresses (outbound only)
+        for path, key, value in walk(cfg):
+            assert key not in ("filename", "private_key", "tls_certificates", "inline_bytes", "trusted_ca",
+                               "password", "environment_variable"), (name, path)
+            if key == "inline_string":
+                assert value == NOT_GRANTED_BODY, (name, path)
+
+
+def test_the_egress_proxy_presents_the_agents_svid_and_pins_the_gateways_spiffe_id(tmp_path: Path) -> None:
+    platform = fleet(tmp_path / "m")
+    plan = compile_egress(platform)
+    td = platform.config.trust_domain
+    cfg = plan.bootstrap("vm-a")
+    clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+    assert sorted(clusters) == ["gateway_ledger", "gateway_vault-ui", "spire_agent"]
+    gw = clusters["gateway_ledger"]
+    assert gw["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == {
+        "socket_address": {"address": "gw-ledger.apps.svc.cluster.local", "port_value": 8443}}
+    tls = gw["transport_socket"]["typed_config"]
+    assert tls["@type"].endswith("UpstreamTlsContext") and tls["sni"] == "gw-ledger.apps.svc.cluster.local"
+    common = tls["common_tls_context"]
+    # The SVID is asked for by the agent's SPIFFE ID: the proxy gets that identity or none.
+    assert [s["name"] for s in common["tls_certificate_sds_secret_configs"]] == [f"spiffe://{td}/vm/vm-a"]
+    combined = common["combined_validation_context"]
+    assert combined["validation_context_sds_secret_config"]["name"] == "ROOTCA"
+    assert combined["default_validation_context"] == {"match_typed_subject_alt_names": [
+        {"san_type": "URI", "matcher": {"exact": f"spiffe://{td}/ns/apps/sa/gw-ledger"}}]}
+    for sds in (*common["tls_certificate_sds_secret_configs"], combined["validation_context_sds_secret_config"]):
+        assert sds["sds_config"]["api_config_source"]["grpc_services"] == [
+            {"envoy_grpc": {"cluster_name": "spire_agent"}}]
+    # An upstream connection lives at most half the SVID's lifetime (15m: 450 s).
+    options = gw["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert options["common_http_protocol_options"]["max_connection_duration"] == "450s"
+    assert connection_lifetime_s(plan.proxies[0]) == 450
+    # Routing by Host: only the granted services leave the host; anything else is a local 404.
+    hosts = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "route_config"]["virtual_hosts"]
+    assert [(h["name"], h["domains"]) for h in hosts] == [
+        ("ledger", ["ledger", "ledger:15001"]), ("vault-ui", ["vault-ui", "vault-ui:15001"]),
+        ("not_granted", ["*"])]
+    assert hosts[-1]["routes"][0]["direct_response"]["status"] == 404
+
+
+def test_the_gateway_host_follows_the_stack_template(tmp_path: Path) -> None:
+    platform = fleet(tmp_path / "m")
+    authz = platform.config.authz.model_copy(update={"egress_gateway_host": "{service}.{namespace}.gw.acme.net"})
+    platform = type(platform)(platform.stack, platform.config.model_copy(update={"authz": authz}),
+                              platform.config_file, platform.agents, platform.services)
+    cluster = compile_egress(platform).bootstrap("win")["static_resources"]["clusters"][1]
+    assert cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"]["address"] == "ledger.apps.gw.acme.net"
+
+
+# --------------------------------------------------------------------------- SPIRE entries
+
+
+def test_the_proxy_gets_its_own_entry_only_where_the_agents_does_not_select_it(tmp_path: Path) -> None:
+    platform = fleet(tmp_path / "m")
+    td = platform.config.trust_domain
+    entries = {o["metadata"]["name"]: o["spec"] for o in registration_objects(platform)
+               if o["kind"] == "ClusterStaticEntry"}
+    # vm-a's proxy runs as the agent's user (unix:uid:1001): the agent's entry selects it already.
+    assert "proxy.vm-a" not in entries and entries["agent.vm-a"]["selectors"] == ["unix:uid:1001"]
+    # vm-b's agent is selected by its systemd unit; its proxy runs as uid 2002: an entry of its own,
+    # same SPIFFE ID, same node alias, same lifetimes.
+    assert entries["proxy.vm-b"] == {
+        "className": platform.config.spire.class_name,
+        "spiffeID": f"spiffe://{td}/vm/vm-b",
+        "parentID": f"spiffe://{td}/node/vm-b",
+        "selectors": ["unix:uid:2002"],
+        "x509SVIDTTL": "15m", "jwtSVIDTTL": "5m", "hint": "vm-b-egress",
+    }
+    assert entries["agent.vm-b"]["selectors"] == ["systemd:id:b.service"]
+    # Windows: the proxy runs as the gMSA, which the agent's entry selects.
+    assert "proxy.win" not in entries
+    assert entries["agent.win"]["selectors"] == ["windows:user_name:CORP\\gmsa-win$"]
+    assert [name for name, _ in compile_egress(platform).entries] == ["vm-b"]
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+def problems_of(platform: Any) -> list[Any]:
+    result = compile(platform)
+    assert isinstance(result, Problems)
+    return list(result.problems)
+
+
+def test_a_gateway_less_service_refuses_grants_of_agents_outside_the_mesh(tmp_path: Path) -> None:
+    doc = agent("vmbox", "", http("catalog", "GET", "{exact: /x}"), platform=LINUX_VM)
+    platform = make_platform(tmp_path, doc)
+    (problem,) = problems_of(platform)
+    assert problem.file.endswith("agent-0.yaml") and problem.line == 8
+    assert problem.field == "spec.grants[0].http.service"
+    assert problem.message.startswith("agent 'vmbox' runs on vm, outside the Linkerd mesh; service 'catalog' "
+                                      "has no gateway (spec.gateway: false)")
+    assert "give 'catalog' a gateway (spec.gateway: true)" in problem.message
+    with pytest.raises(ManifestError):
+        compile_egress(platform)
+
+
+def test_agents_outside_the_mesh_need_the_gateways_and_spire(tmp_path: Path) -> None:
+    platform = fleet(tmp_path / "m")
+    subsystems = platform.config.subsystems.model_copy(update={"authz": False, "spire": False})
+    off = type(platform)(platform.stack, platform.config.model_copy(update={"subsystems": subsystems}),
+                         platform.config_file, platform.agents, platform.services)
+    messages = [p.message for p in egress_problems(off)]
+    assert sum("subsystems.authz is off" in m for m in messages) == 4  # every grant of vm-a, vm-b, win
+    assert sum("subsystems.spire is off" in m for m in messages) == 3  # every proxy
+
+
+def test_a_vm_proxy_needs_a_uid_to_be_attested_by(tmp_path: Path) -> None:
+    no_uid = agent("vmbox", "", http("ledger", "GET", "{exact: /x}"),
+                   platform="vm: {attestation: join_token, workloadSelectors: ['systemd:id:a.service']}")
+    root = agent("rootbox", "", http("ledger", "GET", "{exact: /x}"),
+                 platform="vm: {attestation: join_token, workloadSelectors: ['unix:uid:0']}")
+    problems = problems_of(make_platform(tmp_path, no_uid, root))
+    assert sorted((p.file.rsplit("/", 1)[-1], p.field) for p in problems) == [
+        ("agent-0.yaml", "spec.platform.vm.egressProxyUid"), ("agent-1.yaml", "spec.platform.vm.egressProxyUid")]
+    assert "set egressProxyUid to the uid the proxy runs as" in problems[0].message
+
+
+def test_windows_pods_with_http_grants_are_refused(tmp_path: Path) -> None:
+    pod = agent("winpod", "", http("ledger", "GET", "{exact: /x}"),
+                platform="windows: {gmsaAccount: gmsa-pod, hostGroup: WinHosts, "
+                         "pod: {namespace: winapps, serviceAccount: winpod}}")
+    problems = [p for p in problems_of(make_platform(tmp_path, pod)) if p.field == "spec.platform.windows.pod"]
+    assert len(problems) == 1 and "Linkerd does not mesh" in problems[0].message
