@@ -98,6 +98,7 @@ def stack_policy_config(cfg: StackConfig) -> dict[str, Any]:
         "leaf-lifetime-limit": {"maxLeafLifetime": lim.max_leaf_lifetime},
         "resource-count-ceiling": {"maxResources": lim.max_resources},
         "gmsa-no-stored-credentials": {"allowStoredCredentials": cfg.windows.allow_stored_credential_specs},
+        "gmsa-password-interval": {"maxGmsaPasswordIntervalDays": lim.max_gmsa_password_interval_days},
     }
 
 

@@ -241,17 +241,20 @@ def compile_windows(platform: Platform) -> WindowsPlan:
     validate_windows(platform)
     gmsa_path = platform.config.windows.gmsa_path
     agents = tuple(gmsa_agents(platform))
-    return WindowsPlan(agents, tuple((g.name, render_dsc(g, gmsa_path)) for g in agents),
+    interval = platform.config.windows.gmsa_password_interval_days
+    return WindowsPlan(agents, tuple((g.name, render_dsc(g, gmsa_path, interval)) for g in agents),
                        tuple(windows_kubernetes_objects(platform)))
 
 
 # --------------------------------------------------------------------------- DSC script
 
 
-def render_dsc(g: GmsaAgent, gmsa_path: str | None = None) -> str:
+def render_dsc(g: GmsaAgent, gmsa_path: str | None = None, interval_days: int = 1) -> str:
     """The agent's PowerShell DSC script: create the gMSA, install it, point the pool at it.
 
     ``gmsa_path`` is the OU (stack ``windows.gmsaPath``); None uses AD's default container.
+    ``interval_days`` (stack ``windows.gmsaPasswordIntervalDays``) is the password interval a new
+    gMSA is created with; an existing account with another interval is reported, never kept silently.
     """
     w = g.windows
     context: dict[str, Any] = {
@@ -263,6 +266,8 @@ def render_dsc(g: GmsaAgent, gmsa_path: str | None = None) -> str:
         "pool_identity": g.pool_identity,
         "app_pool": w.iis_app_pool,
         "gmsa_path": gmsa_path,
+        "gmsa_dns_host": f"{g.gmsa}.{g.domain}",
+        "interval_days": str(interval_days),
         "description": f"Agent Passport: agent {g.name} (team {g.agent.identity.team})",
         "mof_dir": f"AgentPassport\\dsc\\{g.name}",
         "modules": ["ActiveDirectoryDsc", *(["WebAdministrationDsc"] if w.iis_app_pool else [])],

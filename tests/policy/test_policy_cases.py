@@ -295,6 +295,26 @@ CASES = [
             "ActiveDirectoryConfig": {"GroupManagedServiceAccounts": [{"Name": "gmsa-ledgersync", "Scope": "CORP"}]}}},
             HOLDER)
     """, []),
+    # ---------------------------------------------------------------- gmsa-password-interval
+    Case("gmsa-password-interval", "monthly-rotation", """
+        ssm.Document("ledger-sync-dsc", document_type="Command", content=json.dumps({"schemaVersion": "2.2",
+            "mainSteps": [{"action": "aws:runPowerShellScript", "name": "dsc", "inputs": {"runCommand": [
+                "$newGmsa = @{ Name = 'gmsa-ledgersync'", "ManagedPasswordIntervalInDays = [int]'30' }",
+                "New-ADServiceAccount @newGmsa"]}}]}))
+        ssm.Document("legacy-dsc", document_type="Command", content=json.dumps({"schemaVersion": "2.2",
+            "mainSteps": [{"action": "aws:runPowerShellScript", "name": "dsc", "inputs": {"runCommand": [
+                "New-ADServiceAccount -Name 'gmsa-old' -ManagedPasswordIntervalInDays 7"]}}]}))
+    """, [("ledger-sync-dsc", "'ledger-sync-dsc' creates a gMSA whose password changes "
+                              "every 30 days, above the stack's limit of 1"),
+          ("legacy-dsc", "every 7 days, above the stack's limit of 1 (limits.maxGmsaPasswordIntervalDays)")]),
+    Case("gmsa-password-interval", "daily-or-within-a-raised-limit", """
+        ssm.Document("ledger-sync-dsc", document_type="Command", content=json.dumps({"schemaVersion": "2.2",
+            "mainSteps": [{"action": "aws:runPowerShellScript", "name": "dsc", "inputs": {"runCommand": [
+                "ManagedPasswordIntervalInDays = [int]'1'", "Install-ADServiceAccount -Identity 'gmsa-x'"]}}]}))
+        ssm.Document("weekly-dsc", document_type="Command", content=json.dumps({"schemaVersion": "2.2",
+            "mainSteps": [{"action": "aws:runPowerShellScript", "name": "dsc", "inputs": {"runCommand": [
+                "New-ADServiceAccount -Name 'gmsa-w' -ManagedPasswordIntervalInDays 7"]}}]}))
+    """, [], config={"gmsa-password-interval": {"maxGmsaPasswordIntervalDays": 7}}),
     # ---------------------------------------------------------------- one-identity-per-agent
     Case("one-identity-per-agent", "shared-and-missing-identities", """
         bom({"agent-cortex": agent("spiffe://dev/ns/agents/sa/agent-cortex"),

@@ -78,7 +78,7 @@ def test_project_files() -> None:
 
 def test_policy_names_are_unique_and_documented() -> None:
     names = [p.name for p in policies()]
-    assert len(names) == len(set(names)) == 20
+    assert len(names) == len(set(names)) == 21
     for p in policies():
         assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", p.name)
         assert p.description.endswith(".") and p.remediation_steps, p.name

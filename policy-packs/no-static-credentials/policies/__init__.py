@@ -59,6 +59,7 @@ from .certificates import (
     _rsa_key_size,
     _svid_ttl_limits,
 )
+from .gmsa import GMSA_INTERVAL_SCHEMA, _gmsa_password_interval
 from .kubernetes import (
     GMSA_SCHEMA,
     INBOUND_ANNOTATION,
@@ -272,6 +273,13 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
         "Run Windows pods on domain-joined nodes so the gMSA password is retrieved by the host; "
         "Active Directory rotates it and nobody stores it.",
         _gmsa_no_stored_credentials, GMSA_SCHEMA,
+    ),
+    _resource(
+        "gmsa-password-interval",
+        "gMSA DSC scripts create accounts whose password rotates within the stack's limit.",
+        "Lower windows.gmsaPasswordIntervalDays (default 1 day); for an existing account, create a "
+        "new gMSA (a new gmsaAccount) with the shorter interval, move the agent, delete the old one.",
+        _gmsa_password_interval, GMSA_INTERVAL_SCHEMA,
     ),
     _stack(
         "one-identity-per-agent",
