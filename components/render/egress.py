@@ -57,8 +57,8 @@ LOOPBACK = "127.0.0.1"
 MAX_DOWNSTREAM_CONNECTIONS = 1024
 IDLE_TIMEOUT = "60s"
 NOT_GRANTED_BODY = "no grant of this agent on the requested service (Host header); nothing was sent\n"
-LINUX_ENVOY = "/usr/local/bin/envoy"
-LINUX_CONFIG_DIR = "/etc/agentpassport/egress"
+WINDOWS_DIR = "C:\\ProgramData\\AgentPassport\\egress"
+"""Where the Windows DSC script writes each agent's egress bootstrap and Envoy's logs."""
 Os = Literal["linux", "windows"]
 
 _HCM_TYPE = (
@@ -323,7 +323,13 @@ def _gateway_cluster(proxy: EgressProxy, route: EgressRoute) -> dict[str, Any]:
     }
 
 
-def _access_log(agent: str) -> list[dict[str, Any]]:
+def windows_paths(agent: str) -> dict[str, str]:
+    """The files of one agent's egress proxy on a Windows host."""
+    return {"dir": WINDOWS_DIR, "config": f"{WINDOWS_DIR}\\{agent}.json",
+            "access_log": f"{WINDOWS_DIR}\\{agent}-access.log", "log": f"{WINDOWS_DIR}\\{agent}-envoy.log"}
+
+
+def _access_log(agent: str, path: str | None = None) -> list[dict[str, Any]]:
     fields = {
         "time": "%START_TIME%",
         "agent": agent,
@@ -337,6 +343,15 @@ def _access_log(agent: str) -> list[dict[str, Any]]:
         "request_id": "%REQ(X-REQUEST-ID)%",
         "duration_ms": "%DURATION%",
     }
+    if path is not None:  # a Windows service has no stdout: a file next to its config
+        return [{
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "path": path,
+                "log_format": {"json_format": fields},
+            },
+        }]
     return [{
         "name": "envoy.access_loggers.stdout",
         "typed_config": {
@@ -388,7 +403,8 @@ def egress_bootstrap(platform: Platform, proxy: EgressProxy) -> dict[str, Any]:
                         "@type": _HCM_TYPE,
                         "stat_prefix": "egress",
                         "codec_type": "AUTO",
-                        "access_log": _access_log(proxy.name),
+                        "access_log": _access_log(
+                            proxy.name, windows_paths(proxy.name)["access_log"] if proxy.os == "windows" else None),
                         "route_config": {"name": "egress", "virtual_hosts": _virtual_hosts(platform, proxy)},
                         "http_filters": [{
                             "name": "envoy.filters.http.router",

@@ -242,14 +242,41 @@ def compile_windows(platform: Platform) -> WindowsPlan:
     gmsa_path = platform.config.windows.gmsa_path
     agents = tuple(gmsa_agents(platform))
     interval = platform.config.windows.gmsa_password_interval_days
-    return WindowsPlan(agents, tuple((g.name, render_dsc(g, gmsa_path, interval)) for g in agents),
+    return WindowsPlan(agents, tuple((g.name, render_dsc(g, gmsa_path, interval, windows_egress(platform, g)))
+                                     for g in agents),
                        tuple(windows_kubernetes_objects(platform)))
 
 
 # --------------------------------------------------------------------------- DSC script
 
 
-def render_dsc(g: GmsaAgent, gmsa_path: str | None = None, interval_days: int = 1) -> str:
+def egress_service_name(agent: str) -> str:
+    """The Windows service running the agent's Envoy egress proxy."""
+    return f"AgentPassportEgress-{agent}"[:80]
+
+
+def windows_egress(platform: Platform, g: GmsaAgent) -> dict[str, str] | None:
+    """What the DSC script needs to run the agent's egress proxy as a service under its gMSA
+    (None when the agent has no http grant): the bootstrap as one line of JSON and the command."""
+    from components.render.egress import egress_bootstrap, egress_proxies_of, out_of_mesh_callers, windows_paths
+
+    if g.agent not in out_of_mesh_callers(platform) or g.windows.pod is not None:
+        return None
+    (proxy,) = egress_proxies_of(platform, [g.agent])
+    paths = windows_paths(g.name)
+    exe = platform.config.windows.envoy_exe
+    return {
+        **paths,
+        "service": egress_service_name(g.name),
+        "display": f"Agent Passport egress proxy of agent {g.name}",
+        "exe": exe,
+        "json": json.dumps(egress_bootstrap(platform, proxy), separators=(",", ":"), sort_keys=True),
+        "command": f'"{exe}" -c "{paths["config"]}" --log-path "{paths["log"]}"',
+    }
+
+
+def render_dsc(g: GmsaAgent, gmsa_path: str | None = None, interval_days: int = 1,
+               egress: Mapping[str, str] | None = None) -> str:
     """The agent's PowerShell DSC script: create the gMSA, install it, point the pool at it.
 
     ``gmsa_path`` is the OU (stack ``windows.gmsaPath``); None uses AD's default container.
@@ -271,6 +298,7 @@ def render_dsc(g: GmsaAgent, gmsa_path: str | None = None, interval_days: int = 
         "description": f"Agent Passport: agent {g.name} (team {g.agent.identity.team})",
         "mof_dir": f"AgentPassport\\dsc\\{g.name}",
         "modules": ["ActiveDirectoryDsc", *(["WebAdministrationDsc"] if w.iis_app_pool else [])],
+        "egress": egress,
     }
     return _ENV.get_template(DSC_TEMPLATE).render(context)
 

@@ -4,6 +4,9 @@ their security settings, the proxies' SPIRE entries, and the refusals."""
 from __future__ import annotations
 
 import copy
+import json
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,11 @@ from components.render.egress import (
     egress_problems,
 )
 from components.render.spire.registrations import registration_objects
+from components.render.windows import compile_windows
 from components.render.yamlout import dump_yaml
-from tests.unit.test_envoy_config import validate
+from tests.unit.test_envoy_config import envoy_binary
 from tests.unit.test_mesh_render import HEADER, SERVICES, agent, http, make_platform
+from tests.unit.test_windows_render import needs_parser, ts_shape, ts_strings
 
 LINUX_VM = "vm: {attestation: join_token, workloadSelectors: ['unix:uid:1001']}"
 WINDOWS_HOST = "windows: {gmsaAccount: gmsa-win, hostGroup: WinHosts}"
@@ -46,6 +51,13 @@ def fleet(tmp_path: Path, *, stack: str = "dev") -> Any:
         agent("pod", "team-a", http("ledger", "GET", "{exact: /z}")),
         services=TWO_SERVICES, stack=stack,
     )
+
+
+def validate(path: Path) -> subprocess.CompletedProcess[str]:
+    """``envoy --mode validate``, run in the config's folder: validation opens the access-log files,
+    and the Windows config's path is relative there."""
+    return subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path), "--log-level", "warn"],
+                          capture_output=True, text=True, timeout=120, check=False, cwd=path.parent)
 
 
 def walk(obj: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
@@ -238,3 +250,56 @@ def test_windows_pods_with_http_grants_are_refused(tmp_path: Path) -> None:
                          "pod: {namespace: winapps, serviceAccount: winpod}}")
     problems = [p for p in problems_of(make_platform(tmp_path, pod)) if p.field == "spec.platform.windows.pod"]
     assert len(problems) == 1 and "Linkerd does not mesh" in problems[0].message
+
+
+# --------------------------------------------------------------------------- Windows delivery (DSC)
+
+
+def _dsc(platform: Any, agent: str) -> str:
+    return dict(compile_windows(platform).scripts)[agent]
+
+
+def test_the_windows_dsc_installs_the_rendered_config_and_runs_envoy_under_the_gmsa(tmp_path: Path) -> None:
+    platform = fleet(tmp_path / "m")
+    script = _dsc(platform, "win")
+    # The config the host gets is the rendered bootstrap, byte for byte, as one quoted literal...
+    (written,) = re.findall(r"WriteAllText\('C:\\ProgramData\\AgentPassport\\egress\\win\.json', '(.*?)', ", script)
+    host_config = json.loads(written.replace("''", "'"))
+    assert host_config == compile_egress(platform).bootstrap("win")
+    # ... which a real Envoy accepts as it lands on the host (JSON, its named pipe, its log file).
+    path = tmp_path / "win.json"
+    path.write_text(written.replace("''", "'"), encoding="utf-8")
+    proc = validate(path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    hcm = host_config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert hcm["access_log"][0]["typed_config"]["path"] == "C:\\ProgramData\\AgentPassport\\egress\\win-access.log"
+    # The service runs envoy.exe with that config, as the gMSA (no password: AD supplies it).
+    command = '"C:\\Program Files\\envoy\\envoy.exe" -c "C:\\ProgramData\\AgentPassport\\egress\\win.json" ' \
+              '--log-path "C:\\ProgramData\\AgentPassport\\egress\\win-envoy.log"'
+    service = script[script.index("Script 'EgressService'"):]
+    assert f"New-Service -Name 'AgentPassportEgress-win' -BinaryPathName '{command}'" in service
+    assert "StartName = 'CORP\\gmsa-win$'; StartPassword = ''" in service
+    assert "($service.StartName -eq 'CORP\\gmsa-win$')" in service
+    assert "DependsOn  = @('[Script]InstallGmsa', '[Script]EgressConfig')" in service
+    assert "Invoke-WebRequest" not in script and "http://" not in script  # nothing is downloaded
+    # The SPIRE entry that gives this process the agent's identity selects the same account.
+    entries = {o["metadata"]["name"]: o["spec"] for o in registration_objects(platform)
+               if o["kind"] == "ClusterStaticEntry"}
+    assert entries["agent.win"]["selectors"] == ["windows:user_name:CORP\\gmsa-win$"]
+
+
+def test_windows_agents_without_http_grants_get_no_proxy(tmp_path: Path) -> None:
+    grant = "    - vault: {path: secret/data/x, capabilities: [read]}\n"
+    platform = make_platform(tmp_path, agent("win", "", grant, platform=WINDOWS_HOST), services=TWO_SERVICES)
+    script = _dsc(platform, "win")
+    assert "Egress" not in script and "envoy" not in script.lower()
+    assert compile_egress(platform).proxies == ()
+
+
+@needs_parser
+def test_the_windows_dsc_with_a_proxy_parses_as_powershell(tmp_path: Path) -> None:
+    script = _dsc(fleet(tmp_path / "m"), "win")
+    ts_shape(script)  # asserts no syntax error
+    strings = ts_strings(script)
+    assert "'AgentPassportEgress-win'" in strings and "'CORP\\gmsa-win$'" in strings
+    assert any(s.startswith("'{\"node\":{\"cluster\":\"agentpassport-egress\"") for s in strings)
