@@ -11,6 +11,7 @@ from components.authz import AuthzGateway, AuthzGatewayArgs, GatewayData, Gatewa
 from components.aws import AuditTrail, AuditTrailArgs, AwsFederation, AwsFederationArgs
 from components.ci import CiFederation, CiFederationArgs
 from components.compile import Plans
+from components.egress import EgressProxies, EgressProxiesArgs
 from components.mesh import (
     LinkerdIdentity,
     LinkerdIdentityArgs,
@@ -135,6 +136,11 @@ class AgentPassport(pulumi.ComponentResource):
             GmsaAgents(f"{name}-windows", GmsaAgentsArgs(platform=platform, plan=plans.windows,
                                                          deliver_with_ssm=on.aws, namespaces=namespaces),
                        pulumi.ResourceOptions(parent=self))
+        # [egress]  EgressProxies (VM and Windows agents with http grants; not in a base)
+        if plans.egress is not None and plans.egress.proxies:
+            EgressProxies(f"{name}-egress", EgressProxiesArgs(platform=platform, plan=plans.egress,
+                                                              deliver_with_ssm=on.aws),
+                          pulumi.ResourceOptions(parent=self))
         # [aws]     AwsFederation (if on.aws), AuditTrail (not in a shard)
         aws: AwsFederation | None = None
         if plans.aws is not None:
