@@ -26,6 +26,8 @@ from components.render.egress import (
 from components.render.spire.registrations import registration_objects
 from components.render.windows import compile_windows
 from components.render.yamlout import dump_yaml
+from tests.conftest import ROOT
+from tests.support.mermaid import check_flowchart
 from tests.unit.test_envoy_config import envoy_binary
 from tests.unit.test_mesh_render import HEADER, SERVICES, agent, http, make_platform
 from tests.unit.test_windows_render import needs_parser, ts_shape, ts_strings
@@ -75,8 +77,12 @@ def walk(obj: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:
 
 def test_real_envoy_accepts_every_rendered_egress_config_linux_and_windows(tmp_path: Path) -> None:
     platform = fleet(tmp_path / "m")
-    files = {a.path: a.content for a in render_all(platform) if a.path.startswith("egress/")}
-    assert sorted(files) == ["egress/vm-a.yaml", "egress/vm-b.yaml", "egress/win.yaml"]  # not the pod
+    rendered = {a.path: a.content for a in render_all(platform) if a.path.startswith("egress/")}
+    # Envoy bootstraps for every out-of-mesh caller (not the pod), systemd units for the VMs.
+    assert sorted(rendered) == ["egress/vm-a.service", "egress/vm-a.yaml", "egress/vm-b.service",
+                                "egress/vm-b.yaml", "egress/win.yaml"]
+    assert "User=2002\n" in rendered["egress/vm-b.service"] and "User=1001\n" in rendered["egress/vm-a.service"]
+    files = {k: v for k, v in rendered.items() if k.endswith(".yaml")}
     pipes = {}
     for rel, text in files.items():
         path = tmp_path / rel
@@ -303,3 +309,19 @@ def test_the_windows_dsc_with_a_proxy_parses_as_powershell(tmp_path: Path) -> No
     strings = ts_strings(script)
     assert "'AgentPassportEgress-win'" in strings and "'CORP\\gmsa-win$'" in strings
     assert any(s.startswith("'{\"node\":{\"cluster\":\"agentpassport-egress\"") for s in strings)
+
+
+# --------------------------------------------------------------------------- docs
+
+
+@pytest.mark.parametrize("doc", ["docs/authz.md", "docs/windows.md", "README.md"])
+def test_the_caller_paths_diagram_is_valid_mermaid_and_shows_three_callers(doc: str) -> None:
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    blocks = [b.split("```")[0] for b in text.split("```mermaid\n")[1:]]
+    (diagram,) = [b for b in blocks if "Envoy egress proxy" in b]
+    chart = check_flowchart("\n".join(line.strip() for line in diagram.splitlines()))
+    assert set(chart.subgraphs) == {"MESH", "VM", "WIN", "GW"}
+    edges = {(a, b) for a, _, _, b in chart.edges}
+    for proxy, spire in (("VMPROXY", "VMSPIRE"), ("WINPROXY", "WINSPIRE")):
+        assert (spire, proxy) in edges and (proxy, "GWLINKERD") in edges  # identity in, mTLS out
+    assert ("PODPROXY", "GWLINKERD") in edges and ("ENVOY", "OPA") in edges and ("ENVOY", "BACKEND") in edges
