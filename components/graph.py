@@ -187,7 +187,7 @@ class Legend:
 @dataclass(frozen=True)
 class Enforcer:
     system: str
-    """Linkerd, OPA, Vault, PostgreSQL, MySQL or AWS IAM."""
+    """Linkerd, Envoy (an egress proxy), OPA, Vault, PostgreSQL, MySQL or AWS IAM."""
     detail: str
 
 
@@ -203,7 +203,13 @@ def enforcement(platform: Platform, agent: ResolvedAgent, grant: Grant) -> list[
         svc = platform.service(h.service)
         out: list[Enforcer] = []
         gateway = svc is not None and svc.manifest.spec.gateway and on.authz
-        if svc is not None and on.mesh:
+        outside = agent.identity.linkerd_identity is None
+        if svc is not None and gateway and outside:
+            # VMs and Windows hosts: their Envoy egress proxy presents the agent's SVID to the gateway.
+            out.append(Enforcer("Envoy", f"the agent's egress proxy (127.0.0.1:{cfg.authz.egress_port} on its "
+                                         f"host) presents its SVID; {platform.gateway(svc).name} requires an SVID "
+                                         "of the trust domain (Linkerd admits the connection by network only)"))
+        elif svc is not None and on.mesh:
             if gateway:
                 out.append(Enforcer("Linkerd", f"{platform.gateway(svc).name} admits only its callers' mesh "
                                                "identities (mTLS)"))

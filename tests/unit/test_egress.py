@@ -325,3 +325,14 @@ def test_the_caller_paths_diagram_is_valid_mermaid_and_shows_three_callers(doc: 
     for proxy, spire in (("VMPROXY", "VMSPIRE"), ("WINPROXY", "WINSPIRE")):
         assert (spire, proxy) in edges and (proxy, "GWLINKERD") in edges  # identity in, mTLS out
     assert ("PODPROXY", "GWLINKERD") in edges and ("ENVOY", "OPA") in edges and ("ENVOY", "BACKEND") in edges
+
+
+def test_explain_says_the_egress_proxy_and_the_gateway_enforce_an_out_of_mesh_grant(tmp_path: Path) -> None:
+    from components.graph import enforcement
+
+    platform = fleet(tmp_path / "m")
+    vm, pod = platform.agent("vm-a"), platform.agent("pod")
+    assert vm is not None and pod is not None
+    engines = [e.system for e in enforcement(platform, vm, vm.grants[0])]
+    assert engines == ["Envoy", "OPA"]  # never "Linkerd ... mesh identities" for a VM
+    assert [e.system for e in enforcement(platform, pod, pod.grants[0])] == ["Linkerd", "OPA"]
