@@ -36,6 +36,7 @@ out-of-mesh agents on it are refused (:func:`egress_problems`).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -265,26 +266,33 @@ def _sds(name: str) -> dict[str, Any]:
 def upstream_tls(proxy: EgressProxy, route: EgressRoute) -> dict[str, Any]:
     """mTLS to the gateway: the agent's SVID (by SPIFFE ID) and the bundle over SDS; the gateway's
     certificate must carry exactly its SPIFFE ID."""
-    return {
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            "sni": route.host,
-            "common_tls_context": {
-                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
-                "tls_certificate_sds_secret_configs": [_sds(proxy.spiffe_id)],
-                "combined_validation_context": {
-                    "default_validation_context": {
-                        "match_typed_subject_alt_names": [
-                            {"san_type": "URI", "matcher": {"exact": route.gateway_spiffe_id}}
-                        ]
-                    },
-                    "validation_context_sds_secret_config": _sds(SDS_BUNDLE),
+    tls: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {
+            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+            "tls_certificate_sds_secret_configs": [_sds(proxy.spiffe_id)],
+            "combined_validation_context": {
+                "default_validation_context": {
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "URI", "matcher": {"exact": route.gateway_spiffe_id}}
+                    ]
                 },
-                "alpn_protocols": ["h2"],
+                "validation_context_sds_secret_config": _sds(SDS_BUNDLE),
             },
+            "alpn_protocols": ["h2"],
         },
     }
+    if not _is_ip(route.host):  # SNI carries host names only (RFC 6066)
+        tls["sni"] = route.host
+    return {"name": "envoy.transport_sockets.tls", "typed_config": tls}
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _http2(max_connection_duration_s: int | None = None) -> dict[str, Any]:
