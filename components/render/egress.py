@@ -268,6 +268,9 @@ def upstream_tls(proxy: EgressProxy, route: EgressRoute) -> dict[str, Any]:
     certificate must carry exactly its SPIFFE ID."""
     tls: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        # No TLS session resumption: a resumed session skips the gateway's check of the client
+        # certificate, so a proxy holding an expired SVID could go on opening connections.
+        "max_session_keys": 0,
         "common_tls_context": {
             "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
             "tls_certificate_sds_secret_configs": [_sds(proxy.spiffe_id)],

@@ -75,6 +75,10 @@ def downstream_tls(trust_domain: str) -> dict[str, Any]:
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
             "require_client_certificate": True,
+            # A resumed TLS session skips the client certificate check: a caller whose SVID has
+            # expired (its SPIRE agent down) could go on connecting. Every connection is a full handshake.
+            "disable_stateless_session_resumption": True,
+            "disable_stateful_session_resumption": True,
             "common_tls_context": {
                 "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
                 "tls_certificate_sds_secret_configs": [_sds(SDS_SVID)],

@@ -11,6 +11,12 @@ own certificate as files from the CA SPIRE uses as its upstream); real OPA decid
 
 The stack's ``authz.egressGatewayHost`` is set to ``127.0.0.1`` and its ports to free ones, so the
 egress bootstraps point at the local gateway as rendered.
+
+Who holds the identity: each agent's manifest selects the agent's own process by a uid nothing
+here runs as, and names the proxy's uid (``egressProxyUid``), so SPIRE hands the SVID to the proxy
+only through the rendered ``proxy.<agent>`` registration. When the tests run as root the proxies
+(and the SVID checks) run as ``nobody``, in a world-traversable folder; otherwise as the
+test's own uid.
 """
 
 from __future__ import annotations
@@ -20,7 +26,11 @@ import datetime as dt
 import http.client
 import json
 import os
+import shutil
+import ssl
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,13 +46,19 @@ from components.render.egress import compile_egress, connection_lifetime_s
 from components.render.spire.registrations import registration_objects
 from components.render.yamlout import dump_yaml
 from tests.conftest import ROOT
-from tests.e2e.test_authz_e2e import Backend, Gateway, Pki, running, spire_binaries, wait_for_tls
+from tests.e2e.test_authz_e2e import Backend, Gateway, Pki, call, running, spire_binaries, wait_for_tls
 from tests.policy.test_rego_policy import opa
 from tests.support.processes import stop
 from tests.support.tools import free_port, wait_until
 from tests.unit.test_envoy_config import envoy_binary
 
 pytestmark = pytest.mark.e2e
+
+AGENT_UID = 4242
+"""The agents' own processes (not run here): nothing in the test may get an SVID through them."""
+PROXY_UID = 65534 if os.getuid() == 0 else os.getuid()
+"""The egress proxies' uid: ``nobody`` under root (a proxy never runs as root), else ours."""
+AS_PROXY: dict[str, Any] = {"user": PROXY_UID} if os.getuid() == 0 else {}
 
 SVID_TTL_S = 30
 """The VM agents' X.509-SVID lifetime: short, so the fail-closed check waits for an expiry."""
@@ -57,7 +73,7 @@ metadata: {name: vm-buyer, team: shop, owner: o@example.net}
 spec:
   identity: {x509SvidTtl: %(ttl)ss}
   platform:
-    vm: {attestation: join_token, workloadSelectors: ['unix:uid:%(uid)s']}
+    vm: {attestation: join_token, workloadSelectors: ['unix:uid:%(uid)s'], egressProxyUid: %(proxy)s}
   grants:
     - http: {service: orders, methods: [GET], paths: [{prefix: /orders}]}
 ---
@@ -66,7 +82,7 @@ metadata: {name: vm-clerk, team: shop, owner: o@example.net}
 spec:
   identity: {x509SvidTtl: %(ttl)ss}
   platform:
-    vm: {attestation: join_token, workloadSelectors: ['unix:uid:%(uid)s']}
+    vm: {attestation: join_token, workloadSelectors: ['unix:uid:%(uid)s'], egressProxyUid: %(proxy)s}
   grants:
     - http: {service: orders, methods: [GET], paths: [{exact: /status}]}
 """
@@ -74,7 +90,8 @@ spec:
 
 def fleet_platform(where: Path, gateway_port: int, egress_port: int) -> Platform:
     where.mkdir(parents=True, exist_ok=True)
-    (where / "fleet.yaml").write_text(MANIFESTS % {"ttl": SVID_TTL_S, "uid": os.getuid()}, encoding="utf-8")
+    values = {"ttl": SVID_TTL_S, "uid": AGENT_UID, "proxy": PROXY_UID}
+    (where / "fleet.yaml").write_text(MANIFESTS % values, encoding="utf-8")
     cfg = load_stack_config("dev", ROOT)
     authz = cfg.authz.model_copy(update={"egress_gateway_host": "127.0.0.1", "gateway_port": gateway_port,
                                          "egress_port": egress_port})
@@ -82,8 +99,14 @@ def fleet_platform(where: Path, gateway_port: int, egress_port: int) -> Platform
     return build_platform(cfg, load_manifests([where]), "dev", "stacks/Pulumi.dev.yaml")
 
 
-def _tool(binary: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, check=False)
+def _tool(binary: str, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=60, check=False, **kw)
+
+
+def fetch_as_proxy(agent_bin: str, sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``spire-agent api fetch x509`` as the proxy's uid: what SPIRE would hand the proxy.
+    (Under root, ``agent_bin`` must be a copy the proxy's uid can run: see ``shared_dir``.)"""
+    return _tool(agent_bin, "api", "fetch", "x509", "-socketPath", str(sock), *args, **AS_PROXY)
 
 
 def server_conf(spire: Path, td: str, pki: Pki, port: int) -> str:
@@ -168,7 +191,8 @@ def create_rendered_entries(server_bin: str, sock: Path, platform: Platform, age
 def svid_not_after(agent_bin: str, sock: Path, spiffe_id: str, where: Path) -> dt.datetime:
     """Expiry of the SVID the SPIRE agent holds for us now (``spire-agent api fetch x509 -write``)."""
     where.mkdir(parents=True, exist_ok=True)
-    out = _tool(agent_bin, "api", "fetch", "x509", "-socketPath", str(sock), "-write", str(where))
+    where.chmod(0o777)
+    out = fetch_as_proxy(agent_bin, sock, "-write", str(where))
     assert out.returncode == 0 and spiffe_id in out.stdout, out.stdout + out.stderr
     certs = x509.load_pem_x509_certificates((where / "svid.0.pem").read_bytes())
     return certs[0].not_valid_after_utc
@@ -189,10 +213,15 @@ def egress_proxy(platform: Platform, agent: str, socket: Path, port: int, where:
     path = where / f"egress-{agent}.yaml"
     path.write_text(dump_yaml(cfg), encoding="utf-8")
     log = where / f"egress-{agent}.log"
+    path.chmod(0o644)
     argv = [envoy_binary(), "-c", str(path), "--disable-hot-restart", "--log-level", "warn"]
-    with running(argv, log) as proc:
-        wait_for_tls(port, proc, deadline_s=60)
-        yield log
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, **AS_PROXY)
+        try:
+            wait_for_tls(port, proc, deadline_s=60)
+            yield log
+        finally:
+            stop(proc)
 
 
 def plain_call(port: int, service: str, path: str) -> tuple[int, bytes]:
@@ -210,9 +239,25 @@ def json_lines(log: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in log.read_text(encoding="utf-8").splitlines() if x.startswith("{")]
 
 
-def test_vm_agents_call_through_their_egress_proxies_and_fail_closed_without_spire(tmp_path: Path) -> None:
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A folder the proxies' uid can reach (pytest's own are private to the test's user)."""
+    where = Path(tempfile.mkdtemp(prefix="agentpassport-egress-"))
+    where.chmod(0o755)
+    try:
+        yield where
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def test_vm_agents_call_through_their_egress_proxies_and_fail_closed_without_spire(
+        tmp_path: Path, shared_dir: Path) -> None:
     envoy_binary(), opa()
     server_bin, agent_bin = spire_binaries()
+    fetch_bin = agent_bin
+    if AS_PROXY:  # the tools' cache is in root's home, which the proxy's uid cannot enter
+        fetch_bin = str(shutil.copy(agent_bin, shared_dir / "spire-agent"))
+        Path(fetch_bin).chmod(0o755)
     gateway_port, buyer_port, clerk_port = free_port(), free_port(), free_port()
     platform = fleet_platform(tmp_path / "manifests", gateway_port, buyer_port)
     td = platform.config.trust_domain
@@ -227,27 +272,30 @@ def test_vm_agents_call_through_their_egress_proxies_and_fail_closed_without_spi
     server_port = free_port()
     sock = spire / "server.sock"
     (spire / "server.conf").write_text(server_conf(spire, td, pki, server_port), encoding="utf-8")
-    vms = {name: tmp_path / name for name in ("vm-buyer", "vm-clerk")}
+    vms = {name: shared_dir / name for name in ("vm-buyer", "vm-clerk")}
     with running([server_bin, "run", "-config", str(spire / "server.conf")], spire / "server.log") as server:
         wait_until(lambda: server.poll() is None and _tool(
             server_bin, "healthcheck", "-socketPath", str(sock)).returncode == 0, 90, "spire-server")
         agents: dict[str, subprocess.Popen[bytes]] = {}
         with contextlib.ExitStack() as stack:
             for name, vm in vms.items():
-                vm.mkdir()
+                vm.mkdir(mode=0o755)
                 token = create_rendered_entries(server_bin, sock, platform, name)
                 (vm / "agent.conf").write_text(agent_conf(vm, td, server_port), encoding="utf-8")
                 agents[name] = stack.enter_context(running(
                     [agent_bin, "run", "-config", str(vm / "agent.conf"), "-joinToken", token], vm / "agent.log"))
             for name, sid in (("vm-buyer", buyer_id), ("vm-clerk", clerk_id)):
-                wait_until(lambda n=name, s=sid: agents[n].poll() is None and s in _tool(  # type: ignore[misc]
-                    agent_bin, "api", "fetch", "x509", "-socketPath", str(vms[n] / "agent.sock")).stdout,
-                    90, f"{name}'s SVID from its SPIRE agent")
+                wait_until(lambda n=name, s=sid: agents[n].poll() is None and s in fetch_as_proxy(  # type: ignore[misc]
+                    fetch_bin, vms[n] / "agent.sock").stdout, 90, f"{name}'s SVID, as its proxy's uid")
+                # Only the proxy's uid gets it: the test's own uid (root or not the proxy) gets nothing.
+                if AS_PROXY:
+                    assert sid not in _tool(agent_bin, "api", "fetch", "x509", "-socketPath",
+                                            str(vms[name] / "agent.sock")).stdout
             stack.enter_context(gw.run())
             buyer_log = stack.enter_context(egress_proxy(platform, "vm-buyer", vms["vm-buyer"] / "agent.sock",
-                                                         buyer_port, tmp_path))
+                                                         buyer_port, shared_dir))
             clerk_log = stack.enter_context(egress_proxy(platform, "vm-clerk", vms["vm-clerk"] / "agent.sock",
-                                                         clerk_port, tmp_path))
+                                                         clerk_port, shared_dir))
 
             # 1. The buyer's own code: plain HTTP on loopback; it reaches the service as its SPIFFE ID.
             wait_until(lambda: plain_call(buyer_port, "orders", "/orders/17")[0] == 200, 60,
@@ -277,14 +325,26 @@ def test_vm_agents_call_through_their_egress_proxies_and_fail_closed_without_spi
 
             # 4. The buyer's SPIRE agent stops: its proxy keeps the last SVID until it expires, then
             # every new connection to the gateway fails the handshake (no fallback, no plain text).
-            expiry = svid_not_after(agent_bin, vms["vm-buyer"] / "agent.sock", buyer_id, tmp_path / "svid")
+            expiry = svid_not_after(fetch_bin, vms["vm-buyer"] / "agent.sock", buyer_id, shared_dir / "svid")
             stop(agents["vm-buyer"])
             lifetime = connection_lifetime_s(next(p for p in compile_egress(platform).proxies if p.name == "vm-buyer"))
             assert lifetime == SVID_TTL_S // 2
             wait_until(lambda: dt.datetime.now(dt.UTC) > expiry + dt.timedelta(seconds=1),
                        SVID_TTL_S + 5, "the buyer's last SVID to expire")
-            wait_until(lambda: plain_call(buyer_port, "orders", "/orders/19")[0] == 503, lifetime + 30,
-                       "the buyer's pooled connection to close and a new handshake to fail")
+            # The gateway refuses that SVID now (the proxy must not get around it: no TLS session
+            # resumption, which would skip the check of the client certificate).
+            with pytest.raises((ssl.SSLError, ConnectionError, http.client.RemoteDisconnected)):
+                call(gateway_port, pki, (shared_dir / "svid" / "svid.0.pem", shared_dir / "svid" / "svid.0.key"),
+                     "/orders/1")
+            seen_statuses: list[int] = []
+            deadline = time.monotonic() + lifetime + 30
+            while not seen_statuses or seen_statuses[-1] != 503:
+                assert time.monotonic() < deadline, (
+                    f"no 503 after the SVID expired ({expiry}); statuses: {seen_statuses}; egress log: "
+                    f"{buyer_log.read_text(encoding='utf-8')[-3000:]}")
+                seen_statuses.append(plain_call(buyer_port, "orders", "/orders/19")[0])
+                time.sleep(0.5)
+            assert set(seen_statuses) <= {200, 503}, seen_statuses  # the old connection, then none
             seen = len(Backend.seen)
             for _ in range(3):
                 status, _ = plain_call(buyer_port, "orders", "/orders/20")

@@ -23,6 +23,7 @@ from components.render.egress import (
     connection_lifetime_s,
     egress_problems,
 )
+from components.render.envoy import envoy_bootstrap
 from components.render.spire.registrations import registration_objects
 from components.render.windows import compile_windows
 from components.render.yamlout import dump_yaml
@@ -148,6 +149,15 @@ def test_the_egress_proxy_presents_the_agents_svid_and_pins_the_gateways_spiffe_
         "socket_address": {"address": "gw-ledger.apps.svc.cluster.local", "port_value": 8443}}
     tls = gw["transport_socket"]["typed_config"]
     assert tls["@type"].endswith("UpstreamTlsContext") and tls["sni"] == "gw-ledger.apps.svc.cluster.local"
+    # No session resumption on either side: a resumed session skips the check of the client
+    # certificate, and an expired SVID would keep working (tests/e2e/test_egress_e2e.py saw it).
+    assert tls["max_session_keys"] == 0
+    ledger = platform.service("ledger")
+    assert ledger is not None
+    downstream = envoy_bootstrap(platform, ledger)["static_resources"]["listeners"][0]["filter_chains"][0][
+        "transport_socket"]["typed_config"]
+    assert downstream["disable_stateless_session_resumption"] is True
+    assert downstream["disable_stateful_session_resumption"] is True
     common = tls["common_tls_context"]
     # The SVID is asked for by the agent's SPIFFE ID: the proxy gets that identity or none.
     assert [s["name"] for s in common["tls_certificate_sds_secret_configs"]] == [f"spiffe://{td}/vm/vm-a"]
