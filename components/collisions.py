@@ -243,6 +243,21 @@ def _static_entry(a: SourcedAgent, cfg: StackConfig) -> tuple[dict[str, str] | N
     return None
 
 
+def _proxy_entry(a: SourcedAgent) -> tuple[dict[str, str] | None, Loc] | None:
+    """The single-valued selectors of an aws_iid VM agent's egress proxy entry, when it has one
+    (http grants, and a proxy uid other than the agent's own selectors)."""
+    vm = a.manifest.spec.platform.vm
+    if vm is None or vm.attestation != "aws_iid" or vm.aws_region is None:
+        return None
+    if not any(g.http is not None for g in a.manifest.spec.grants):
+        return None
+    uid = vm.egress_proxy_uid or vm.agent_uid
+    if uid is None or sorted(vm.workload_selectors) == [f"unix:uid:{uid}"]:
+        return None
+    return (exclusive_values(vm.aws_instance_tags, [f"aws_iid:region:{vm.aws_region}", *vm.node_selectors],
+                             [f"unix:uid:{uid}"]), ("spec", "platform", "vm", "egressProxyUid"))
+
+
 def _pod_account(a: SourcedAgent) -> tuple[tuple[str, str], Loc] | None:
     """(namespace, ServiceAccount) the agent's pods run as, and its field."""
     p = a.manifest.spec.platform
@@ -343,6 +358,10 @@ def identity_problems(cfg: StackConfig, config_file: str, services: Sequence[Sou
         if static is not None:
             statics.append((a, static[1]))
             entries.append(static[0])
+            proxy = _proxy_entry(a)
+            if proxy is not None:  # the agent's egress proxy holds its identity too (components/render/egress.py)
+                statics.append((a, proxy[1]))
+                entries.append(proxy[0])
         for i, name in enumerate(a.manifest.spec.identity.dns_names):
             loc: Loc = ("spec", "identity", "dnsNames", i)
             canonical = canonical_dns_name(name, cfg.mesh.cluster_domain, namespaces)
@@ -362,6 +381,8 @@ def identity_problems(cfg: StackConfig, config_file: str, services: Sequence[Sou
                     f"({_where(*seen_dns)}): either could pass for the other; each DNS name belongs to one agent"))
     for j, i in sorted(first_compatible(entries).items()):
         (later, later_loc), (earlier, earlier_loc) = statics[j], statics[i]
+        if later is earlier:
+            continue  # an agent and its own egress proxy hold one identity on purpose
         out.append(agent_problem(
             later, later_loc,
             f"one host process can match both this agent's SPIRE selectors and those of agent {earlier.name!r} "

@@ -346,3 +346,24 @@ def test_explain_says_the_egress_proxy_and_the_gateway_enforce_an_out_of_mesh_gr
     engines = [e.system for e in enforcement(platform, vm, vm.grants[0])]
     assert engines == ["Envoy", "OPA"]  # never "Linkerd ... mesh identities" for a VM
     assert [e.system for e in enforcement(platform, pod, pod.grants[0])] == ["Linkerd", "OPA"]
+
+
+def test_a_proxy_uid_that_another_agents_process_runs_as_is_an_identity_collision(tmp_path: Path) -> None:
+    from components.errors import PassportError
+
+    def ec2(name: str, uid: int, grants: str, proxy: int | None = None) -> str:
+        extra = f", egressProxyUid: {proxy}" if proxy is not None else ""
+        return agent(name, "", grants, platform=(
+            "vm: {attestation: aws_iid, awsAccountId: '111122223333', awsRegion: eu-west-1, "
+            f"awsInstanceTags: {{role: batch}}, workloadSelectors: ['unix:uid:{uid}']{extra}}}"))
+
+    vault = "    - vault: {path: secret/data/x, capabilities: [read]}\n"
+    fine = make_platform(tmp_path / "ok", ec2("a", 1001, vault), ec2("b", 2002, http("ledger", "GET", "{exact: /x}"),
+                                                                     proxy=3003))
+    assert compile_egress(fine).entries[0][1]["selectors"] == ["unix:uid:3003"]
+    with pytest.raises(PassportError) as info:
+        make_platform(tmp_path / "clash", ec2("a", 1001, vault),
+                      ec2("b", 2002, http("ledger", "GET", "{exact: /x}"), proxy=1001))
+    (problem,) = info.value.problems
+    assert problem.field == "spec.platform.vm.egressProxyUid" and problem.file.endswith("agent-1.yaml")
+    assert "one host process can match both this agent's SPIRE selectors and those of agent 'a'" in problem.message
