@@ -16,8 +16,13 @@ to the service's gateway. A VM or Windows agent has no Linkerd proxy, so every s
 * it accepts the gateway only if the gateway's certificate chains to the bundle **and** its URI
   SAN is exactly the gateway's SPIFFE ID (never a DNS name alone);
 * the SVID is asked for by the agent's SPIFFE ID, so the proxy gets that identity or none; an
-  upstream connection lives at most half the SVID's lifetime, so once the SPIRE agent stops,
-  requests fail closed soon after the last SVID expires (new handshakes are refused).
+  upstream connection lives at most half the SVID's lifetime and no TLS session is resumed, so
+  once the SPIRE agent stops, requests fail closed soon after the last SVID expires (every new
+  connection is a full handshake, which the gateway refuses).
+
+Delivery (:func:`vm_install_script`, :func:`systemd_unit`; the Windows DSC steps are in
+:mod:`components.render.windows`): tagged aws_iid VMs by an SSM shell document, other VMs from
+the rendered files, Windows hosts by their gMSA DSC script.
 
 Who holds the identity. The identity belongs to the agent's process; the proxy is the process
 that presents it, so SPIRE must hand the agent's SVID to the proxy and to nothing else. On
@@ -47,7 +52,6 @@ from components.manifest.loader import format_loc
 from components.platform_model import Platform, ResolvedAgent
 from components.render.envoy import SDS_BUNDLE
 from components.render.spire.names import SOCKET_PATH, go_duration, node_alias_id
-from components.shard import deploys_agents, stack_scope
 
 if TYPE_CHECKING:
     from components.render.artifacts import Artifact
@@ -563,11 +567,6 @@ def compile_egress(platform: Platform) -> EgressPlan:
     proxies = tuple(egress_proxies(platform))
     entries = tuple((p.name, e) for p in proxies if (e := proxy_entry_spec(platform, p)) is not None)
     return EgressPlan(proxies, tuple((p.name, egress_bootstrap(platform, p)) for p in proxies), entries)
-
-
-def egress_enabled(platform: Platform) -> bool:
-    """Whether the stack plans egress proxies: it deploys agents (not a base stack)."""
-    return deploys_agents(stack_scope(platform.config))
 
 
 def plan_artifacts(plan: EgressPlan) -> Iterable[Artifact]:
