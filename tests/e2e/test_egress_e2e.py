@@ -27,6 +27,7 @@ import http.client
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -365,3 +366,92 @@ def test_vm_agents_call_through_their_egress_proxies_and_fail_closed_without_spi
     failed = [x for x in buyer_lines if x["status"] == 503]
     assert failed and all("UF" in x["flags"] for x in failed), failed
     assert json_lines(clerk_log)[-1]["status"] == 200
+
+
+# --------------------------------------------------------------------------- no TLS session resumption
+
+
+def short_lived_leaf(pki: Pki, name: str, spiffe_id: str, seconds: int) -> tuple[Path, Path]:
+    """An SVID-shaped client certificate from ``pki``'s CA that expires in ``seconds``."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(pki.ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(seconds=seconds))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]), critical=True)
+        .sign(pki.ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = pki.where / f"{name}.pem", pki.where / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def raw_call(ctx: ssl.SSLContext, port: int, session: ssl.SSLSession | None) -> tuple[int, ssl.SSLSession | None, bool]:
+    """One HTTP/1.1 request over TLS, offering ``session`` for resumption: (status, session, reused)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw, \
+            ctx.wrap_socket(raw, session=session) as tls:
+        tls.sendall(b"GET /orders/1 HTTP/1.1\r\nHost: orders\r\nx-tenant: acme\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+        return int(data.split(b" ", 2)[1]), tls.session, tls.session_reused
+
+
+def test_the_gateway_resumes_no_tls_session_so_an_expired_svid_cannot_reconnect(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resumed session skips the check of the client certificate. The rendered gateway refuses
+    resumption; the same gateway with resumption allowed lets the expired certificate back in
+    (so this test can fail)."""
+    from tests.e2e import test_authz_e2e
+    from tests.policy.test_rego_policy import synthetic_platform
+
+    envoy_binary(), opa()
+    platform = synthetic_platform(tmp_path / "manifests")
+    buyer_id = f"spiffe://{platform.config.trust_domain}/ns/agents/sa/buyer"
+    (tmp_path / "pki").mkdir()
+    pki = Pki(tmp_path / "pki")
+    rendered = test_authz_e2e.local_bootstrap
+
+    def resumable(*args: Any, **kw: Any) -> dict[str, Any]:
+        cfg = rendered(*args, **kw)
+        tls = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"]["typed_config"]
+        assert tls.pop("disable_stateless_session_resumption") is True
+        assert tls.pop("disable_stateful_session_resumption") is True
+        return cfg
+
+    outcomes: dict[str, object] = {}
+    for variant in ("rendered", "resumable"):
+        if variant == "resumable":
+            monkeypatch.setattr(test_authz_e2e, "local_bootstrap", resumable)
+        where = tmp_path / variant
+        where.mkdir()
+        gw = Gateway(where, platform, "orders", pki)
+        client = short_lived_leaf(pki, f"buyer-{variant}", buyer_id, seconds=4)
+        expiry = x509.load_pem_x509_certificate(client[0].read_bytes()).not_valid_after_utc
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.load_verify_locations(str(pki.where / "ca.pem"))
+        ctx.load_cert_chain(str(client[0]), str(client[1]))
+        with gw.run():
+            status, session, _ = raw_call(ctx, gw.ports["gateway"], None)
+            assert status == 200 and session is not None
+            wait_until(lambda e=expiry: dt.datetime.now(dt.UTC) > e + dt.timedelta(seconds=1), 30,  # type: ignore[misc]
+                       "the client certificate to expire")
+            try:
+                outcomes[variant] = raw_call(ctx, gw.ports["gateway"], session)
+            except (ssl.SSLError, ConnectionError, OSError, IndexError, ValueError) as exc:
+                outcomes[variant] = type(exc).__name__
+    # The rendered gateway: a full handshake, and the expired certificate is refused.
+    assert not isinstance(outcomes["rendered"], tuple), outcomes
+    # The mutant: the session is resumed and the expired certificate gets a 200.
+    assert outcomes["resumable"][0] == 200 and outcomes["resumable"][2] is True, outcomes  # type: ignore[index]
