@@ -15,6 +15,13 @@ Usage:
 
 Fleet and stack config come from benchmarks/synthetic.py (dev stack, one Vault admin per
 synthetic database). Nothing here asserts a time.
+
+Every size is followed by its **floor**: a trivial program under the same SDK, the same mocks
+and the same capturing monitor (``components.mockrun.run_function``) registering as many
+resources — one ComponentResource per five, each holding four ConfigMaps — in a fresh process
+too. ``x floor`` is the program's CPU ms per resource and KiB per resource (RSS growth during
+construction) over the floor's; with two sizes or more the marginal ratio between the smallest
+and the largest (fixed costs cancel) is printed as well. ``--no-floor`` skips it.
 """
 
 from __future__ import annotations
@@ -35,7 +42,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 HEADER = (f"{'fleet':>7} {'agents':>7} {'resources':>10} {'res/agent':>10} {'wall s':>8} {'cpu s':>8} "
-          f"{'ms/res wall':>12} {'ms/res cpu':>11} {'peak RSS MiB':>13}")
+          f"{'ms/res wall':>12} {'ms/res cpu':>11} {'peak RSS MiB':>13} {'KiB/res':>8}")
+FLOOR_HEADER = (f"{'program':>8} {'resources':>10} {'cpu s':>8} {'ms/res cpu':>11} {'KiB/res':>8} "
+                f"{'x floor cpu':>12} {'x floor mem':>12}")
+CONFIGMAPS_PER_COMPONENT = 4
 TIMEOUT_S = 1800
 
 
@@ -48,6 +58,7 @@ def one(n: int, shard_count: int) -> dict[str, Any]:
         fleet = write_fleet(Path(tmp), n)
         shard = hash_shard(shard_count, 0) if shard_count else None
         config, secrets = runtime_config(fleet, shard=shard)
+        rss0 = peak_rss_mib()
         t0, c0 = time.perf_counter(), time.process_time()
         graph = run_program("dev", ROOT, config, secrets)
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -60,13 +71,45 @@ def one(n: int, shard_count: int) -> dict[str, Any]:
         "custom": sum(1 for r in graph.resources if r.custom),
         "seconds": elapsed,
         "cpu_seconds": cpu,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
+        "rss_growth_mib": peak_rss_mib() - rss0,
         "types": kinds.most_common(),
     }
 
 
-def measure(n: int, shard_count: int) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--one", str(n), str(shard_count)],
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def floor_one(resources: int) -> dict[str, Any]:
+    """The floor: ``resources`` resources of a trivial program (components of four ConfigMaps)
+    under the same mocks and monitor, in this process."""
+    import pulumi
+    import pulumi_kubernetes as k8s
+
+    from components.mockrun import run_function
+
+    class Holder(pulumi.ComponentResource):
+        def __init__(self, name: str) -> None:
+            super().__init__("floor:index:Holder", name)
+            for k in range(CONFIGMAPS_PER_COMPONENT):
+                k8s.core.v1.ConfigMap(f"{name}-{k}", metadata={"name": f"{name}-{k}", "namespace": "floor"},
+                                      data={"key": f"{name}/{k}"}, opts=pulumi.ResourceOptions(parent=self))
+            self.register_outputs({})
+
+    def program() -> None:
+        for i in range(max(1, resources // (CONFIGMAPS_PER_COMPONENT + 1))):
+            Holder(f"holder-{i:06d}")
+
+    rss0 = peak_rss_mib()
+    c0 = time.process_time()
+    graph = run_function(program, "dev")
+    cpu = time.process_time() - c0
+    return {"resources": len(graph.resources), "cpu_seconds": cpu, "rss_growth_mib": peak_rss_mib() - rss0}
+
+
+def measure(n: int, shard_count: int, what: str = "--one") -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, what, str(n), str(shard_count)],
                          capture_output=True, text=True, check=False, cwd=ROOT, timeout=TIMEOUT_S)
     if out.returncode != 0:
         raise SystemExit(f"fleet of {n} failed:\n{out.stderr[-4000:]}")
@@ -77,7 +120,25 @@ def measure(n: int, shard_count: int) -> dict[str, Any]:
 def row(r: dict[str, Any]) -> str:
     res, secs, cpu, agents = int(r["resources"]), float(r["seconds"]), float(r["cpu_seconds"]), int(r["agents"])
     return (f"{r['fleet']:>7} {agents:>7} {res:>10} {res / max(agents, 1):>10.2f} {secs:>8.1f} {cpu:>8.1f} "
-            f"{secs / res * 1000:>12.2f} {cpu / res * 1000:>11.2f} {r['peak_rss_mib']:>13.0f}")
+            f"{secs / res * 1000:>12.2f} {cpu / res * 1000:>11.2f} {r['peak_rss_mib']:>13.0f} "
+            f"{float(r['rss_growth_mib']) * 1024 / res:>8.1f}")
+
+
+def floor_row(label: str, r: dict[str, Any], f: dict[str, Any]) -> str:
+    """The program's CPU and memory per resource next to its floor's, as ratios."""
+    def per_res(x: dict[str, Any]) -> tuple[float, float]:
+        res = int(x["resources"])
+        return float(x["cpu_seconds"]) / res * 1000, float(x["rss_growth_mib"]) * 1024 / res
+
+    (ms, kib), (fms, fkib) = per_res(r), per_res(f)
+    return (f"{label:>8} {int(f['resources']):>10} {float(f['cpu_seconds']):>8.1f} {fms:>11.2f} {fkib:>8.1f} "
+            f"{ms / fms:>12.2f} {kib / max(fkib, 1e-9):>12.2f}")
+
+
+def marginal(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The difference between the largest and the smallest run: fixed costs cancel."""
+    lo, hi = results[0], results[-1]
+    return {k: float(hi[k]) - float(lo[k]) for k in ("resources", "cpu_seconds", "rss_growth_mib")}
 
 
 def type_table(r: dict[str, Any], top: int = 10) -> list[str]:
@@ -95,20 +156,33 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["--one"]:
         print(json.dumps(one(int(argv[1]), int(argv[2]) if len(argv) > 2 else 0)))
         return
+    if argv[:1] == ["--floor-one"]:
+        print(json.dumps(floor_one(int(argv[1]))))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("sizes", nargs="*", type=int, help="fleet sizes (default: 1000 10000)")
     parser.add_argument("--shard", type=int, default=0, metavar="COUNT",
                         help="deploy only hash bucket 0 of COUNT (a shard stack) of each fleet")
     parser.add_argument("--estimate", type=int, metavar="AGENTS",
                         help="extrapolate construction to AGENTS from the largest measured size")
+    parser.add_argument("--no-floor", action="store_true", help="skip the trivial-program floor")
     args = parser.parse_args(argv)
-    sizes = args.sizes or [1000, 10000]
+    sizes = sorted(args.sizes or [1000, 10000])
     print(HEADER)
-    results = []
+    results, floors = [], []
     for n in sizes:
         r = measure(n, args.shard)
         results.append(r)
         print(row(r), flush=True)
+        if not args.no_floor:
+            floors.append(measure(int(r["resources"]), 0, "--floor-one"))
+    if floors:
+        print("floor: a trivial program with as many resources, same SDK, mocks and monitor")
+        print(FLOOR_HEADER)
+        for r, f in zip(results, floors, strict=True):
+            print(floor_row(str(r["fleet"]), r, f))
+        if len(results) > 1:
+            print(floor_row("marginal", marginal(results), marginal(floors)))
     for r in results:
         print("\n".join(type_table(r)))
     if args.estimate:

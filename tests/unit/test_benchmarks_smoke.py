@@ -111,12 +111,21 @@ def test_the_many_grants_manifest_is_valid_and_every_grant_gets_its_rules(tmp_pa
 
 
 def test_program_prints_its_table() -> None:
-    out = run_script("benchmarks/program.py", "10").splitlines()
+    out = run_script("benchmarks/program.py", "10", "12").splitlines()
     assert out[0].split() == ["fleet", "agents", "resources", "res/agent", "wall", "s", "cpu", "s",
-                              "ms/res", "wall", "ms/res", "cpu", "peak", "RSS", "MiB"]
-    assert out[1].split()[:2] == ["10", "10"]
-    assert out[2].startswith("  fleet 10: ") and out[2].endswith("by type:")
-    assert re.fullmatch(r" +\d+ +\d+\.\d\d/agent  \S+", out[3]), out[3]
+                              "ms/res", "wall", "ms/res", "cpu", "peak", "RSS", "MiB", "KiB/res"]
+    assert out[1].split()[:2] == ["10", "10"] and out[2].split()[:2] == ["12", "12"]
+    # the floor: as many resources as each program run, then the marginal ratio between the two
+    assert out[3].startswith("floor: ")
+    assert out[4].split() == ["program", "resources", "cpu", "s", "ms/res", "cpu", "KiB/res", "x", "floor", "cpu",
+                              "x", "floor", "mem"]
+    for program_row, floor_row in zip(out[1:3], out[5:7], strict=True):
+        resources = int(program_row.split()[2])
+        assert abs(int(floor_row.split()[1]) - resources) < 5, (program_row, floor_row)
+        assert float(floor_row.split()[5]) > 0
+    assert out[7].split()[0] == "marginal"
+    assert out[8].startswith("  fleet 10: ") and out[8].endswith("by type:")
+    assert re.fullmatch(r" +\d+ +\d+\.\d\d/agent  \S+", out[9]), out[9]
 
 
 def test_program_shard_deploys_one_bucket() -> None:
