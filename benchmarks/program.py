@@ -21,13 +21,16 @@ and the same capturing monitor (``components.mockrun.run_function``) registering
 resources — one ComponentResource per five, each holding four ConfigMaps — in a fresh process
 too. ``x floor`` is the program's CPU ms per resource and KiB per resource (RSS growth during
 construction) over the floor's; with two sizes or more the marginal ratio between the smallest
-and the largest (fixed costs cancel) is printed as well. ``--no-floor`` skips it.
+and the largest (fixed costs cancel) is printed as well. A second floor replays the very graph the
+program registered (same types, names, parents and input values) with the SDK's generic resource
+classes: the gap to it is the program's own cost. ``--no-floor`` skips both.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import resource
 import subprocess
 import sys
@@ -49,8 +52,9 @@ CONFIGMAPS_PER_COMPONENT = 4
 TIMEOUT_S = 1800
 
 
-def one(n: int, shard_count: int) -> dict[str, Any]:
-    """Build the graph for a fleet of ``n`` (bucket 0 of ``shard_count`` when > 0) in this process."""
+def one(n: int, shard_count: int, dump: str = "") -> dict[str, Any]:
+    """Build the graph for a fleet of ``n`` (bucket 0 of ``shard_count`` when > 0) in this process;
+    with ``dump``, pickle what was registered there (for :func:`replay_one`)."""
     from benchmarks.synthetic import hash_shard, runtime_config, write_fleet
     from components.mockrun import run_program
 
@@ -62,6 +66,9 @@ def one(n: int, shard_count: int) -> dict[str, Any]:
         t0, c0 = time.perf_counter(), time.process_time()
         graph = run_program("dev", ROOT, config, secrets)
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if dump:
+        with open(dump, "wb") as f:
+            pickle.dump([(r.type, r.name, r.urn, r.parent, r.custom, r.inputs) for r in graph.resources], f)
     deployed = len(graph.outputs["identityBom"]["agents"])
     kinds = Counter(r.type for r in graph.resources)
     return {
@@ -108,8 +115,38 @@ def floor_one(resources: int) -> dict[str, Any]:
     return {"resources": len(graph.resources), "cpu_seconds": cpu, "rss_growth_mib": peak_rss_mib() - rss0}
 
 
-def measure(n: int, shard_count: int, what: str = "--one") -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, what, str(n), str(shard_count)],
+def replay_one(dump: str) -> dict[str, Any]:
+    """The same-graph floor: register exactly the resources a program run registered (types, names,
+    parents, input values, from its pickle) with the SDK's generic resource classes, under the same
+    mocks and monitor, in this process. What is left of the program's cost above it is the
+    program's own: rendering, models, typed SDK classes, Outputs it builds."""
+    import pulumi
+
+    from components.mockrun import run_function
+
+    with open(dump, "rb") as f:
+        registered = pickle.load(f)  # noqa: S301  # our own file, written by --one just before
+
+    def program() -> None:
+        made: dict[str, pulumi.Resource] = {}
+        for type_, name, urn, parent, custom, inputs in registered:
+            opts = pulumi.ResourceOptions(parent=made.get(parent))
+            if type_.startswith("pulumi:providers:"):
+                made[urn] = pulumi.ProviderResource(type_.split(":")[2], name, inputs, opts)
+            elif custom:
+                made[urn] = pulumi.CustomResource(type_, name, inputs, opts)
+            else:
+                made[urn] = pulumi.ComponentResource(type_, name, None, opts)
+
+    rss0 = peak_rss_mib()
+    c0 = time.process_time()
+    graph = run_function(program, "dev")
+    cpu = time.process_time() - c0
+    return {"resources": len(graph.resources), "cpu_seconds": cpu, "rss_growth_mib": peak_rss_mib() - rss0}
+
+
+def measure(n: int, shard_count: int, what: str = "--one", *extra: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, what, str(n), str(shard_count), *extra],
                          capture_output=True, text=True, check=False, cwd=ROOT, timeout=TIMEOUT_S)
     if out.returncode != 0:
         raise SystemExit(f"fleet of {n} failed:\n{out.stderr[-4000:]}")
@@ -154,7 +191,10 @@ def type_table(r: dict[str, Any], top: int = 10) -> list[str]:
 
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--one"]:
-        print(json.dumps(one(int(argv[1]), int(argv[2]) if len(argv) > 2 else 0)))
+        print(json.dumps(one(int(argv[1]), int(argv[2]) if len(argv) > 2 else 0, argv[3] if len(argv) > 3 else "")))
+        return
+    if argv[:1] == ["--replay-one"]:
+        print(json.dumps(replay_one(argv[3])))
         return
     if argv[:1] == ["--floor-one"]:
         print(json.dumps(floor_one(int(argv[1]))))
@@ -169,20 +209,28 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     sizes = sorted(args.sizes or [1000, 10000])
     print(HEADER)
-    results, floors = [], []
-    for n in sizes:
-        r = measure(n, args.shard)
-        results.append(r)
-        print(row(r), flush=True)
-        if not args.no_floor:
-            floors.append(measure(int(r["resources"]), 0, "--floor-one"))
-    if floors:
-        print("floor: a trivial program with as many resources, same SDK, mocks and monitor")
+    results, floors, replays = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            dump = str(Path(tmp) / f"graph-{n}.pickle") if not args.no_floor else ""
+            r = measure(n, args.shard, "--one", dump) if dump else measure(n, args.shard)
+            results.append(r)
+            print(row(r), flush=True)
+            if dump:
+                floors.append(measure(int(r["resources"]), 0, "--floor-one"))
+                replays.append(measure(n, 0, "--replay-one", dump))
+    for title, base in (("floor: a trivial program with as many resources (4 ConfigMaps per component), "
+                         "same SDK, mocks and monitor", floors),
+                        ("same-graph floor: the very resources the program registered, replayed with the "
+                         "SDK's generic classes, same mocks and monitor", replays)):
+        if not base:
+            continue
+        print(title)
         print(FLOOR_HEADER)
-        for r, f in zip(results, floors, strict=True):
+        for r, f in zip(results, base, strict=True):
             print(floor_row(str(r["fleet"]), r, f))
         if len(results) > 1:
-            print(floor_row("marginal", marginal(results), marginal(floors)))
+            print(floor_row("marginal", marginal(results), marginal(base)))
     for r in results:
         print("\n".join(type_table(r)))
     if args.estimate:
