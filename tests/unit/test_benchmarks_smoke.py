@@ -115,17 +115,19 @@ def test_program_prints_its_table() -> None:
     assert out[0].split() == ["fleet", "agents", "resources", "res/agent", "wall", "s", "cpu", "s",
                               "ms/res", "wall", "ms/res", "cpu", "peak", "RSS", "MiB", "KiB/res"]
     assert out[1].split()[:2] == ["10", "10"] and out[2].split()[:2] == ["12", "12"]
-    # the floor: as many resources as each program run, then the marginal ratio between the two
-    assert out[3].startswith("floor: ")
-    assert out[4].split() == ["program", "resources", "cpu", "s", "ms/res", "cpu", "KiB/res", "x", "floor", "cpu",
-                              "x", "floor", "mem"]
-    for program_row, floor_row in zip(out[1:3], out[5:7], strict=True):
-        resources = int(program_row.split()[2])
-        assert abs(int(floor_row.split()[1]) - resources) < 5, (program_row, floor_row)
-        assert float(floor_row.split()[5]) > 0
-    assert out[7].split()[0] == "marginal"
-    assert out[8].startswith("  fleet 10: ") and out[8].endswith("by type:")
-    assert re.fullmatch(r" +\d+ +\d+\.\d\d/agent  \S+", out[9]), out[9]
+    # two floors (a trivial program, then the same graph replayed), each with as many resources as
+    # each program run, then the marginal ratio between the two sizes
+    for start, title in ((3, "floor: "), (8, "same-graph floor: ")):
+        assert out[start].startswith(title), out[start]
+        assert out[start + 1].split() == ["program", "resources", "cpu", "s", "ms/res", "cpu", "KiB/res", "x",
+                                          "floor", "cpu", "x", "floor", "mem"]
+        for program_row, floor_row in zip(out[1:3], out[start + 2:start + 4], strict=True):
+            resources = int(program_row.split()[2])
+            assert abs(int(floor_row.split()[1]) - resources) < 5, (program_row, floor_row)
+            assert float(floor_row.split()[5]) > 0
+        assert out[start + 4].split()[0] == "marginal"
+    assert out[13].startswith("  fleet 10: ") and out[13].endswith("by type:")
+    assert re.fullmatch(r" +\d+ +\d+\.\d\d/agent  \S+", out[14]), out[14]
 
 
 def test_program_shard_deploys_one_bucket() -> None:
