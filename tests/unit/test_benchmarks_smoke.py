@@ -160,3 +160,24 @@ def test_yaml_parsers_prints_its_tables() -> None:
     assert out.splitlines()[0].split()[:2] == ["parser", "us/doc"]
     assert "loader fast path (rapidyaml)" in out and "== loader reference (PyYAML)" in out
     assert "unsupported YAML tag !foo" in out and "aliases would repeat" in out
+
+
+def test_gateway_prints_its_table() -> None:
+    from tests.unit.test_envoy_config import envoy_binary
+
+    envoy_binary()  # skips (fails in CI) without Envoy
+    if not rego_bench.OPA_BIN.is_file():
+        skip_or_fail(f"OPA binary not found at {rego_bench.OPA_BIN}: run scripts/bootstrap-tools --only opa")
+    out = run_script("benchmarks/gateway.py", "--requests", "9").splitlines()
+    assert out[0].startswith("Envoy: ") and out[1].startswith("OPA: ")
+    assert out[2].split() == ["what", "p50", "us", "p99", "us"]
+    rows = {line[:52].strip(): [float(v) for v in line[52:].split()] for line in out[3:]}
+    assert list(rows) == ["through gateway: allow", "through gateway: deny missing header",
+                          "through gateway: deny wrong path", "through gateway: all",
+                          "stand-in: whole check (inside gRPC)", "of which OPA HTTP (real opa run --server)",
+                          "gateway - stand-in (Envoy, TLS, backend, client)",
+                          "client alone (plain HTTP to the backend)"]
+    # the decision is part of the request it delays: OPA's share is inside the stand-in's,
+    # which is inside the whole request's
+    p50 = {k: v[0] for k, v in rows.items()}
+    assert 0 < p50["of which OPA HTTP (real opa run --server)"] <= p50["stand-in: whole check (inside gRPC)"]
