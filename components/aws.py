@@ -217,11 +217,17 @@ class AuditTrailArgs:
     """The validated platform (stack name, aws.auditBucket settings)."""
 
     def __post_init__(self) -> None:
-        audit_object_lock_rule(self.bucket, self.platform.config_file)  # raises ConfigError for a retention < 1 day
+        # raises ConfigError for a retention < 1 day
+        audit_object_lock_rule(self.bucket, self.platform.config_file, self.retention_days)
 
     @property
     def bucket(self) -> AuditBucketConfig:
         return self.platform.config.aws.audit_bucket
+
+    @property
+    def retention_days(self) -> int:
+        """``audit.retention`` in days (the bucket's own retentionDays, when set, must agree)."""
+        return self.platform.config.audit.retention_days
 
 
 class AuditTrail(pulumi.ComponentResource):
@@ -236,7 +242,7 @@ class AuditTrail(pulumi.ComponentResource):
         super().__init__("agentpassport:aws:AuditTrail", name, None, opts)
         platform = args.platform
         settings = args.bucket
-        lock_rule = audit_object_lock_rule(settings, platform.config_file)
+        lock_rule = audit_object_lock_rule(settings, platform.config_file, args.retention_days)
         child = pulumi.ResourceOptions(parent=self)
 
         if settings.kms_key_arn is None:
@@ -298,7 +304,7 @@ class AuditTrail(pulumi.ComponentResource):
         s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle",
             bucket=bucket.id,
-            rules=cast("list[Any]", audit_lifecycle_rules(settings)),
+            rules=cast("list[Any]", audit_lifecycle_rules(settings, args.retention_days)),
             opts=child,
         )
         s3.BucketPolicy(

@@ -211,7 +211,7 @@ def _variant(tmp_path: Path, stack: str, agents: list[dict[str, Any]] | None = N
 
 
 def test_oidc_federation(tmp_path: Path) -> None:
-    aws = {"region": "us-east-1", "federation": "oidc", "auditBucket": {"retentionDays": 400}}
+    aws = {"region": "us-east-1", "federation": "oidc", "auditBucket": {"retentionDays": 365}}
     graph = _variant(tmp_path, "prod", aws=aws)
     assert graph.of_type(ANCHOR) == [] and graph.of_type(PROFILE) == []
     provider = _one(graph, OIDC)
