@@ -143,7 +143,8 @@ CASES = [
     Case("audit-collector-no-keys", "keys-in-config-and-env", """
         k8s.core.v1.ConfigMap("audit-collector", data={
             "config.yaml": "receivers:\\n  file_log: {}\\nexporters:\\n  awss3:\\n    s3uploader:\\n"
-                           "      region: us-east-1\\n      access_key: ${env:KEY_ID}\\n      secret_key: ${env:KEY}\\n",
+                           "      region: us-east-1\\n      access_key: ${env:KEY_ID}\\n"
+                           "      secret_key: ${env:KEY}\\n",
             "aws-config": "[default]\\naws_access_key_id = ${KEY_ID}\\n"})
         k8s.apps.v1.DaemonSet("audit-collector", metadata={"name": "agentpassport-audit-collector"}, spec={
             "selector": {"matchLabels": {"app.kubernetes.io/name": "agentpassport-audit-collector"}},
