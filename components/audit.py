@@ -28,12 +28,10 @@ from components.render.audit import (
     COLLECTOR,
     AuditTarget,
     audit_objects,
-    audit_target,
     collector_configmap,
     collector_policy,
     collector_role_name,
     collector_trust_policy,
-    validate_audit,
 )
 
 
@@ -43,6 +41,9 @@ class AuditPipelineArgs:
 
     platform: Platform
     """The validated platform; its ``audit`` section decides everything."""
+
+    target: AuditTarget
+    """The compiled target (``Plans.audit``): what config says, placeholders for what is created here."""
 
     bucket_name: pulumi.Input[str] | None = None
     """The stack's Object Lock bucket (AuditTrail); None: ``audit.bucket``."""
@@ -71,9 +72,8 @@ class AuditPipeline(pulumi.ComponentResource):
         platform = args.platform
         cfg = platform.config
         a = cfg.audit
-        validate_audit(cfg, platform.config_file)
         child = pulumi.ResourceOptions(parent=self)
-        static = audit_target(cfg)
+        static = args.target
         bucket = pulumi.Output.from_input(args.bucket_name if args.bucket_name is not None else static.bucket)
         key: pulumi.Output[str | None] = pulumi.Output.from_input(args.kms_key_arn)
         anchor = pulumi.Output.from_input(

@@ -152,7 +152,7 @@ class AgentPassport(pulumi.ComponentResource):
         # [audit]   AuditPipeline (if on.audit; not in a shard): the collector writing into the trail
         if plans.audit is not None:
             AuditPipeline(f"{name}-audit-logs", AuditPipelineArgs(
-                platform=platform,
+                platform=platform, target=plans.audit,
                 bucket_name=trail.bucket_name if trail is not None else None,
                 kms_key_arn=trail.kms_key_arn if trail is not None else None,
                 trust_anchor_arn=aws.trust_anchor_arn if aws is not None else None,
