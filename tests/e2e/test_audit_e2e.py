@@ -38,7 +38,9 @@ from components.platform_model import Platform, load_platform
 from components.render import audit as ra
 from components.render import envoy as envoy_render
 from components.render.aws import audit_object_lock_rule
+from components.render.vault import plan_vault
 from components.render.yamlout import dump_yaml
+from tests.support.bao import bao_dev_server
 from tests.support.processes import stop
 from tests.support.spire_server import SPIRE_SERVER, local_spire_server, needs_server, run_tool
 from tests.support.tools import free_port, require_tool, wait_until
@@ -53,6 +55,7 @@ TOKEN = "eyJhbGciOiJFUzI1NiJ9.c2VjcmV0LXRva2Vu.c2lnbmF0dXJl"
 CALLER = "spiffe://dev.agentpassport.internal/ns/agents/sa/cortex"
 DUMMY_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION}
 POD_UID = "0a1b2c3d-0000-4000-8000-00000000000"
+PERSON = "alice-operator"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -184,6 +187,37 @@ def _envoy_lines(tmp: Path) -> list[str]:
     return access.read_text(encoding="utf-8").splitlines()
 
 
+def _vault_lines() -> list[str]:
+    """A real OpenBao's stdout with the plan's audit device (file to stdout, JSON) while a person
+    logs in with userpass and reads a secret: a human the bucket must never name."""
+    plan = plan_vault(load_platform("dev"))
+    with bao_dev_server() as bao:
+        root = bao.client()
+        root.sys.enable_audit_device(plan.audit_type, path=f"agent-passport-{plan.audit_type}",
+                                     options=dict(plan.audit_options))
+        root.sys.enable_auth_method("userpass")
+        root.write("auth/userpass/users/" + PERSON, password="correct-horse-battery", token_policies="default")
+        person = bao.client(token="")
+        person.auth.userpass.login(PERSON, "correct-horse-battery")
+        person.lookup_token()
+        lines = bao.log.read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line.startswith("{")] + ["==> OpenBao server started! (a non-audit line)"]
+
+
+def _linkerd_lines(platform: Platform) -> tuple[list[str], str, str]:
+    """A Linkerd proxy's denial as linkerd2-proxy logs it (text format; no Linkerd binary runs here),
+    for a caller that is one of the stack's agents; (lines, its SPIFFE ID, its mesh identity)."""
+    agent = next(a for a in platform.active_agents if a.identity.linkerd_identity)
+    mesh_id = agent.identity.linkerd_identity
+    assert mesh_id is not None
+    denied = ("[  1042.118s]  INFO ThreadId(01) inbound:server{port=8080}: linkerd_app_inbound::policy::http: "
+              "Request denied server.group=policy.linkerd.io server.kind=server server.name=orders-http "
+              "route.group= route.kind=default route.name=default client.tls=Some(Established { client_id: "
+              f'Some(ClientId(Name("{mesh_id}"))), negotiated_protocol: None }}) client.ip=10.4.0.17')
+    other = "[  1042.120s]  INFO ThreadId(01) linkerd_proxy::signal: received SIGTERM, starting shutdown"
+    return [denied, other], agent.identity.spiffe_id, mesh_id
+
+
 # --------------------------------------------------------------------------- the test
 
 
@@ -193,7 +227,8 @@ def _platform(pods: Path) -> Platform:
         "retention": "1d", "bucket": BUCKET, "batchTimeout": "1s", "credentials": "irsa",
         "roleArn": "arn:aws:iam::111122223333:role/agentpassport-dev-audit-collector",
         "sources": {"spire": [f"{pods}/*/spire-server/*.log"], "opa": [f"{pods}/*_gw-*/opa/*.log"],
-                    "envoy": [f"{pods}/*_gw-*/envoy/*.log"], "vault": [], "linkerd": []},
+                    "envoy": [f"{pods}/*_gw-*/envoy/*.log"], "vault": [f"{pods}/vault_*/vault/*.log"],
+                    "linkerd": [f"{pods}/*/linkerd-proxy/*.log"]},
     })
     cfg = base.config.model_copy(update={
         "subsystems": base.config.subsystems.model_copy(update={"audit": True}), "audit": audit})
@@ -221,8 +256,10 @@ def test_collector_ships_real_engine_logs_into_object_lock(tmp_path: Path) -> No
     _pod_log(pods, "spire-system", "spire-server-0", 1, "spire-server", _cri(_spire_lines(tmp_path), "stderr"))
     _pod_log(pods, "agents", "gw-orders-5d8f7c9b4-x2x7q", 2, "opa", _cri(_opa_lines(tmp_path), "stderr"))
     _pod_log(pods, "agents", "gw-orders-5d8f7c9b4-x2x7q", 2, "envoy", _cri(_envoy_lines(tmp_path)))
-
+    _pod_log(pods, "vault", "vault-0", 3, "vault", _cri(_vault_lines()))
     platform = _platform(pods)
+    linkerd, linkerd_caller, mesh_id = _linkerd_lines(platform)
+    _pod_log(pods, "orders", "orders-6b7c-9k2lp", 4, "linkerd-proxy", _cri(linkerd))
     s3_port = free_port()
     endpoint = f"http://127.0.0.1:{s3_port}"
     with _process([str(moto), "-H", "127.0.0.1", "-p", str(s3_port)], tmp_path / "moto.log"):
@@ -245,7 +282,7 @@ def test_collector_ships_real_engine_logs_into_object_lock(tmp_path: Path) -> No
         log = tmp_path / "collector.log"
         started = dt.datetime.now(dt.UTC)
         with _process([str(collector), f"--config={tmp_path / 'collector.yaml'}"], log, env) as proc:
-            wait_until(lambda: {"spire", "opa.decision", "envoy.access"} <= set(_documents(s3))
+            wait_until(lambda: set(ra.DATASETS.values()) <= set(_documents(s3))
                        or proc.poll() is not None, 90, "documents of every source in the bucket")
             assert proc.poll() is None, log.read_text()
         docs = _documents(s3)
@@ -270,8 +307,23 @@ def test_collector_ships_real_engine_logs_into_object_lock(tmp_path: Path) -> No
         spire = [d for _, d in docs["spire"]]
         assert any(d.get("spiffe_id") == CALLER for d in spire), spire
         assert {d["kubernetes"]["namespace"] for d in spire} == {"spire-system"}
+        # ---- Vault: the person's login is recorded, the person is not named
+        vault = [d for _, d in docs["vault.audit"]]
+        logins = [d for d in vault if d["event"]["action"] == "vault-login"]
+        assert {d["url"]["path"] for d in logins} == {"auth/userpass/login/redacted"}, vault
+        named = [d["user"]["name"] for d in vault if "user" in d]
+        assert "redacted" in named and set(named) <= {"redacted"}, named
+        assert "auth/userpass/users/redacted" in {d["url"]["path"] for d in vault}
+        assert {d["event"]["outcome"] for d in vault} >= {"success"}
+        assert PERSON not in json.dumps(vault) and "event" in vault[0] and "original" not in vault[0]["event"]
+        # ---- Linkerd: only the denial, mapped to the caller's SPIFFE ID
+        (denial,) = [d for _, d in docs["linkerd.authz"]]
+        assert denial["spiffe_id"] == linkerd_caller and denial["source"]["ip"] == "10.4.0.17"
+        assert denial["agentpassport"]["mesh"] == {"client_id": mesh_id, "server": "orders-http",
+                                                   "route": "default"}
         everything = json.dumps(docs)
         assert TOKEN not in everything and TOKEN.split(".")[1] not in everything
+        assert "correct-horse-battery" not in everything
 
         # ---- retention set on every object: COMPLIANCE until a day from now
         for dataset, items in docs.items():

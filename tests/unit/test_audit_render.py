@@ -187,6 +187,21 @@ def test_credentials_are_masked_by_the_patterns_the_collector_runs() -> None:
         assert out == want
 
 
+def test_vault_paths_that_name_a_person_are_redacted() -> None:
+    from components.render.audit.ecs import PERSON_PATHS
+
+    cases = {
+        "auth/userpass/login/alice": "auth/userpass/login/redacted",
+        "auth/ldap/users/bob.smith": "auth/ldap/users/redacted",
+        "identity/entity/name/carol": "identity/entity/name/redacted",
+        "auth/spiffe-jwt/login": "auth/spiffe-jwt/login",  # an agent's login names no one
+        "database/creds/cortex": "database/creds/cortex",
+    }
+    for path, want in cases.items():
+        assert re.sub(PERSON_PATHS, r"\1/redacted", path) == want
+    assert ra.ottl_str(PERSON_PATHS) in "\n".join(ra.log_statements(_irsa()))
+
+
 def test_dollars_are_escaped_for_the_collector_but_env_references_kept() -> None:
     conf = ra.collector_config(_irsa(pseudonymKeySecret="k"), ra.audit_target(_irsa().config))
     statements = conf["processors"]["transform/ecs"]["log_statements"][0]["statements"]

@@ -47,6 +47,9 @@ EXTRA_RENAMES: dict[str, tuple[Rename, ...]] = {
 """Fields only the WORM pipeline keeps (the chain login -> entity -> lease -> database user,
 and attestation)."""
 
+PERSON_PATHS = r"^(auth/[^/]+/(?:login|users|user|groups)|identity/(?:entity|entity-alias|group)/name)/.+$"
+"""Vault paths whose last segments name a person (userpass, ldap, okta, radius; identity by name)."""
+
 SPIRE_ACTIONS = {
     "Agent attestation request completed": "node-attested",
     "Signed X509 SVID": "x509-svid-signed",
@@ -161,7 +164,10 @@ def log_statements(platform: Platform) -> list[str]:
         f"set({doc('event.action')}, \"vault-database-credentials\") where {vault} and {doc('url.path')} != nil "
         f"and IsMatch({doc('url.path')}, \"/creds/\")",
         f"set({doc('event.action')}, \"vault-login\") where {vault} and {doc('url.path')} != nil "
-        f"and IsMatch({doc('url.path')}, \"^auth/.+/login$\")",
+        f"and IsMatch({doc('url.path')}, \"^auth/[^/]+/login(/.*)?$\")",
+        # userpass/ldap logins and user admin name the person in the path (auth/userpass/login/<name>)
+        f"replace_pattern({doc('url.path')}, {ottl_str(PERSON_PATHS)}, {ottl_str('$1/' + REDACTED)}) "
+        f"where {vault} and {doc('url.path')} != nil",
         f"set({doc('event.outcome')}, \"success\") where {vault} and {doc('agentpassport.vault.log_type')} == "
         f"\"response\" and {doc('error.message')} == nil",
         f"set({doc('event.outcome')}, \"failure\") where {vault} and {doc('error.message')} != nil",
