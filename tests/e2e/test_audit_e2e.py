@@ -1,7 +1,8 @@
 """End to end on 127.0.0.1: the audit collector built by scripts/bootstrap-tools (``otelcol-audit``,
 OpenTelemetry Collector 0.165.0) runs the rendered config and ships log lines that a real SPIRE
-server, a real OPA and a real Envoy just wrote into an S3 with Object Lock (PyPI ``moto`` in server
-mode), and the objects are what an auditor expects.
+server, a real OPA, a real Envoy and a real OpenBao just wrote (and a Linkerd proxy denial in
+linkerd2-proxy's format: no Linkerd binary runs here) into an S3 with Object Lock (PyPI ``moto`` in
+server mode), and the objects are what an auditor expects.
 
 * The engines write as they do in a pod: the SPIRE server runs the dev config
   (tests/support/spire_server.py) and serves a few API calls; OPA runs with console decision logs
