@@ -145,6 +145,12 @@ class AuditConfig(Section):
         "replaced by 'redacted'. Either way no name reaches the WORM bucket (docs/audit.md).",
     )
     sources: AuditSources = Field(default_factory=AuditSources, description="Log files per source.")
+    cloud_trail: bool = Field(
+        default=False,
+        description="Also a CloudTrail trail (every region, log file validation) of the account's IAM, "
+        "Roles Anywhere and KMS management events into the same bucket under cloudtrail/ "
+        "(subsystems.aws; the bucket's retention and lifecycle apply).",
+    )
     batch_timeout: Duration = Field(
         default="60s",
         description="Longest a line waits on the node before its object is written (one object "

@@ -242,6 +242,53 @@ def audit_bucket_policy(bucket_arn: str, kms_key_arn: str) -> dict[str, Any]:
     }
 
 
+CLOUDTRAIL_PRINCIPAL = "cloudtrail.amazonaws.com"
+CLOUDTRAIL_PREFIX = "cloudtrail"
+
+
+def account_of(arn: str) -> str:
+    """The account ID field of an ARN (``arn:partition:service:region:ACCOUNT:resource``)."""
+    return arn.split(":")[4]
+
+
+def trail_name(stack: str) -> str:
+    return f"agentpassport-{stack}"
+
+
+def trail_arn(region: str, account: str, stack: str) -> str:
+    return f"arn:aws:cloudtrail:{region}:{account}:trail/{trail_name(stack)}"
+
+
+def cloudtrail_bucket_statements(bucket_arn: str, trail: str, account: str) -> list[dict[str, Any]]:
+    """What CloudTrail needs of the audit bucket: its ACL, and writing under cloudtrail/AWSLogs/<account>/,
+    only for this stack's trail."""
+    source = {"StringEquals": {"aws:SourceArn": trail}}
+    return [
+        {"Sid": "CloudTrailAclCheck", "Effect": "Allow", "Principal": {"Service": CLOUDTRAIL_PRINCIPAL},
+         "Action": "s3:GetBucketAcl", "Resource": bucket_arn, "Condition": source},
+        {"Sid": "CloudTrailWrite", "Effect": "Allow", "Principal": {"Service": CLOUDTRAIL_PRINCIPAL},
+         "Action": "s3:PutObject", "Resource": f"{bucket_arn}/{CLOUDTRAIL_PREFIX}/AWSLogs/{account}/*",
+         "Condition": {"StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control", "aws:SourceArn": trail}}},
+    ]
+
+
+def audit_key_policy(account: str, trail: str) -> dict[str, Any]:
+    """The audit key's policy when CloudTrail writes with it: the account administers it through IAM
+    (the default key policy), CloudTrail may encrypt for this stack's trail only."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {"Sid": "AccountAdministersThroughIam", "Effect": "Allow",
+             "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "kms:*", "Resource": "*"},
+            {"Sid": "CloudTrailEncrypts", "Effect": "Allow", "Principal": {"Service": CLOUDTRAIL_PRINCIPAL},
+             "Action": ["kms:GenerateDataKey*", "kms:DescribeKey"], "Resource": "*",
+             "Condition": {"StringEquals": {"aws:SourceArn": trail},
+                           "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn":
+                                          f"arn:aws:cloudtrail:*:{account}:trail/*"}}},
+        ],
+    }
+
+
 def audit_retention_days(bucket: AuditBucketConfig, default_days: int) -> int:
     """The bucket's retention: ``aws.auditBucket.retentionDays`` if set, else ``audit.retention``."""
     return bucket.retention_days if bucket.retention_days is not None else default_days

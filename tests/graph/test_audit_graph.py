@@ -87,3 +87,26 @@ def test_pod_identity_adds_the_association_and_roles_anywhere_a_profile() -> Non
     # its pods mount no token)
     about = [v for v in evaluate(graph, {}, policies()) if "audit" in f"{v.urn} {v.message}"]
     assert about == []
+
+
+def test_cloudtrail_into_the_same_bucket_under_its_own_prefix() -> None:
+    irsa = {"credentials": "irsa", "eksOidcProviderArn": PROVIDER}
+    graph = _prod(audit={**irsa, "cloudTrail": True})
+    (trail,) = graph.of_type("aws:cloudtrail/trail:Trail")
+    assert trail.inputs["s3KeyPrefix"] == "cloudtrail" and trail.inputs["name"] == "agentpassport-prod"
+    assert trail.inputs["isMultiRegionTrail"] and trail.inputs["includeGlobalServiceEvents"]
+    assert trail.inputs["enableLogFileValidation"]
+    (bucket,) = graph.of_type("aws:s3/bucket:Bucket")
+    assert trail.inputs["s3BucketName"] == f"{bucket.name}-id"
+    (policy,) = graph.of_type("aws:s3/bucketPolicy:BucketPolicy")
+    statements = {s["Sid"]: s for s in json.loads(policy.inputs["policy"])["Statement"]}
+    write = statements["CloudTrailWrite"]
+    assert write["Principal"] == {"Service": "cloudtrail.amazonaws.com"}
+    assert write["Resource"].endswith("/cloudtrail/AWSLogs/123456789012/*")
+    assert write["Condition"]["StringEquals"]["aws:SourceArn"] == (
+        "arn:aws:cloudtrail:us-east-1:123456789012:trail/agentpassport-prod")
+    assert {"DenyInsecureTransport", "DenyOtherEncryption", "DenyOtherKmsKey"} <= set(statements)
+    (key_policy,) = graph.of_type("aws:kms/keyPolicy:KeyPolicy")
+    sids = [s["Sid"] for s in json.loads(key_policy.inputs["policy"])["Statement"]]
+    assert sids == ["AccountAdministersThroughIam", "CloudTrailEncrypts"]
+    assert _prod(audit=irsa).of_type("aws:cloudtrail/trail:Trail") == []  # off by default
