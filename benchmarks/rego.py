@@ -12,7 +12,9 @@ to response read). Every answer is compared with the reference decision
 (``render.rego.decide``); mismatches are counted and printed.
 
 Then ``opa bench`` (in-process evaluation, no HTTP) gives ns/op for one allowed and one
-denied input at each size.
+denied input at each size, and for the same allowed input on its **floor**: the minimal policy
+``benchmarks/rego_floor.rego`` (the same keyed lookup and method/path/header checks, nothing
+else) on the same data, with the ratio.
 
 With ``--shards K`` the largest size is measured once more as a base stack's gateway sees a
 sharded environment: K shard documents (hash buckets), the policy looking an identity up in
@@ -53,6 +55,8 @@ from components.platform_model import Platform, build_platform  # noqa: E402
 from components.render import rego  # noqa: E402
 from components.render.yamlout import dump_json  # noqa: E402
 
+FLOOR_POLICY = Path(__file__).with_name("rego_floor.rego")
+FLOOR_QUERY = "data.floor.allow"
 OPA_BIN = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "agent-passport/tools/bin/opa"
 SERVICE = "svc-0"
 WARMUP = 200
@@ -229,13 +233,14 @@ def serve_and_measure(bundle: Path, data: dict[str, Any], requests: list[Probe])
     }
 
 
-def opa_bench(bundle: Path, input_doc: dict[str, Any], name: str) -> float:
-    """``opa bench`` ns/op of the decision for one input (in-process, no HTTP)."""
+def opa_bench(bundle: Path, input_doc: dict[str, Any], name: str, policy: Path | None = None,
+              query: str = rego.DECISION_QUERY) -> float:
+    """``opa bench`` ns/op of ``query`` (default: the decision) for one input (in-process, no HTTP)."""
     path = bundle / f"input-{name}.json"
     path.write_text(json.dumps(input_doc), encoding="utf-8")
     proc = subprocess.run(
-        [opa_binary(), "bench", "--format", "json", "--data", str(bundle / "policy.rego"),
-         "--data", str(bundle / "data.json"), "--input", str(path), rego.DECISION_QUERY],
+        [opa_binary(), "bench", "--format", "json", "--data", str(policy or bundle / "policy.rego"),
+         "--data", str(bundle / "data.json"), "--input", str(path), query],
         capture_output=True, text=True, timeout=300, check=False,
     )
     if proc.returncode != 0:
@@ -244,7 +249,7 @@ def opa_bench(bundle: Path, input_doc: dict[str, Any], name: str) -> float:
     return float(out["T"]) / float(out["N"])
 
 
-def run(n: int, shards: int, count: int, tmp: Path) -> tuple[dict[str, Any], float, float]:
+def run(n: int, shards: int, count: int, tmp: Path) -> tuple[dict[str, Any], float, float, float | None]:
     platform, data = fleet_data(tmp / f"fleet-{n}-{shards}", n, shards)
     principals = rego.principals_of(data, SERVICE)
     if len(principals) != n:
@@ -261,7 +266,10 @@ def run(n: int, shards: int, count: int, tmp: Path) -> tuple[dict[str, Any], flo
     deny = next(p for p in requests if p.kind == "deny wrong method")
     allow_ns = opa_bench(bundle, rego.check_request(allow.request, auth), "allow")
     deny_ns = opa_bench(bundle, rego.check_request(deny.request, auth), "deny")
-    return result, allow_ns, deny_ns
+    # the floor reads the standalone document only (no shard documents)
+    floor_ns = None if shards else opa_bench(bundle, rego.check_request(allow.request, auth), "floor",
+                                             FLOOR_POLICY, FLOOR_QUERY)
+    return result, allow_ns, deny_ns, floor_ns
 
 
 def main(argv: list[str]) -> None:
@@ -280,19 +288,20 @@ def main(argv: list[str]) -> None:
     benches = []
     with tempfile.TemporaryDirectory() as tmp:
         for n, shards in layouts:
-            r, allow_ns, deny_ns = run(n, shards, args.requests, Path(tmp))
+            r, allow_ns, deny_ns, floor_ns = run(n, shards, args.requests, Path(tmp))
             layout = f"{shards} shards" if shards else "standalone"
-            benches.append((n, layout, allow_ns, deny_ns, r["by_kind"]))
+            benches.append((n, layout, allow_ns, deny_ns, floor_ns, r["by_kind"]))
             mism = sum(r["mismatches"].values())
             print(f"{n:>7} {layout:>10} {r['data_kib']:>9.0f} {r['requests']:>9} {r['allowed']:>8} {r['p50']:>8.0f} "
                   f"{r['p90']:>8.0f} {r['p99']:>8.0f} {r['max']:>8.0f} {mism:>9}", flush=True)
             if mism:
                 print(f"        mismatches with the reference decision: {r['mismatches']}")
-    print(f"{'agents':>7} {'layout':>10} {'opa bench allow ns/op':>22} {'opa bench deny ns/op':>21}   "
-          "p50 us by kind (HTTP)")
-    for n, layout, allow_ns, deny_ns, by_kind in benches:
+    print(f"{'agents':>7} {'layout':>10} {'opa bench allow ns/op':>22} {'floor ns/op':>12} {'x floor':>8} "
+          f"{'opa bench deny ns/op':>21}   p50 us by kind (HTTP)")
+    for n, layout, allow_ns, deny_ns, floor_ns, by_kind in benches:
         kinds = ", ".join(f"{k} {v:.0f}" for k, v in by_kind.items())
-        print(f"{n:>7} {layout:>10} {allow_ns:>22.0f} {deny_ns:>21.0f}   {kinds}")
+        floor = f"{floor_ns:>12.0f} {allow_ns / floor_ns:>8.2f}" if floor_ns else f"{'-':>12} {'-':>8}"
+        print(f"{n:>7} {layout:>10} {allow_ns:>22.0f} {floor} {deny_ns:>21.0f}   {kinds}")
 
 
 if __name__ == "__main__":

@@ -15,21 +15,27 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import pulumi
-from pulumi_aws import iam, kms, rolesanywhere, s3
+from pulumi_aws import cloudtrail, iam, kms, rolesanywhere, s3
 
 from components.config import StackConfig
 from components.config.aws import AuditBucketConfig
 from components.errors import ConfigError, Problem
 from components.platform_model import Platform
 from components.render.aws import (
+    CLOUDTRAIL_PREFIX,
     AwsPlan,
     AwsRole,
+    account_of,
     audit_bucket_policy,
+    audit_key_policy,
     audit_lifecycle_rules,
     audit_object_lock_rule,
+    cloudtrail_bucket_statements,
     inline_policy,
     policy_attachment_key,
     profile_durations,
+    trail_arn,
+    trail_name,
     trust_policy,
 )
 from components.shard import Scope, deploys_agents, deploys_shared
@@ -217,11 +223,17 @@ class AuditTrailArgs:
     """The validated platform (stack name, aws.auditBucket settings)."""
 
     def __post_init__(self) -> None:
-        audit_object_lock_rule(self.bucket, self.platform.config_file)  # raises ConfigError for a retention < 1 day
+        # raises ConfigError for a retention < 1 day
+        audit_object_lock_rule(self.bucket, self.platform.config_file, self.retention_days)
 
     @property
     def bucket(self) -> AuditBucketConfig:
         return self.platform.config.aws.audit_bucket
+
+    @property
+    def retention_days(self) -> int:
+        """``audit.retention`` in days (the bucket's own retentionDays, when set, must agree)."""
+        return self.platform.config.audit.retention_days
 
 
 class AuditTrail(pulumi.ComponentResource):
@@ -231,12 +243,14 @@ class AuditTrail(pulumi.ComponentResource):
     bucket_name: pulumi.Output[str]
     bucket_arn: pulumi.Output[str]
     kms_key_arn: pulumi.Output[str]
+    trail_arn: pulumi.Output[str] | None
+    """The CloudTrail trail writing under cloudtrail/ (``audit.cloudTrail``), else None."""
 
     def __init__(self, name: str, args: AuditTrailArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("agentpassport:aws:AuditTrail", name, None, opts)
         platform = args.platform
         settings = args.bucket
-        lock_rule = audit_object_lock_rule(settings, platform.config_file)
+        lock_rule = audit_object_lock_rule(settings, platform.config_file, args.retention_days)
         child = pulumi.ResourceOptions(parent=self)
 
         if settings.kms_key_arn is None:
@@ -298,17 +312,51 @@ class AuditTrail(pulumi.ComponentResource):
         s3.BucketLifecycleConfiguration(
             f"{name}-lifecycle",
             bucket=bucket.id,
-            rules=cast("list[Any]", audit_lifecycle_rules(settings)),
+            rules=cast("list[Any]", audit_lifecycle_rules(settings, args.retention_days)),
             opts=child,
         )
-        s3.BucketPolicy(
+        trail = platform.config.audit.cloud_trail
+        region = platform.config.aws.region
+
+        def bucket_policy(v: list[str]) -> str:
+            doc = audit_bucket_policy(v[0], v[1])
+            if trail:
+                account = account_of(v[1])
+                doc["Statement"] += cloudtrail_bucket_statements(v[0], trail_arn(region, account, platform.stack),
+                                                                 account)
+            return json.dumps(doc, sort_keys=True)
+
+        policy = s3.BucketPolicy(
             f"{name}-policy",
             bucket=bucket.id,
-            policy=pulumi.Output.all(bucket.arn, key_arn).apply(
-                lambda v: json.dumps(audit_bucket_policy(v[0], v[1]), sort_keys=True)
-            ),
+            policy=pulumi.Output.all(bucket.arn, key_arn).apply(bucket_policy),
             opts=child,
         )
+        self.trail_arn = None
+        if trail:
+            after: list[pulumi.Resource] = [policy]
+            if settings.kms_key_arn is None:  # our key: let CloudTrail encrypt with it (a given key: yours)
+                after.append(kms.KeyPolicy(
+                    f"{name}-key-policy",
+                    key_id=key_arn,
+                    policy=key_arn.apply(lambda arn: json.dumps(
+                        audit_key_policy(account_of(arn), trail_arn(region, account_of(arn), platform.stack)),
+                        sort_keys=True)),
+                    opts=child,
+                ))
+            created = cloudtrail.Trail(
+                f"{name}-cloudtrail",
+                name=trail_name(platform.stack),
+                s3_bucket_name=bucket.id,
+                s3_key_prefix=CLOUDTRAIL_PREFIX,
+                kms_key_id=key_arn,
+                is_multi_region_trail=True,
+                include_global_service_events=True,  # IAM and STS events are global
+                enable_log_file_validation=True,
+                tags=_tags(platform),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=after),
+            )
+            self.trail_arn = created.arn
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
         self.kms_key_arn = key_arn
@@ -316,4 +364,5 @@ class AuditTrail(pulumi.ComponentResource):
             "bucketName": self.bucket_name,
             "bucketArn": self.bucket_arn,
             "kmsKeyArn": self.kms_key_arn,
+            "trailArn": self.trail_arn,
         })

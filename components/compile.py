@@ -26,6 +26,7 @@ from typing import TypeVar
 
 from components.errors import PassportError, Problem, input_error
 from components.platform_model import Platform
+from components.render.audit import AuditTarget, compile_audit
 from components.render.authz import AuthzPlan, compile_authz
 from components.render.aws import AwsPlan, compile_aws
 from components.render.egress import EgressPlan, compile_egress
@@ -55,6 +56,8 @@ class Plans:
     windows: WindowsPlan | None
     """gMSA agents (not in a base: its shards deploy them)."""
     aws: AwsPlan | None
+    audit: AuditTarget | None = None
+    """The audit collector's target (not in a shard: the base ships every node's logs)."""
     egress: EgressPlan | None = None
     """Envoy egress proxies of agents outside the mesh with http grants (not in a base)."""
 
@@ -101,6 +104,7 @@ def compile(platform: Platform) -> Plans | Problems:
         vault=plan(on.vault, plan_vault),
         windows=plan(on.windows and deploys_agents(scope), compile_windows),
         aws=plan(on.aws, compile_aws),
+        audit=plan(on.audit and deploys_shared(scope), compile_audit),
         egress=plan(deploys_agents(scope), compile_egress),
     )
     if problems:

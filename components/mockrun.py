@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import json
 import runpy
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,16 +207,28 @@ def run_program(
     root = (root or Path.cwd()).resolve()
     if config is None:
         config, secret_keys = stack_runtime_config(stack_file(stack, root))
-    pulumi.runtime.set_all_config(dict(config), list(secret_keys or []))
-    monitor = CapturingMonitor(PassportMocks(stack_outputs))
-    set_root_resource(None)  # type: ignore[arg-type]  # a fresh Stack per run
-    pmocks.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     main = root / "__main__.py"
     with contextlib.chdir(root):
         def program() -> None:
             runpy.run_path(str(main), run_name="__main__")
 
-        _sync_await(run_pulumi_func(program))
-        stack_resource = pulumi.runtime.settings.get_root_resource()
-        outputs = _resolve(getattr(stack_resource, "outputs", {}))
+        return run_function(program, stack, config, secret_keys, stack_outputs)
+
+
+def run_function(
+    program: Callable[[], None],
+    stack: str,
+    config: Mapping[str, str] | None = None,
+    secret_keys: list[str] | None = None,
+    stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Graph:
+    """Run any Pulumi program function under the same mocks and monitor as :func:`run_program`
+    (``benchmarks/program.py`` measures its floor, a trivial program, this way)."""
+    pulumi.runtime.set_all_config(dict(config or {}), list(secret_keys or []))
+    monitor = CapturingMonitor(PassportMocks(stack_outputs))
+    set_root_resource(None)  # type: ignore[arg-type]  # a fresh Stack per run
+    pmocks.set_mocks(monitor.mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    _sync_await(run_pulumi_func(program))
+    stack_resource = pulumi.runtime.settings.get_root_resource()
+    outputs = _resolve(getattr(stack_resource, "outputs", {}))
     return Graph(resources=monitor.captured, outputs=outputs, stack=stack)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pulumi
 
+from components.audit import AuditPipeline, AuditPipelineArgs
 from components.authz import AuthzGateway, AuthzGatewayArgs, GatewayData, GatewayDataArgs
 from components.aws import AuditTrail, AuditTrailArgs, AwsFederation, AwsFederationArgs
 from components.ci import CiFederation, CiFederationArgs
@@ -143,6 +144,7 @@ class AgentPassport(pulumi.ComponentResource):
                           pulumi.ResourceOptions(parent=self))
         # [aws]     AwsFederation (if on.aws), AuditTrail (not in a shard)
         aws: AwsFederation | None = None
+        trail: AuditTrail | None = None
         if plans.aws is not None:
             oidc = platform.config.aws.federation == "oidc"
             aws = AwsFederation(f"{name}-aws", AwsFederationArgs(
@@ -151,7 +153,16 @@ class AgentPassport(pulumi.ComponentResource):
                 principal_arn=None if shared else from_base("awsOidcProviderArn" if oidc else "awsTrustAnchorArn"),
             ), pulumi.ResourceOptions(parent=self))
             if shared:
-                AuditTrail(f"{name}-audit", AuditTrailArgs(platform=platform), pulumi.ResourceOptions(parent=self))
+                trail = AuditTrail(f"{name}-audit", AuditTrailArgs(platform=platform),
+                                   pulumi.ResourceOptions(parent=self))
+        # [audit]   AuditPipeline (if on.audit; not in a shard): the collector writing into the trail
+        if plans.audit is not None:
+            AuditPipeline(f"{name}-audit-logs", AuditPipelineArgs(
+                platform=platform, target=plans.audit,
+                bucket_name=trail.bucket_name if trail is not None else None,
+                kms_key_arn=trail.kms_key_arn if trail is not None else None,
+                trust_anchor_arn=aws.trust_anchor_arn if aws is not None else None,
+            ), pulumi.ResourceOptions(parent=self))
         # [ci]      CiFederation (if ci.github is set; not in a shard): the pipeline's OIDC login
         if platform.config.ci.enabled and shared:
             CiFederation(f"{name}-ci", CiFederationArgs(platform=platform), pulumi.ResourceOptions(parent=self))

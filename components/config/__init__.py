@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
+from components.config.audit import AuditConfig
 from components.config.authz import AuthzConfig
 from components.config.aws import AwsConfig
 from components.config.base import Section
@@ -79,6 +80,8 @@ class StackConfig(Section):
     kubernetes: KubernetesTarget = Field(default_factory=KubernetesTarget, description="Kubernetes target.")
     limits: Limits = Field(default_factory=Limits, description="Lifetime ceilings.")
     observe: ObserveConfig = Field(default_factory=ObserveConfig, description="Monitoring, alerts, log pipeline.")
+    audit: AuditConfig = Field(default_factory=AuditConfig,
+                               description="Audit logs into WORM storage (subsystems.audit; docs/audit.md).")
     shard: ShardConfig = Field(default_factory=ShardConfig, description="Splitting an environment across stacks.")
     ci: CiConfig = Field(default_factory=CiConfig,
                          description="The pipeline's own credential-free login (off by default).")
@@ -162,6 +165,11 @@ def lifetime_problems(cfg: StackConfig, file: str) -> list[Problem]:
     rotation = ca_rotation_problem(cfg.spire.default_x509_svid_ttl, cfg.spire.ca_ttl)
     if rotation is not None:
         out.append(Problem(file, None, f"{NAMESPACE}:spire.defaultX509SvidTtl", rotation))
+    bucket_days = cfg.aws.audit_bucket.retention_days
+    if bucket_days is not None and bucket_days != cfg.audit.retention_days:
+        out.append(Problem(file, None, f"{NAMESPACE}:aws.auditBucket.retentionDays",
+                           f"{bucket_days} days disagrees with audit.retention ({cfg.audit.retention}); "
+                           "set the retention once, in audit.retention"))
     if seconds(cfg.vault.token_ttl) > MAX_TOKEN_TTL_SECONDS:
         out.append(Problem(file, None, f"{NAMESPACE}:vault.tokenTtl",
                            f"Vault tokens for agents live at most {format_duration(MAX_TOKEN_TTL_SECONDS)}"))
@@ -212,6 +220,8 @@ def _secret_refs(cfg: StackConfig) -> list[tuple[str, str]]:
     refs = []
     if cfg.spire.datastore_connection_secret:
         refs.append(("spire.datastoreConnectionSecret", cfg.spire.datastore_connection_secret))
+    if cfg.audit.pseudonym_key_secret:
+        refs.append(("audit.pseudonymKeySecret", cfg.audit.pseudonym_key_secret))
     refs.extend((f"vault.databases.{n}.passwordSecret", d.password_secret) for n, d in cfg.vault.databases.items())
     refs.extend((f"vault.databases.{n}.admins.{db}.passwordSecret", a.password_secret)
                 for n, d in cfg.vault.databases.items() for db, a in d.admins.items() if a.password_secret)

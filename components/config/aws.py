@@ -18,11 +18,12 @@ class AuditBucketConfig(Section):
     and nobody, including the account root, can delete or shorten a locked object version.
     """
 
-    retention_days: int = Field(
-        default=365,
+    retention_days: int | None = Field(
+        default=None,
         ge=1,
         le=36500,
         description="COMPLIANCE-mode default retention of every object version, in days. "
+        "Default: audit.retention (set it there; when both are set they must agree). "
         "Hazard: it can be raised later but locked versions can never be deleted early, "
         "not even by the account root; size it with your records policy.",
     )

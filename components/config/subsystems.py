@@ -17,3 +17,5 @@ class Subsystems(Section):
     windows: bool = Field(default=True, description="gMSA DSC and credential specs.")
     aws: bool = Field(default=False, description="AWS federation and audit bucket (needs AWS credentials).")
     observe: bool = Field(default=True, description="Monitoring, alerts and dashboards.")
+    audit: bool = Field(default=False, description="The collector DaemonSet shipping SPIRE, Vault, OPA, "
+                        "Envoy and Linkerd audit logs into the WORM bucket (docs/audit.md).")

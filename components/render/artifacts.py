@@ -52,6 +52,7 @@ def _renderers() -> list[Renderer]:
     # Each subsystem registers its renderer here, in deployment order. Each renders its validated
     # plan (components.compile); a subsystem without a plan renders nothing.
     from components.render import authz, aws, egress, mesh, spire, windows
+    from components.render.audit import audit_artifacts
     from components.render.ci import ci_artifacts  # imports this module: import here
     from components.render.observe import observe_artifacts
     from components.render.trust import trust_artifacts  # imports this module: import here
@@ -79,6 +80,7 @@ def _renderers() -> list[Renderer]:
         aws_roles,
         lambda plans: ci_artifacts(plans.platform),
         lambda plans: observe_artifacts(plans.platform),
+        lambda plans: audit_artifacts(plans.platform) if plans.audit is not None else (),
     ]
 
 

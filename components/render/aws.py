@@ -199,7 +199,8 @@ def profile_durations(roles: Iterable[AwsRole]) -> dict[int, list[AwsRole]]:
 
 
 def audit_bucket_policy(bucket_arn: str, kms_key_arn: str) -> dict[str, Any]:
-    """TLS only; uploads may not choose another encryption than our KMS key."""
+    """TLS only; an upload may not choose another encryption or KMS key than ours (one that
+    chooses none is encrypted with ours by the bucket's default)."""
     objects = f"{bucket_arn}/*"
     return {
         "Version": POLICY_VERSION,
@@ -213,12 +214,18 @@ def audit_bucket_policy(bucket_arn: str, kms_key_arn: str) -> dict[str, Any]:
                 "Condition": {"Bool": {"aws:SecureTransport": "false"}},
             },
             {
+                # Uploads that name an encryption must name ours; uploads that name none get the
+                # bucket's default (SSE-KMS with our key). Requiring the header would lock out
+                # writers that cannot send it, such as the collector's awss3exporter.
                 "Sid": "DenyOtherEncryption",
                 "Effect": "Deny",
                 "Principal": "*",
                 "Action": "s3:PutObject",
                 "Resource": objects,
-                "Condition": {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}},
+                "Condition": {
+                    "StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"},
+                    "Null": {"s3:x-amz-server-side-encryption": "false"},
+                },
             },
             {
                 "Sid": "DenyOtherKmsKey",
@@ -227,32 +234,99 @@ def audit_bucket_policy(bucket_arn: str, kms_key_arn: str) -> dict[str, Any]:
                 "Action": "s3:PutObject",
                 "Resource": objects,
                 "Condition": {
-                    "StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption-aws-kms-key-id": kms_key_arn}
+                    "StringNotEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id": kms_key_arn},
+                    "Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "false"},
                 },
             },
         ],
     }
 
 
-def audit_object_lock_rule(bucket: AuditBucketConfig, config_file: str = "") -> dict[str, Any]:
+CLOUDTRAIL_PRINCIPAL = "cloudtrail.amazonaws.com"
+CLOUDTRAIL_PREFIX = "cloudtrail"
+
+
+def account_of(arn: str) -> str:
+    """The account ID field of an ARN (``arn:partition:service:region:ACCOUNT:resource``)."""
+    return arn.split(":")[4]
+
+
+def trail_name(stack: str) -> str:
+    return f"agentpassport-{stack}"
+
+
+def trail_arn(region: str, account: str, stack: str) -> str:
+    return f"arn:aws:cloudtrail:{region}:{account}:trail/{trail_name(stack)}"
+
+
+def cloudtrail_bucket_statements(bucket_arn: str, trail: str, account: str) -> list[dict[str, Any]]:
+    """What CloudTrail needs of the audit bucket: its ACL, and writing under cloudtrail/AWSLogs/<account>/,
+    only for this stack's trail."""
+    source = {"StringEquals": {"aws:SourceArn": trail}}
+    return [
+        {"Sid": "CloudTrailAclCheck", "Effect": "Allow", "Principal": {"Service": CLOUDTRAIL_PRINCIPAL},
+         "Action": "s3:GetBucketAcl", "Resource": bucket_arn, "Condition": source},
+        {"Sid": "CloudTrailWrite", "Effect": "Allow", "Principal": {"Service": CLOUDTRAIL_PRINCIPAL},
+         "Action": "s3:PutObject", "Resource": f"{bucket_arn}/{CLOUDTRAIL_PREFIX}/AWSLogs/{account}/*",
+         "Condition": {"StringEquals": {"s3:x-amz-acl": "bucket-owner-full-control", "aws:SourceArn": trail}}},
+    ]
+
+
+def audit_key_policy(account: str, trail: str) -> dict[str, Any]:
+    """The audit key's policy when CloudTrail writes with it: the account administers it through IAM
+    (the default key policy), CloudTrail may encrypt for this stack's trail only."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {"Sid": "AccountAdministersThroughIam", "Effect": "Allow",
+             "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "kms:*", "Resource": "*"},
+            {"Sid": "CloudTrailEncrypts", "Effect": "Allow", "Principal": {"Service": CLOUDTRAIL_PRINCIPAL},
+             "Action": ["kms:GenerateDataKey*", "kms:DescribeKey"], "Resource": "*",
+             "Condition": {"StringEquals": {"aws:SourceArn": trail},
+                           "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn":
+                                          f"arn:aws:cloudtrail:*:{account}:trail/*"}}},
+        ],
+    }
+
+
+def audit_retention_days(bucket: AuditBucketConfig, default_days: int) -> int:
+    """The bucket's retention: ``aws.auditBucket.retentionDays`` if set, else ``audit.retention``."""
+    return bucket.retention_days if bucket.retention_days is not None else default_days
+
+
+def audit_object_lock_rule(bucket: AuditBucketConfig, config_file: str = "", default_days: int = 365) -> dict[str, Any]:
     """COMPLIANCE mode: no one, not even the account root, deletes a version before it expires."""
-    if not isinstance(bucket.retention_days, int) or bucket.retention_days < 1:
+    days = audit_retention_days(bucket, default_days)
+    if not isinstance(days, int) or days < 1:
         raise ConfigError([Problem(config_file, None, "agent-passport:aws.auditBucket.retentionDays",
                                    "the audit trail needs an Object Lock retention of at least 1 day")])
-    return {"default_retention": {"mode": "COMPLIANCE", "days": bucket.retention_days}}
+    return {"default_retention": {"mode": "COMPLIANCE", "days": days}}
 
 
-def audit_lifecycle_rules(bucket: AuditBucketConfig) -> list[dict[str, Any]]:
-    """Cheaper storage with age; nothing expires here (Object Lock decides what may go)."""
+def audit_lifecycle_rules(bucket: AuditBucketConfig, default_days: int = 365) -> list[dict[str, Any]]:
+    """Cheaper storage with age, and deletion once the retention is over (the GDPR half).
+
+    A version's Object Lock ends ``days`` after it was written; the lifecycle then puts a delete
+    marker on it, removes the now noncurrent version a day later (S3 refuses that while the lock
+    holds, so this can never cut a retention short) and finally the orphaned delete marker.
+    """
+    days = audit_retention_days(bucket, default_days)
+    retention: dict[str, Any] = {
+        "id": "retention",
+        "status": "Enabled",
+        "filter": {"prefix": ""},
+        "expiration": {"days": days},
+        "noncurrent_version_expiration": {"noncurrent_days": 1},
+    }
+    if bucket.transition_to_glacier_days < days:
+        retention["transitions"] = [{"days": bucket.transition_to_glacier_days, "storage_class": "GLACIER"}]
     return [
+        retention,
         {
-            "id": "archive",
+            "id": "expired-delete-markers",
             "status": "Enabled",
             "filter": {"prefix": ""},
-            "transitions": [{"days": bucket.transition_to_glacier_days, "storage_class": "GLACIER"}],
-            "noncurrent_version_transitions": [
-                {"noncurrent_days": bucket.transition_to_glacier_days, "storage_class": "GLACIER"}
-            ],
+            "expiration": {"expired_object_delete_marker": True},
         },
         {
             "id": "abort-incomplete-uploads",

@@ -109,6 +109,7 @@ def _access_log() -> list[dict[str, Any]]:
         "authz_reason": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:reason)%",
         "agent": "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:agent)%",
         "request_id": "%REQ(X-REQUEST-ID)%",
+        "traceparent": "%REQ(TRACEPARENT)%",  # W3C trace context: the audit trail's trace.id
         "duration_ms": "%DURATION%",
     }
     return [{

@@ -212,7 +212,8 @@ def _variant(tmp_path: Path, stack: str, agents: list[dict[str, Any]] | None = N
 
 def test_oidc_federation(tmp_path: Path) -> None:
     aws = {"region": "us-east-1", "federation": "oidc", "auditBucket": {"retentionDays": 400}}
-    graph = _variant(tmp_path, "prod", aws=aws)
+    # the bucket's own retentionDays must agree with audit.retention (the one place it is set)
+    graph = _variant(tmp_path, "prod", aws=aws, audit={"retention": "400d"})
     assert graph.of_type(ANCHOR) == [] and graph.of_type(PROFILE) == []
     provider = _one(graph, OIDC)
     assert provider.inputs["url"] == "https://oidc-discovery.prod.agents.acme-corp.net"

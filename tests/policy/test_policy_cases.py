@@ -139,6 +139,40 @@ CASES = [
             "mainSteps": [{"action": "aws:runPowerShellScript", "name": "dsc", "inputs": {"runCommand": [
                 "Install-ADServiceAccount -Identity 'gmsa-ledgersync'"]}}]}))
     """, []),
+    # ---------------------------------------------------------------- audit-collector-no-keys
+    Case("audit-collector-no-keys", "keys-in-config-and-env", """
+        k8s.core.v1.ConfigMap("audit-collector", data={
+            "config.yaml": "receivers:\\n  file_log: {}\\nexporters:\\n  awss3:\\n    s3uploader:\\n"
+                           "      region: us-east-1\\n      access_key: ${env:KEY_ID}\\n"
+                           "      secret_key: ${env:KEY}\\n",
+            "aws-config": "[default]\\naws_access_key_id = ${KEY_ID}\\n"})
+        k8s.apps.v1.DaemonSet("audit-collector", metadata={"name": "agentpassport-audit-collector"}, spec={
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "agentpassport-audit-collector"}},
+            "template": {"metadata": {"labels": {"app.kubernetes.io/name": "agentpassport-audit-collector"}},
+                         "spec": {"automountServiceAccountToken": False, "containers": [{
+                             "name": "collector", "image": "otel/opentelemetry-collector-contrib:0.165.0",
+                             "env": [{"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {
+                                         "name": "aws", "key": "id"}}},
+                                     {"name": "AWS_SECRET_ACCESS_KEY", "valueFrom": {"secretKeyRef": {
+                                         "name": "aws", "key": "secret"}}}]}]}}})
+    """, [("audit-collector", "collector config 'audit-collector' carries AWS keys: data[aws-config]: "
+                             "aws_access_key_id; data[config.yaml]: access_key, secret_key"),
+          ("audit-collector", "collector container 'collector' of 'audit-collector' sets "
+                              "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY")]),
+    Case("audit-collector-no-keys", "federated-sessions-only", """
+        k8s.core.v1.ConfigMap("audit-collector", data={
+            "config.yaml": "receivers:\\n  file_log: {}\\nexporters:\\n  awss3:\\n    s3uploader:\\n"
+                           "      region: us-east-1\\n      s3_bucket: audit\\n",
+            "aws-config": "[default]\\ncredential_process = /usr/local/bin/aws_signing_helper credential-process\\n",
+            "app.ini": "access_key: not-a-collector-config"})
+        k8s.apps.v1.DaemonSet("audit-collector", metadata={"name": "agentpassport-audit-collector"}, spec={
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "agentpassport-audit-collector"}},
+            "template": {"metadata": {"labels": {"app.kubernetes.io/name": "agentpassport-audit-collector"}},
+                         "spec": {"automountServiceAccountToken": False, "containers": [{
+                             "name": "collector", "image": "otel/opentelemetry-collector-contrib:0.165.0",
+                             "env": [{"name": "AWS_REGION", "value": "us-east-1"},
+                                     {"name": "AWS_CONFIG_FILE", "value": "/etc/x/aws-config"}]}]}}})
+    """, []),
     # ---------------------------------------------------------------- vault-no-stored-db-password
     Case("vault-no-stored-db-password", "password-in-state", """
         vault.database.SecretBackendConnection("db-main", backend="db-main", name="main", postgresql={

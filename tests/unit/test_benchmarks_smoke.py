@@ -111,12 +111,23 @@ def test_the_many_grants_manifest_is_valid_and_every_grant_gets_its_rules(tmp_pa
 
 
 def test_program_prints_its_table() -> None:
-    out = run_script("benchmarks/program.py", "10").splitlines()
+    out = run_script("benchmarks/program.py", "10", "12").splitlines()
     assert out[0].split() == ["fleet", "agents", "resources", "res/agent", "wall", "s", "cpu", "s",
-                              "ms/res", "wall", "ms/res", "cpu", "peak", "RSS", "MiB"]
-    assert out[1].split()[:2] == ["10", "10"]
-    assert out[2].startswith("  fleet 10: ") and out[2].endswith("by type:")
-    assert re.fullmatch(r" +\d+ +\d+\.\d\d/agent  \S+", out[3]), out[3]
+                              "ms/res", "wall", "ms/res", "cpu", "peak", "RSS", "MiB", "KiB/res"]
+    assert out[1].split()[:2] == ["10", "10"] and out[2].split()[:2] == ["12", "12"]
+    # two floors (a trivial program, then the same graph replayed), each with as many resources as
+    # each program run, then the marginal ratio between the two sizes
+    for start, title in ((3, "floor: "), (8, "same-graph floor: ")):
+        assert out[start].startswith(title), out[start]
+        assert out[start + 1].split() == ["program", "resources", "cpu", "s", "ms/res", "cpu", "KiB/res", "x",
+                                          "floor", "cpu", "x", "floor", "mem"]
+        for program_row, floor_row in zip(out[1:3], out[start + 2:start + 4], strict=True):
+            resources = int(program_row.split()[2])
+            assert abs(int(floor_row.split()[1]) - resources) < 5, (program_row, floor_row)
+            assert float(floor_row.split()[5]) > 0
+        assert out[start + 4].split()[0] == "marginal"
+    assert out[13].startswith("  fleet 10: ") and out[13].endswith("by type:")
+    assert re.fullmatch(r" +\d+ +\d+\.\d\d/agent  \S+", out[14]), out[14]
 
 
 def test_program_shard_deploys_one_bucket() -> None:
@@ -149,3 +160,24 @@ def test_yaml_parsers_prints_its_tables() -> None:
     assert out.splitlines()[0].split()[:2] == ["parser", "us/doc"]
     assert "loader fast path (rapidyaml)" in out and "== loader reference (PyYAML)" in out
     assert "unsupported YAML tag !foo" in out and "aliases would repeat" in out
+
+
+def test_gateway_prints_its_table() -> None:
+    from tests.unit.test_envoy_config import envoy_binary
+
+    envoy_binary()  # skips (fails in CI) without Envoy
+    if not rego_bench.OPA_BIN.is_file():
+        skip_or_fail(f"OPA binary not found at {rego_bench.OPA_BIN}: run scripts/bootstrap-tools --only opa")
+    out = run_script("benchmarks/gateway.py", "--requests", "9").splitlines()
+    assert out[0].startswith("Envoy: ") and out[1].startswith("OPA: ")
+    assert out[2].split() == ["what", "p50", "us", "p99", "us"]
+    rows = {line[:52].strip(): [float(v) for v in line[52:].split()] for line in out[3:]}
+    assert list(rows) == ["through gateway: allow", "through gateway: deny missing header",
+                          "through gateway: deny wrong path", "through gateway: all",
+                          "stand-in: whole check (inside gRPC)", "of which OPA HTTP (real opa run --server)",
+                          "gateway - stand-in (Envoy, TLS, backend, client)",
+                          "client alone (plain HTTP to the backend)"]
+    # the decision is part of the request it delays: OPA's share is inside the stand-in's,
+    # which is inside the whole request's
+    p50 = {k: v[0] for k, v in rows.items()}
+    assert 0 < p50["of which OPA HTTP (real opa run --server)"] <= p50["stand-in: whole check (inside gRPC)"]

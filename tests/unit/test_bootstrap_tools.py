@@ -220,6 +220,24 @@ def test_a_failed_required_build_exits_1_with_the_reason(sandbox: Sandbox) -> No
     assert list((sandbox.cache / "tmp").iterdir()) == []
 
 
+def test_an_ocb_tool_installs_the_builder_first_and_fails_with_its_reason(sandbox: Sandbox) -> None:
+    res = sandbox.run("--only", "otelcol-audit")
+    assert res.returncode == 1
+    assert sandbox.go_was_called() == ["install -p 2 -trimpath go.opentelemetry.io/collector/cmd/builder@v0.165.0"]
+    assert "FAILED otelcol-audit v0.165.0" in res.stderr and "403 Forbidden" in res.stderr
+    assert not (sandbox.cache / "pkgs" / "otelcol-audit" / "0.165.0").exists()
+
+
+def test_ocb_manifest_pins_one_collector_release() -> None:
+    tool = REG.tools["otelcol-audit"]
+    assert (tool.mode, tool.manifest) == ("ocb", "otelcol-audit.yaml")
+    manifest = (ROOT / "scripts" / "bootstrap" / "ocb" / tool.manifest).read_text(encoding="utf-8")
+    assert f"  name: {tool.name}\n" in manifest and f"  version: {tool.version}\n" in manifest
+    assert bt.OCB_OUTPUT in manifest
+    versions = set(re.findall(r"gomod: \S+ (v\S+)", manifest))
+    assert versions == {f"v{tool.version}", "v1.71.0"}  # collector v0.165.0 goes with core v1.71.0
+
+
 def test_budget_skips_best_effort_tools_whose_build_would_overrun(sandbox: Sandbox) -> None:
     sandbox.prebuilt("opa")
     sandbox.prebuilt("kubeconform")
@@ -476,6 +494,12 @@ def test_tools_toml_mistakes_are_usage_errors(tmp_path: Path) -> None:
         bt.load_tools(bad)
     bad.write_text('[[tool]]\nname = "x"\nversion = "1.0.0"\nmodule = "m"\npackage = "m"\ncgo = "yes"\n')
     with pytest.raises(bt.UsageError, match="cgo must be true/false"):
+        bt.load_tools(bad)
+    bad.write_text('[[tool]]\nname = "x"\nversion = "1"\nmodule = "m"\npackage = "m"\nmanifest = "x.yaml"\n')
+    with pytest.raises(bt.UsageError, match=r"manifest .* goes with mode ocb only"):
+        bt.load_tools(bad)
+    bad.write_text('[[tool]]\nname = "x"\nversion = "1"\nmodule = "m"\npackage = "m"\nmode = "ocb"\n')
+    with pytest.raises(bt.UsageError, match="goes with mode ocb only"):
         bt.load_tools(bad)
     bad.write_text('[groups]\ng = ["y"]\n[[tool]]\nname = "x"\nversion = "1"\nmodule = "m"\npackage = "m"\n')
     with pytest.raises(bt.UsageError, match="group g names unknown tool"):

@@ -311,7 +311,7 @@ def test_check_warns_without_failing(tmp_path: Path, capsys: pytest.CaptureFixtu
         data = json.loads(out)
         (warning,) = [v for v in data["violations"] if v["policy"] == "ci-no-static-secrets"]
         assert (warning["level"], warning["file"], warning["line"]) == ("advisory", ".github/workflows/ci.yml", 4)
-        assert data["mandatory"] == 4 and len(data["policies"]) == 21
+        assert data["mandatory"] == 4 and len(data["policies"]) == 22
     else:
         (run,) = json.loads(out)["runs"]
         rules = run["tool"]["driver"]["rules"]

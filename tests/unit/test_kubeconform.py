@@ -327,6 +327,15 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "agents", agents)
     (agents / "claims-bot.yaml").write_text(yaml.safe_dump(WINDOWS_POD_AGENT), encoding="utf-8")
     render("prod", out / "prod-windows-pods", cwd=variant, paths=[str(agents)])
+    # prod with the audit collector (docs/audit.md), its own registration included (roles-anywhere)
+    audit = tmp_path_factory.mktemp("audit")
+    (audit / "stacks").mkdir()
+    audit_doc = yaml.safe_load((ROOT / "stacks/Pulumi.prod.yaml").read_text(encoding="utf-8"))
+    audit_doc["config"]["agent-passport:subsystems"]["audit"] = True
+    audit_doc["config"]["agent-passport:audit"] = {"credentials": "roles-anywhere",
+                                                   "image": "registry.acme-corp.net/otelcol-audit:0.165.0"}
+    (audit / "stacks/Pulumi.prod.yaml").write_text(yaml.safe_dump(audit_doc), encoding="utf-8")
+    render("prod", out / "prod-audit", cwd=audit, paths=[str(ROOT / "agents")])
     return out
 
 
@@ -335,7 +344,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_every_stack_is_rendered_with_every_kind_it_uses(rendered: Path, crd_files: list[Path]) -> None:
     stacks = list_stacks(ROOT)
-    assert stacks and sorted(p.name for p in rendered.iterdir()) == sorted([*stacks, "prod-windows-pods"])
+    assert stacks and sorted(p.name for p in rendered.iterdir()) == sorted([*stacks, "prod-windows-pods", "prod-audit"])
     kinds = {(d["apiVersion"], d["kind"]) for d in documents(kubernetes_yaml(rendered))}
     custom = kinds & crd_kinds(crd_files)
     # Everything that is not a custom resource of the CRDs is a built-in kind with a stored schema.

@@ -72,6 +72,7 @@ FIELD_RENAMES: dict[str, tuple[Rename, ...]] = {
         Rename("status", "http.response.status_code", logstash=False),
         Rename("request_id", "http.request.id", logstash=False),
         Rename("authz_reason", "event.reason", logstash=False),
+        Rename("traceparent", "agentpassport.traceparent", logstash=False),
     ),
     # SPIRE server and agent logs (log_format json); "msg" becomes "message" (overriding it)
     "spire": (

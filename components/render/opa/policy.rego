@@ -6,32 +6,48 @@
 package agentpassport.authz
 
 # The request as Envoy's ext_authz filter sends it (v3 CheckRequest, protojson).
-http_request := object.get(input, ["attributes", "request", "http"], {})
+default http_request := {}
+
+http_request := input.attributes.request.http
 
 # The caller's SPIFFE ID: the URI SAN of the client certificate Envoy verified.
-principal := object.get(input, ["attributes", "source", "principal"], "")
+default principal := ""
+
+principal := input.attributes.source.principal
 
 # The protected service, set by the gateway's route (context_extensions), never by the caller.
-service := object.get(input, ["attributes", "contextExtensions", "service"], "")
+default service := ""
 
-method := object.get(http_request, "method", "")
+service := input.attributes.contextExtensions.service
 
-headers := object.get(http_request, "headers", {})
+default method := ""
+
+method := http_request.method
+
+default headers := {}
+
+headers := http_request.headers
 
 # Grants match the path without its query string.
-path := split(object.get(http_request, "path", ""), "?")[0]
+default path := ""
+
+path := split(http_request.path, "?")[0]
 
 # The caller's grants on this service: one keyed lookup in a standalone stack's document,
 # plus one per shard stack in a sharded environment (data.agentpassport.shards[<shard>], one
-# document per shard): the cost grows with shards, never with agents.
-own_entries := [e | e := data.agentpassport.services[service].principals[principal]]
+# document per shard): the cost grows with shards, never with agents. A standalone stack's
+# gateway (no shard documents) looks the caller up once.
+entry := data.agentpassport.services[service].principals[principal] if not data.agentpassport.shards
 
 shard_entries := [e | e := data.agentpassport.shards[_].services[service].principals[principal]]
 
-entries := array.concat(own_entries, shard_entries)
+entries := array.concat([e | e := data.agentpassport.services[service].principals[principal]], shard_entries)
 
 # An agent lands in exactly one shard: an identity found twice is a misconfiguration, denied.
-entry := entries[0] if count(entries) == 1
+entry := entries[0] if {
+	data.agentpassport.shards
+	count(entries) == 1
+}
 
 weekdays := {
 	"Monday": "mon", "Tuesday": "tue", "Wednesday": "wed", "Thursday": "thu",
@@ -54,7 +70,7 @@ prefix_matches(prefix) if path == prefix
 
 prefix_matches(prefix) if startswith(path, concat("", [prefix, "/"]))
 
-# Required headers that are absent or differ, in name order.
+# Required headers that are absent or differ, in name order (only for a denial's reason).
 missing_headers(rule) := [name |
 	some name in sort(object.keys(rule.headers))
 	object.get(headers, name, null) != rule.headers[name]
@@ -70,6 +86,7 @@ within_window(window) if {
 	clock < window.end
 }
 
+# The clock is read only for a rule that has windows.
 within_time(rule) if count(rule.timeWindows) == 0
 
 within_time(rule) if {
@@ -88,7 +105,18 @@ rule_failure(rule) := sprintf("method %s not granted", [method]) if {
 	not within_time(rule)
 } else := ""
 
-matching := [rule | some rule in entry.rules; rule_failure(rule) == ""]
+# The rules that allow the request, in grant order; no reason string is built on this path.
+matching := [rule |
+	some rule in entry.rules
+	rule.methods[method]
+	path_granted(rule)
+	every name, value in rule.headers {
+		headers[name] == value
+	}
+	within_time(rule)
+]
+
+# Only a denial evaluates these: the first failed check of every rule, as text.
 
 failures := [sprintf("spec.grants[%d]: %s", [rule.grant, rule_failure(rule)]) | some rule in entry.rules]
 
@@ -108,8 +136,9 @@ allow if {
 }
 
 # The reason recorded in the decision log (and Envoy's access log) for audit.
-reason := sprintf("allowed: %s %s granted to agent %s by spec.grants[%d]", [
-	method, path, entry.agent, matching[0].grant,
+reason := concat("", [
+	"allowed: ", method, " ", path, " granted to agent ", entry.agent,
+	" by spec.grants[", format_int(matching[0].grant, 10), "]",
 ]) if {
 	allow
 } else := "denied: the client certificate carries no SPIFFE ID" if {
@@ -126,28 +155,19 @@ reason := sprintf("allowed: %s %s granted to agent %s by spec.grants[%d]", [
 	entry.agent, service, concat("; ", failures),
 ])
 
-default decision := {
-	"allowed": false,
-	"body": "forbidden by Agent Passport policy\n",
-	"dynamic_metadata": {"allowed": false, "reason": "denied: no decision"},
-	"headers": {"content-type": "text/plain"},
-	"http_status": 403,
-	"reason": "denied: no decision",
-}
-
 # The opa-envoy-plugin result object: allowed, headers, http_status, body, dynamic_metadata.
 decision := {
 	"allowed": true,
 	"dynamic_metadata": {"agent": entry.agent, "allowed": true, "reason": reason},
 	"headers": {"x-agentpassport-agent": entry.agent},
 	"reason": reason,
-} if allow
-
-decision := {
+} if {
+	allow
+} else := {
 	"allowed": false,
 	"body": "forbidden by Agent Passport policy\n",
 	"dynamic_metadata": {"allowed": false, "reason": reason},
 	"headers": {"content-type": "text/plain"},
 	"http_status": 403,
 	"reason": reason,
-} if not allow
+}

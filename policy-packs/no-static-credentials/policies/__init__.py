@@ -59,6 +59,12 @@ from .certificates import (
     _rsa_key_size,
     _svid_ttl_limits,
 )
+from .collector import (
+    COLLECTOR_NAME,
+    KEY_ENV,
+    _audit_collector_no_keys,
+    collector_key_settings,
+)
 from .gmsa import GMSA_INTERVAL_SCHEMA, _gmsa_password_interval
 from .kubernetes import (
     GMSA_SCHEMA,
@@ -208,6 +214,15 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
         _no_literal_credentials, LITERALS_SCHEMA, severity=Severity.CRITICAL,
     ),
     _resource(
+        "audit-collector-no-keys",
+        "Log collectors write to S3 with federated sessions, never with an AWS key in their config "
+        "or environment.",
+        "Remove access_key/secret_key from the exporter and the AWS_* key variables: the collector "
+        "gets its session from IRSA or EKS Pod Identity on EKS, from IAM Roles Anywhere with its own "
+        "SVID elsewhere (stack audit.credentials, docs/audit.md).",
+        _audit_collector_no_keys, severity=Severity.CRITICAL,
+    ),
+    _resource(
         "vault-no-stored-db-password",
         "Vault database connections keep no password in Pulumi state.",
         "Pass the admin password through the write-only passwordWo (+ passwordWoVersion) from "
@@ -325,6 +340,7 @@ def policy_named(name: str) -> ResourceValidationPolicy | StackValidationPolicy:
 __all__ = [
     "AGENT_LABEL",
     "BOM_KEY",
+    "COLLECTOR_NAME",
     "COUNT_SCHEMA",
     "CREDENTIAL_TTL_SCHEMA",
     "DB_ENGINE_BLOCKS",
@@ -337,6 +353,7 @@ __all__ = [
     "GMSA_SCHEMA",
     "INBOUND_ANNOTATION",
     "INBOUND_SCHEMA",
+    "KEY_ENV",
     "LEAF_SCHEMA",
     "LITERALS_SCHEMA",
     "NO_IAM_USERS_SCHEMA",
@@ -360,6 +377,7 @@ __all__ = [
     "agent_prefix",
     "as_dict",
     "as_list",
+    "collector_key_settings",
     "config_of",
     "containers",
     "credential_name",
