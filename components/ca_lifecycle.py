@@ -497,3 +497,74 @@ class DrillStep:
     seconds: float
     detail: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- what the stack config says
+
+
+UPSTREAM_CUSTODY = {
+    "tls": "pulumi-tls (Pulumi state, encrypted)",
+    "vault-pki": "Vault PKI ({mount})",
+    "aws-pca": "AWS Private CA (HSM)",
+}
+LINKERD_CUSTODY = {**UPSTREAM_CUSTODY, "cert-manager": "cert-manager (Secret in {ns})"}
+
+
+def spire_key_custody(cfg: Any) -> str:
+    """Where SPIRE's own signing keys live (its KeyManager)."""
+    if cfg.spire.key_manager == "aws_kms":
+        return f"AWS KMS ({cfg.aws.region})"
+    return "disk (spire-server data volume)"
+
+
+def config_rows(platform: Any, now: datetime) -> list[StatusRow]:
+    """The authorities the stack's configuration defines, beside SPIRE's: the trust domain's root
+    and intermediate (their certificates are in the deployed stack, not here), the roots kept
+    during a rotation (trust.previousRoots, with their dates), Linkerd's anchors and issuer."""
+    cfg = platform.config
+    t = cfg.trust
+    ttls = stack_ttls(platform)
+    rows: list[StatusRow] = []
+    if t.upstream == "spire":
+        rows.append(StatusRow("root", "(SPIRE's X.509 authorities)", spire_key_custody(cfg), "SPIRE is its own root",
+                              next_action=f"SPIRE rotates it every spire.caTtl ({cfg.spire.ca_ttl})"))
+    else:
+        custody = UPSTREAM_CUSTODY[t.upstream]
+        renew = (f"re-issued by `pulumi up` within trust.earlyRenewal ({t.early_renewal}) of expiry"
+                 if t.upstream == "tls" else "rotate: a new root in the upstream, the old one in trust.previousRoots")
+        rows.append(StatusRow("root", "(deployed: `pulumi stack output`)", custody.format(mount=t.vault_pki.root_mount),
+                              f"lifetime {t.root_lifetime}", next_action=renew))
+        rows.append(StatusRow("intermediate", "(deployed: `pulumi stack output`)",
+                              custody.format(mount=t.vault_pki.intermediate_mount),
+                              f"lifetime {t.intermediate_lifetime}; SPIRE signs its CA under it",
+                              next_action=f"re-issued by `pulumi up` within trust.earlyRenewal ({t.early_renewal})"))
+        for pem in t.previous_roots:
+            row = cert_row("previous-root", "(retired)", "overlap: trusted beside the current root", pem,
+                           f"remove from trust.previousRoots once the new root's SPIRE CA has been active "
+                           f"{format_duration(int(ttls.x509.total_seconds()))} (the longest X.509-SVID TTL)")
+            if row.not_after is not None and row.not_after <= now:
+                row = replace(row, state="expired", next_action="remove from trust.previousRoots now")
+            rows.append(row)
+    if cfg.subsystems.mesh:
+        from components.render.mesh.identity import anchor_custody
+
+        custody = anchor_custody(cfg)
+        m = cfg.mesh
+        where = LINKERD_CUSTODY[custody]
+        for gen in m.trust_anchors:
+            mount = f"{m.vault_pki_mount}-{gen}" if custody == "vault-pki" else ""
+            signing = gen == m.signing_anchor
+            rows.append(StatusRow(
+                "linkerd-anchor", gen, where.format(mount=mount, ns=m.cert_manager_namespace),
+                "signs the issuer" if signing else "in the bundle only (rotation)",
+                next_action=f"lifetime {m.trust_anchor_lifetime}; rotate: add a generation to mesh.trustAnchors, "
+                "restart proxies, switch mesh.issuerAnchor, remove the old one (docs/mesh.md)"))
+        issuer_key = ("pulumi-tls (Pulumi state) -> Secret linkerd-identity-issuer" if custody != "cert-manager"
+                      else where.format(ns=m.control_plane_namespace))
+        rows.append(StatusRow(
+            "linkerd-issuer", f"issuer ({m.signing_anchor})", issuer_key, f"lifetime {m.issuer_lifetime}",
+            next_action=f"re-issued by `pulumi up` within mesh.issuerEarlyRenewal ({m.issuer_early_renewal})"))
+        for pem in m.extra_trust_anchors_pem:
+            rows.append(cert_row("linkerd-extra", "(outside this stack)", "in the bundle (mesh.extraTrustAnchorsPem)",
+                                 pem, "remove once no proxy holds an issuer certificate under it"))
+    return rows
