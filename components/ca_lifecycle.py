@@ -20,8 +20,9 @@ SPIRE's rules, as its server enforces them (``pkg/server/api/localauthority/v1``
 from __future__ import annotations
 
 import base64
+import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -74,6 +75,8 @@ class ServerState:
     refresh_hint_s: int = 0
     x509_roots_pem: tuple[str, ...] = ()
     """The bundle's X.509 authorities, PEM, in the server's order (what a peer trusts)."""
+    jwt_keys: tuple[tuple[str, bytes], ...] = ()
+    """The bundle's JWT keys: (key ID, PKIX DER), what the OIDC discovery provider's JWKS serves."""
 
     def of(self, kind: Kind) -> tuple[LocalAuthority, ...]:
         return tuple(a for a in self.authorities if a.kind == kind)
@@ -116,6 +119,8 @@ class BundleKey:
     not_after: datetime | None
     tainted: bool
     pem: str = ""
+    public_key_der: bytes = b""
+    """JWT keys: the PKIX public key (what a JWKS serves)."""
 
 
 def ski_hex(cert: x509.Certificate) -> str:
@@ -136,7 +141,8 @@ def parse_bundle(bundle: Mapping[str, Any]) -> tuple[str, list[BundleKey], list[
         cert = x509.load_der_x509_certificate(base64.b64decode(entry["asn1"]))
         x509_keys.append(BundleKey(ski_hex(cert), cert.not_valid_before_utc, cert.not_valid_after_utc,
                                    bool(entry.get("tainted")), cert.public_bytes(Encoding.PEM).decode()))
-    jwt_keys = [BundleKey(str(e.get("key_id", "")), None, _time(e.get("expires_at")), bool(e.get("tainted")))
+    jwt_keys = [BundleKey(str(e.get("key_id", "")), None, _time(e.get("expires_at")), bool(e.get("tainted")),
+                          public_key_der=base64.b64decode(e.get("public_key") or ""))
                 for e in bundle.get("jwt_authorities") or []]
     td = str(bundle.get("trust_domain") or bundle.get("trustDomain") or "")
     return td, x509_keys, jwt_keys, int(bundle.get("refresh_hint") or 0)
@@ -159,7 +165,8 @@ def server_state(x509_show: Mapping[str, Any], jwt_show: Mapping[str, Any] | Non
                                  expires_at=a.expires_at or (k.not_after if k else None)))
         found += [LocalAuthority(kind, k.id, "bundle", k.not_after, k.not_before, tainted=k.tainted, in_bundle=True)
                   for k in by_id.values() if k.id]
-    return ServerState(td, tuple(found), hint, tuple(k.pem for k in x509_keys))
+    return ServerState(td, tuple(found), hint, tuple(k.pem for k in x509_keys),
+                       tuple((k.id, k.public_key_der) for k in jwt_keys))
 
 
 # --------------------------------------------------------------------------- SPIRE's own schedule
@@ -568,3 +575,73 @@ def config_rows(platform: Any, now: datetime) -> list[StatusRow]:
             rows.append(cert_row("linkerd-extra", "(outside this stack)", "in the bundle (mesh.extraTrustAnchorsPem)",
                                  pem, "remove once no proxy holds an issuer certificate under it"))
     return rows
+
+
+# --------------------------------------------------------------------------- what a peer with the bundle accepts
+
+
+def x509_trusted(leaf_pem: str, roots_pem: Iterable[str]) -> bool:
+    """Whether an X.509-SVID (leaf first, then any intermediates) chains to one of ``roots_pem``
+    by signature: what a peer holding exactly that bundle decides about the certificate."""
+    from cryptography.exceptions import InvalidSignature
+
+    chain = x509.load_pem_x509_certificates(leaf_pem.encode())
+    top = chain[-1]
+    for link, issuer in itertools.pairwise(chain):
+        try:
+            link.verify_directly_issued_by(issuer)
+        except (InvalidSignature, ValueError, TypeError):
+            return False
+    for root_pem in roots_pem:
+        root = x509.load_pem_x509_certificate(root_pem.encode())
+        try:
+            top.verify_directly_issued_by(root)
+            return True
+        except (InvalidSignature, ValueError, TypeError):
+            continue
+    return False
+
+
+def jwt_key_id(token: str) -> str:
+    header = json.loads(_b64url(token.split(".", maxsplit=1)[0]))
+    return str(header.get("kid", ""))
+
+
+def jwt_trusted(token: str, keys: Iterable[tuple[str, bytes]]) -> bool:
+    """Whether a JWT-SVID's signature verifies with the key its ``kid`` names in ``keys`` (a
+    JWKS as (kid, PKIX DER)): a key that is not there, or a bad signature, is a refusal."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    head, body, sig = token.strip().split(".")
+    header = json.loads(_b64url(head))
+    der = dict(keys).get(str(header.get("kid", "")))
+    if not der:
+        return False
+    key = load_der_public_key(der)
+    signed, raw = f"{head}.{body}".encode(), _b64url(sig)
+    alg = str(header.get("alg", ""))
+    digest = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}.get(alg[-3:])
+    if digest is None:
+        return False
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey) and alg.startswith("ES"):
+            half = len(raw) // 2
+            key.verify(encode_dss_signature(int.from_bytes(raw[:half]), int.from_bytes(raw[half:])), signed,
+                       ec.ECDSA(digest))
+        elif isinstance(key, rsa.RSAPublicKey) and alg.startswith("RS"):
+            key.verify(raw, signed, padding.PKCS1v15(), digest)
+        elif isinstance(key, rsa.RSAPublicKey) and alg.startswith("PS"):
+            key.verify(raw, signed, padding.PSS(padding.MGF1(digest), digest.digest_size), digest)
+        else:
+            return False
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _b64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
