@@ -1,0 +1,140 @@
+"""CA-lifecycle e2e harness: a throwaway spire-server from a stack's rendered config
+(:func:`components.ca_drill.throwaway_server`, the drill's own), a spire-agent attested to it
+with a join token, and a TLS peer that trusts exactly a given bundle.
+
+The agent runs the stack's rendered VM agent config (``vm-join_token``), adapted as
+tests/support/chain.py adapts it: paths under a temporary directory, the server's 127.0.0.1
+port, the join token on the command line, the server's current bundle as its bootstrap bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from components.ca_drill import Throwaway, throwaway_server
+from components.platform_model import Platform
+from components.render import spire as r
+from tests.support.chain import Workload
+from tests.support.processes import stop
+from tests.support.tools import require_tool, wait_until
+
+
+@contextlib.contextmanager
+def local_server(platform: Platform) -> Iterator[Throwaway]:
+    binary = require_tool("spire-server")
+    tmp = Path(tempfile.mkdtemp(prefix="ap-ca-server-"))
+    try:
+        with throwaway_server(platform, str(binary), tmp) as server:
+            yield server
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def join_token_agent(server: Throwaway, platform: Platform, workload_path: str, svid_ttl_s: int) -> Iterator[Workload]:
+    """A spire-agent attested to ``server`` and one entry for this process (``unix:uid``) with
+    short SVID TTLs, so that the workload's next SVID comes within seconds."""
+    binary = require_tool("spire-agent")
+    tmp = Path(tempfile.mkdtemp(prefix="ap-ca-agent-"))
+    try:
+        conf = r.host_agent_config(platform, "vm-join_token")
+        agent = conf["agent"]
+        agent.pop("join_token_file")
+        (tmp / "bundle.pem").write_text(server.cli("bundle", "show"))
+        agent.update(data_dir=str(tmp / "data"), server_address="127.0.0.1",
+                     server_port=server.conf["server"]["bind_port"], trust_bundle_path=str(tmp / "bundle.pem"),
+                     socket_path=str(tmp / "agent.sock"), log_format="text")
+        conf["plugins"]["KeyManager"][0]["disk"]["plugin_data"]["directory"] = str(tmp / "data")
+        (tmp / "agent.conf").write_text(json.dumps(conf))
+        td = platform.config.trust_domain
+        node_id, workload_id = f"spiffe://{td}/passport-ca-test/node", f"spiffe://{td}{workload_path}"
+        token = server.cli("token", "generate", "-spiffeID", node_id).split()[-1]
+        server.cli("entry", "create", "-parentID", node_id, "-spiffeID", workload_id,
+                   "-x509SVIDTTL", str(svid_ttl_s), "-jwtSVIDTTL", str(svid_ttl_s),
+                   "-selector", f"unix:uid:{os.getuid()}")
+        log = tmp / "agent.log"
+        workload = Workload(binary, tmp / "agent.sock")
+        with log.open("wb") as out:
+            proc = subprocess.Popen([str(binary), "run", "-config", str(tmp / "agent.conf"), "-joinToken", token],
+                                    stdout=out, stderr=out)
+            try:
+                def ready() -> bool:
+                    if proc.poll() is not None:
+                        pytest.fail(f"spire-agent exited: {log.read_text()[-2000:]}")
+                    return workload.jwt("probe")[0] == workload_id
+
+                wait_until(ready, 90, f"an SVID for {workload_id} from the spire-agent", interval_s=0.5)
+                yield workload
+            finally:
+                stop(proc, grace_s=10)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def issuer_key_id(svid_pem: str) -> str:
+    """The authority key ID of an X.509-SVID's leaf: the ID of the authority that signed it."""
+    leaf = x509.load_pem_x509_certificates(svid_pem.encode())[0]
+    aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier is not None
+    return aki.key_identifier.hex()
+
+
+def tls_peer_accepts(bundle_pems: list[str], server_cert: tuple[str, str], client_cert: tuple[str, str],
+                     where: Path) -> bool:
+    """One mutual-TLS handshake on 127.0.0.1 against a server (OpenSSL, through Python's ssl)
+    that requires a client certificate chaining to exactly ``bundle_pems``: whether it accepted
+    the client's (cert chain file, key file)."""
+    where.mkdir(parents=True, exist_ok=True)
+    ca = where / "peer-bundle.pem"
+    ca.write_text("".join(bundle_pems))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(*server_cert)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    server_ctx.load_verify_locations(cafile=str(ca))
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE  # what is tested is the server's decision about the client
+    client_ctx.load_cert_chain(*client_cert)
+    result: dict[str, bool] = {}
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(20)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(20)
+        try:
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.recv(1)  # with TLS 1.3 the client certificate is checked here
+                result["ok"] = True
+        except (ssl.SSLError, OSError):
+            result["ok"] = False
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=20) as raw:
+            try:
+                with client_ctx.wrap_socket(raw) as tls:
+                    tls.sendall(b"x")
+                    tls.recv(1)
+            except (ssl.SSLError, OSError):
+                pass
+    finally:
+        thread.join(timeout=30)
+        listener.close()
+    return result.get("ok", False)
