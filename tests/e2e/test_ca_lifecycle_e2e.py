@@ -19,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +30,14 @@ from components import cli
 from components.ca_lifecycle import jwt_key_id, jwt_trusted, x509_trusted
 from components.ca_runner import SpireAdmin
 from components.platform_model import Platform, load_platform
-from tests.support.ca import issuer_key_id, join_token_agent, local_server, tls_peer_accepts
+from tests.support.ca import (
+    envoy_accepts,
+    envoy_gateway,
+    issuer_key_id,
+    join_token_agent,
+    local_server,
+    tls_peer_accepts,
+)
 from tests.support.chain import Workload
 from tests.support.tools import require_tool, wait_until
 
@@ -53,6 +62,14 @@ def server(platform: Platform) -> Iterator[object]:
 def workload(server: object, platform: Platform) -> Iterator[Workload]:
     with join_token_agent(server, platform, "/ns/agents/sa/agent-cortex", SVID_TTL_S) as w:  # type: ignore[arg-type]
         yield w
+
+
+@pytest.fixture(scope="module")
+def envoy(workload: Workload, platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The rendered gateway listener of service ``inference`` on real Envoy, its SVID and
+    bundle from the workload's spire-agent over SDS."""
+    with envoy_gateway(platform, "inference", workload.socket, tmp_path_factory.mktemp("envoy")) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
@@ -113,25 +130,42 @@ def test_refusals_are_one_line(server: object, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- X.509
 
 
-def test_x509_rotation_then_compromise(server: object, workload: Workload, admin: SpireAdmin, tmp_path: Path) -> None:
+def test_x509_rotation_then_compromise(server: object, workload: Workload, admin: SpireAdmin, envoy: int,
+                                       tmp_path: Path) -> None:
     server_id = tmp_path / "server-svid"
     old = admin.state().slot("x509", "active")
     assert old is not None
     before, before_cert, before_key = svid(workload, tmp_path / "before")
     assert issuer_key_id(before) == old.id
+    wait_until(lambda: envoy_accepts(envoy, (before_cert, before_key)), 60, "Envoy's SVID and bundle over SDS")
 
     # without --yes nothing happens, even to the active authority
     code, out, _ = ca(server, "compromise", "--authority", old.id)
     assert code == 0 and "dry run: nothing was changed" in out
     assert admin.state().slot("x509", "active") == old
 
-    code, out, err = ca(server, "rotate", "--authority", "x509", "--propagation", "3s", "--overlap", f"{SVID_TTL_S}s",
-                        "--wait", "--state-dir", str(tmp_path / "journal"))
+    # the rotation runs while the workload keeps calling through Envoy with its current SVID
+    result: dict[str, tuple[int, str, str]] = {}
+    rotation = threading.Thread(target=lambda: result.setdefault("rotate", ca(
+        server, "rotate", "--authority", "x509", "--propagation", "3s", "--overlap", f"{SVID_TTL_S}s", "--wait",
+        "--state-dir", str(tmp_path / "journal"))))
+    rotation.start()
+    calls: list[tuple[str, bool]] = []
+    try:
+        while rotation.is_alive():
+            _, cert, key = svid(workload, tmp_path / "during")
+            calls.append((issuer_key_id(Path(cert).read_text()), envoy_accepts(envoy, (cert, key))))
+            time.sleep(0.5)
+    finally:
+        rotation.join(timeout=180)
+    code, out, err = result["rotate"]
     assert code == 0, err
     assert "prepared" in out and "activated" in out and out.rstrip().splitlines()[-1].startswith("done: ")
     state = admin.state()
     new = state.slot("x509", "active")
     assert new is not None and new.id != old.id
+    assert [ok for _, ok in calls] == [True] * len(calls) and len(calls) >= 10, calls  # Envoy kept accepting
+    assert {issuer for issuer, _ in calls} == {old.id, new.id}  # ... SVIDs of the old and then the new authority
     assert state.slot("x509", "old") is not None and state.slot("x509", "old").id == old.id  # type: ignore[union-attr]
     assert len(state.x509_roots_pem) == 2  # the bundle carries both through the overlap
 
@@ -147,6 +181,7 @@ def test_x509_rotation_then_compromise(server: object, workload: Workload, admin
     # during the overlap a peer with the bundle accepts both
     assert tls_peer_accepts(list(state.x509_roots_pem), peer, (before_cert, before_key), tmp_path / "tls1")
     assert tls_peer_accepts(list(state.x509_roots_pem), peer, (after_cert, after_key), tmp_path / "tls2")
+    assert envoy_accepts(envoy, (before_cert, before_key)) and envoy_accepts(envoy, (after_cert, after_key))
 
     code, out, err = ca(server, "compromise", "--authority", old.id, "--yes", "--timeout", "60s")
     assert code == 0, err
@@ -155,9 +190,13 @@ def test_x509_rotation_then_compromise(server: object, workload: Workload, admin
     final = admin.state()
     assert final.find(old.id) is None and len(final.x509_roots_pem) == 1
     assert not x509_trusted(before, final.x509_roots_pem) and x509_trusted(after, final.x509_roots_pem)
-    # a real handshake: the peer with the new bundle refuses the revoked authority's SVID
+    # real handshakes: a peer with the new bundle refuses the revoked authority's SVID ...
     assert not tls_peer_accepts(list(final.x509_roots_pem), peer, (before_cert, before_key), tmp_path / "tls3")
     assert tls_peer_accepts(list(final.x509_roots_pem), peer, (after_cert, after_key), tmp_path / "tls4")
+    # ... and so does Envoy once the agent has streamed it the new bundle
+    wait_until(lambda: not envoy_accepts(envoy, (before_cert, before_key)), 60,
+               "Envoy to refuse the revoked authority's SVID")
+    assert envoy_accepts(envoy, (after_cert, after_key))
     # never the only active authority
     code, _, err = ca(server, "compromise", "--authority", new.id, "--yes", "--propagation", "1s")
     assert code == 0, err

@@ -138,3 +138,73 @@ def tls_peer_accepts(bundle_pems: list[str], server_cert: tuple[str, str], clien
         thread.join(timeout=30)
         listener.close()
     return result.get("ok", False)
+
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+
+@contextlib.contextmanager
+def envoy_gateway(platform: Platform, service: str, agent_socket: Path, where: Path) -> Iterator[int]:
+    """Real Envoy with the rendered gateway listener's TLS as rendered — its SVID (SDS
+    ``default``) and the bundle it checks clients against (SDS ``ROOTCA``) streamed from the
+    spire-agent, client certificate required, the trust domain's SAN matcher — behind it a
+    direct 200 instead of OPA and the backend (what is tested is the handshake). Only the
+    addresses move to loopback and the agent's socket path to ``agent_socket``. Yields the port."""
+    from components.render import envoy as envoy_render
+    from tests.support.tools import free_port
+    from tests.unit.test_envoy_config import envoy_binary
+
+    svc = platform.service(service)
+    assert svc is not None
+    cfg = json.loads(json.dumps(envoy_render.envoy_bootstrap(platform, svc)))
+    port, admin = free_port(), free_port()
+    cfg["admin"]["address"]["socket_address"]["port_value"] = admin
+    (listener,) = cfg["static_resources"]["listeners"]
+    listener["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": port}
+    (chain,) = listener["filter_chains"]
+    chain["filters"] = [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+        "@type": HCM,
+        "stat_prefix": "ca_e2e",
+        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+            {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}}]
+    clusters = [c for c in cfg["static_resources"]["clusters"] if c["name"] == "spire_agent"]
+    endpoint = clusters[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    endpoint["address"] = {"pipe": {"path": str(agent_socket)}}
+    cfg["static_resources"]["clusters"] = clusters
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "envoy.json").write_text(json.dumps(cfg))
+    log = where / "envoy.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([envoy_binary(), "-c", str(where / "envoy.json"), "--disable-hot-restart",
+                                 "--log-level", "warn"], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            def listening() -> bool:
+                if proc.poll() is not None:
+                    pytest.fail(f"envoy exited: {log.read_text()[-2000:]}")
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return True
+
+            wait_until(listening, 60, "Envoy's gateway listener", interval_s=0.2)
+            yield port
+        finally:
+            stop(proc)
+
+
+def envoy_accepts(port: int, client_cert: tuple[str, str]) -> bool:
+    """One HTTPS request to the Envoy gateway presenting ``client_cert``: True on a 200."""
+    import http.client
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the gateway's decision about the client is what is tested
+    ctx.load_cert_chain(*client_cert)
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().status == 200
+    except (ssl.SSLError, OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
