@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
@@ -21,12 +22,15 @@ from components.ca_lifecycle import (
     ServerState,
     format_json,
     format_table,
+    jwt_key_id,
+    jwt_trusted,
     plan_compromise,
     plan_rotation,
     server_state,
     spire_activates_at,
     spire_prepares_at,
     spire_rows,
+    x509_trusted,
 )
 
 NOW = dt.datetime(2026, 12, 5, 12, 0, tzinfo=dt.UTC)
@@ -137,7 +141,6 @@ def test_status_rows_say_what_happens_next_and_when() -> None:
     assert table.splitlines()[0].split() == ["LAYER", "ID", "KEY", "STATE", "NOT", "BEFORE", "NOT", "AFTER", "LEFT",
                                              "NEXT", "WHEN"]
     assert A_ID in table and "2026-12-05T10:00:00Z" in table
-    import json
     doc = json.loads(format_json(list(rows.values()), NOW, stack="local"))
     (ja,) = [r for r in doc["authorities"] if r["id"] == A_ID]
     assert (ja["time_left_seconds"], ja["not_before"], ja["state"]) == (22 * 3600, "2026-12-05T10:00:00Z", "active")
@@ -253,3 +256,52 @@ def test_with_an_upstream_the_local_authority_cannot_be_tainted_and_the_order_is
         plan_compromise(s, "up2", x509_ttl=MIN, jwt_ttl=MIN, now=NOW)
     plan = plan_compromise(s, "up1", x509_ttl=MIN, jwt_ttl=MIN, now=NOW)
     assert plan.kind == "upstream" and [x.name for x in plan.steps] == ["taint", "resign", "revoke"]
+
+
+# --------------------------------------------------------------------------- what a peer with the bundle accepts
+
+
+def _jwt(key: ec.EllipticCurvePrivateKey, kid: str) -> str:
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "ES256", "kid": kid, "typ": "JWT"}).encode())
+    body = b64(json.dumps({"sub": "spiffe://td/x", "aud": ["vault"]}).encode())
+    r, s = decode_dss_signature(key.sign(f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{head}.{body}.{b64(r.to_bytes(32) + s.to_bytes(32))}"
+
+
+def _der(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_jwt_trusted_needs_the_named_key_and_a_good_signature() -> None:
+    a, b = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    token = _jwt(a, "kA")
+    assert jwt_key_id(token) == "kA"
+    assert jwt_trusted(token, [("kA", _der(a)), ("kB", _der(b))])
+    assert not jwt_trusted(token, [("kB", _der(b))])  # the key was revoked from the JWKS
+    assert not jwt_trusted(token, [("kA", _der(b))])  # another key under that ID
+    head, body, sig = token.split(".")
+    assert not jwt_trusted(f"{head}.{body}x.{sig}", [("kA", _der(a))])  # tampered
+
+
+def test_x509_trusted_follows_signatures_to_a_root_of_the_bundle() -> None:
+    def cert(subject_key: ec.EllipticCurvePrivateKey, issuer_key: ec.EllipticCurvePrivateKey, cn: str,
+             issuer_cn: str, ca: bool) -> str:
+        built = (x509.CertificateBuilder()
+                 .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+                 .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_cn)]))
+                 .public_key(subject_key.public_key()).serial_number(x509.random_serial_number())
+                 .not_valid_before(NOW - MIN).not_valid_after(NOW + 60 * MIN)
+                 .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+                 .sign(issuer_key, hashes.SHA256()))
+        return built.public_bytes(serialization.Encoding.PEM).decode()
+
+    ka, kb, kleaf = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    root_a, root_b = cert(ka, ka, "A", "A", True), cert(kb, kb, "B", "B", True)
+    leaf = cert(kleaf, ka, "leaf", "A", False)
+    assert x509_trusted(leaf, [root_b, root_a])
+    assert not x509_trusted(leaf, [root_b])  # the bundle without the revoked authority
