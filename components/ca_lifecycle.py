@@ -236,7 +236,8 @@ def spire_rows(state: ServerState, custody: str) -> list[StatusRow]:
     """SPIRE's X.509 authorities and JWT keys, each with what happens to it next and when."""
     rows = []
     for a in state.authorities:
-        what = f"{a.slot}{', tainted' if a.tainted else ''}"
+        revoked = a.slot == "old" and not a.in_bundle
+        what = f"{a.slot}{', tainted' if a.tainted else ''}{', revoked (not in the bundle)' if revoked else ''}"
         action, when = "", None
         if a.slot == "active" and a.not_before and a.expires_at:
             prepared = state.slot(a.kind, "prepared")
@@ -249,6 +250,8 @@ def spire_rows(state: ServerState, custody: str) -> list[StatusRow]:
             action, when = "SPIRE rotates it before it expires", a.expires_at
         elif a.slot == "prepared":
             action = f"activated by SPIRE's schedule or `passport ca rotate --authority {a.kind}`"
+        elif revoked:
+            action = "none: peers that fetched the bundle since refuse what it signed"
         elif a.tainted:
             action = f"revoke: `passport ca compromise --authority {a.id} --yes`"
         else:
@@ -428,6 +431,8 @@ def plan_compromise(state: ServerState, authority_id: str, *, x509_ttl: timedelt
         raise CaError(f"unknown authority {authority_id!r}: this server has {known}")
     if found.kind == "x509" and state.upstream:
         raise CaError(f"{found.id}: {_upstream_procedure(found.upstream_ski)}")
+    if found.slot == "old" and not found.in_bundle:
+        raise CaError(f"{found.id} is already revoked: it is no longer in the bundle")
     if found.slot == "prepared":
         raise CaError(f"{found.id} is prepared, not yet signing: SPIRE can neither taint nor revoke a prepared "
                       f"authority; activate it (`passport ca rotate --authority {found.kind}`), then run this again "

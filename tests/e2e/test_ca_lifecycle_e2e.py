@@ -188,7 +188,10 @@ def test_x509_rotation_then_compromise(server: object, workload: Workload, admin
     assert f"tainted    {old.id}" in out and f"revoked    {old.id}" in out
     assert "at most 15m" in out  # the longest X.509-SVID TTL of the stack: what cannot be recalled
     final = admin.state()
-    assert final.find(old.id) is None and len(final.x509_roots_pem) == 1
+    revoked = final.find(old.id)
+    assert revoked is not None and not revoked.in_bundle and len(final.x509_roots_pem) == 1
+    code, _, err = ca(server, "compromise", "--authority", old.id, "--yes")
+    assert (code, err.strip()) == (2, f"error: {old.id} is already revoked: it is no longer in the bundle")
     assert not x509_trusted(before, final.x509_roots_pem) and x509_trusted(after, final.x509_roots_pem)
     # real handshakes: a peer with the new bundle refuses the revoked authority's SVID ...
     assert not tls_peer_accepts(list(final.x509_roots_pem), peer, (before_cert, before_key), tmp_path / "tls3")
