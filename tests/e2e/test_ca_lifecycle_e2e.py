@@ -95,6 +95,14 @@ def svid(workload: Workload, where: Path) -> tuple[str, str, str]:
     return Path(cert).read_text(), cert, key
 
 
+def mint(server: object, path: str, where: Path) -> tuple[str, str, str]:
+    """An X.509-SVID minted by the server under its active authority, valid for 10 minutes."""
+    where.mkdir(parents=True)
+    server.cli("x509", "mint", "-spiffeID", f"spiffe://local.agentpassport.internal{path}",  # type: ignore[attr-defined]
+               "-ttl", "600s", "-write", str(where))
+    return (where / "svid.pem").read_text(), str(where / "svid.pem"), str(where / "key.pem")
+
+
 # --------------------------------------------------------------------------- status and refusals
 
 
@@ -135,7 +143,11 @@ def test_x509_rotation_then_compromise(server: object, workload: Workload, admin
     server_id = tmp_path / "server-svid"
     old = admin.state().slot("x509", "active")
     assert old is not None
-    before, before_cert, before_key = svid(workload, tmp_path / "before")
+    current, _, _ = svid(workload, tmp_path / "current")
+    assert issuer_key_id(current) == old.id
+    # an SVID of the old authority that outlives the test (the workload's own live 20 s): the
+    # peers' refusals below must be about the authority, not about an expired certificate
+    before, before_cert, before_key = mint(server, "/ns/agents/sa/agent-cortex", tmp_path / "before")
     assert issuer_key_id(before) == old.id
     wait_until(lambda: envoy_accepts(envoy, (before_cert, before_key)), 60, "Envoy's SVID and bundle over SDS")
 
@@ -174,10 +186,11 @@ def test_x509_rotation_then_compromise(server: object, workload: Workload, admin
 
     wait_until(next_svid_is_signed_by_the_new_authority, 90, "the workload's next SVID under the new authority",
                interval_s=1)
-    after, after_cert, after_key = svid(workload, tmp_path / "after")
-    server.cli("x509", "mint", "-spiffeID", "spiffe://local.agentpassport.internal/peer", "-ttl", "300s",  # type: ignore[attr-defined]
-               "-write", str(server_id))
-    peer = (str(server_id / "svid.pem"), str(server_id / "key.pem"))
+    assert issuer_key_id(svid(workload, tmp_path / "next")[0]) == new.id
+    after, after_cert, after_key = mint(server, "/ns/agents/sa/agent-cortex", tmp_path / "after")
+    assert issuer_key_id(after) == new.id
+    _, *peer_files = mint(server, "/peer", server_id)
+    peer = (peer_files[0], peer_files[1])
     # during the overlap a peer with the bundle accepts both
     assert tls_peer_accepts(list(state.x509_roots_pem), peer, (before_cert, before_key), tmp_path / "tls1")
     assert tls_peer_accepts(list(state.x509_roots_pem), peer, (after_cert, after_key), tmp_path / "tls2")
