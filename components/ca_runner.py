@@ -211,7 +211,9 @@ def rotate(platform: Platform, admin: SpireAdmin, kind: Kind, out: TextIO, *, st
             say(f"prepared   {journal.new_id} (in the bundle beside {journal.old_id}; signs nothing yet)")
         elif step.name == "propagate":
             new = state.find(journal.new_id)
-            if new is None or not new.in_bundle:
+            # under an UpstreamAuthority the bundle holds the upstream root, not SPIRE's X.509 CAs
+            in_bundle_expected = kind == "jwt" or not state.upstream
+            if new is None or (in_bundle_expected and not new.in_bundle):
                 raise CaError(f"the prepared authority {journal.new_id} is not in the server's bundle")
             left = max(0.0, ((step.until or now) - now).total_seconds())
             say(f"waiting    {format_duration(max(1, int(left)))} for the bundle carrying both to reach every "

@@ -199,6 +199,7 @@ def test_x509_rotation_then_compromise(server: object, workload: Workload, admin
     code, out, err = ca(server, "compromise", "--authority", old.id, "--yes", "--timeout", "60s")
     assert code == 0, err
     assert f"tainted    {old.id}" in out and f"revoked    {old.id}" in out
+    assert "resigned   all 1 agent(s) hold an SVID signed after the taint" in out  # the bounded wait saw it
     assert "at most 15m" in out  # the longest X.509-SVID TTL of the stack: what cannot be recalled
     final = admin.state()
     revoked = final.find(old.id)
@@ -262,3 +263,37 @@ def test_drill_passes_and_files_a_report(tmp_path: Path) -> None:
         "mint JWT-SVID (after)", "compromise old jwt", "JWKS refuses the revoked JWT key"]
     assert all(s["ok"] for s in doc["steps"]) and "1.15.3" in doc["steps"][0]["detail"]
     assert "result: PASS" in out
+
+
+# --------------------------------------------------------------------------- under an UpstreamAuthority
+
+
+def test_with_an_upstream_ca_the_local_authority_is_rotated_and_the_compromise_path_is_spelled_out(
+        tmp_path: Path) -> None:
+    """The dev stack's server signs under a ``disk`` UpstreamAuthority (tests/support/spire_server.py):
+    SPIRE refuses to taint its own X.509 authorities there, so the command prints the order of
+    the upstream procedure instead; a planned rotation still works."""
+    from tests.support.spire_server import local_spire_server
+
+    require_tool("spire-server")
+    with local_spire_server(tmp_path) as server:
+        def dev(*args: str) -> tuple[int, str, str]:
+            return passport("ca", *args, "--stack", "dev", "--spire-server-socket", str(server.socket),
+                            "--spire-server-bin", str(require_tool("spire-server")))
+
+        admin = SpireAdmin(str(require_tool("spire-server")), str(server.socket))
+        active = admin.state().slot("x509", "active")
+        assert active is not None and active.upstream_ski  # signed by the upstream intermediate
+        code, _, err = dev("rotate", "--authority", "x509", "--propagation", "1s", "--overlap", "1s", "--wait",
+                             "--state-dir", str(tmp_path / "journal"))
+        assert code == 0, err
+        state = admin.state()
+        new, old = state.slot("x509", "active"), state.slot("x509", "old")
+        assert new is not None and old is not None and new.id != active.id and old.id == active.id
+        assert len(state.x509_roots_pem) == 1  # the bundle is the upstream root: a local rotation does not change it
+        code, _, err = dev("compromise", "--authority", old.id, "--yes")
+        assert code == 2 and "SPIRE refuses to taint or revoke its local X.509 authorities" in err
+        assert "issue a new upstream intermediate (trust.upstream), `pulumi up`, `passport ca rotate" in err
+        code, _, err = dev("compromise", "--authority", old.upstream_ski, "--yes")
+        assert code == 2 and f"upstream {old.upstream_ski} signs the active X.509 authority" in err
+        assert admin.state().find(old.id) == old  # nothing was tainted or revoked

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,11 +38,12 @@ class FakeSpire:
     calls: list[str] = field(default_factory=list)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(2))
     resign_on_taint: bool = True
+    trust_domain: str = "local.agentpassport.internal"
 
     def state(self) -> ServerState:
         out = [LocalAuthority(k, s.id, s.state, NOW + timedelta(hours=20), NOW - timedelta(hours=1),  # type: ignore[arg-type]
                               tainted=s.tainted, in_bundle=True) for k, ss in self.slots.items() for s in ss]
-        return ServerState("local.agentpassport.internal", tuple(out), 300)
+        return ServerState(self.trust_domain, tuple(out), 300)
 
     def agent_serials(self) -> dict[str, str]:
         return dict(self.agents)
@@ -185,3 +187,44 @@ def test_a_stack_without_spire_is_refused(tmp_path: Path) -> None:
     platform = dataclasses.replace(base, config=cfg)
     with pytest.raises(CaError, match="stack local has no SPIRE"):
         rotate(platform, FakeSpire(), "x509", io.StringIO(), state_dir=tmp_path)  # type: ignore[arg-type]
+
+
+def test_status_json_with_the_deployed_roots_and_the_live_server(local: Platform) -> None:
+    import json
+
+    from components.ca_runner import status
+    from tests.graph.test_ca_overlap_graph import ca_pem
+
+    staging = load_platform("staging")
+    bundle = ca_pem("new root") + ca_pem("old root")
+    out = io.StringIO()
+    with pytest.raises(CaError, match=re.escape("the SPIRE server's trust domain is 'local.agentpassport.internal', "
+                                                "not stack staging's 'staging.agents.acme-corp.net'")):
+        status(staging, FakeSpire(), out, clock=FakeClock().clock)  # type: ignore[arg-type]
+    out = io.StringIO()
+    live = FakeSpire(trust_domain="staging.agents.acme-corp.net")
+    status(staging, live, out, fmt="json", trust_bundle_pem=bundle, clock=FakeClock().clock)  # type: ignore[arg-type]
+    doc = json.loads(out.getvalue())
+    layers = [(r["layer"], r["state"]) for r in doc["authorities"]]
+    assert layers[:3] == [("root", "deployed"), ("previous-root", "deployed"), ("intermediate", layers[2][1])]
+    assert ("spire-x509", "active") in layers and ("spire-jwt", "active") in layers
+    assert ("linkerd-anchor", "signs the issuer") in layers
+    root = doc["authorities"][0]
+    assert root["custody"] == "Vault PKI" and root["not_after"] is not None and root["time_left"] != "-"
+
+
+def test_rotation_procedures_for_what_is_rotated_by_hand() -> None:
+    import contextlib
+
+    from components import cli
+
+    cases = (("staging", "upstream", "rotation of the trust domain's upstream CA (vault-pki)"),
+             ("prod", "linkerd", "two-anchor procedure"), ("local", "upstream", None))
+    for stack, authority, expected in cases:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(["ca", "rotate", "--stack", stack, "--authority", authority])
+        if expected is None:
+            assert code == 2 and "has no upstream CA (trust.upstream: spire)" in err.getvalue()
+        else:
+            assert code == 0 and expected in out.getvalue()
