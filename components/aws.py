@@ -65,12 +65,19 @@ class AwsFederationArgs:
     principal_arn: pulumi.Input[str] | None = None
     """A shard's trust anchor / OIDC provider ARN, read from the base stack."""
 
+    principal_arns: pulumi.Input[list[str] | None] | None = None
+    """A shard during a root rotation: every trust anchor of the base (``awsTrustAnchorArns``:
+    the current one and one per ``trust.previousRoots`` entry); None or empty otherwise."""
+
 
 class AwsFederation(pulumi.ComponentResource):
     """IAM Roles Anywhere (or OIDC) federation: one role per active agent's aws grant."""
 
     trust_anchor_arn: pulumi.Output[str] | None
     """The Roles Anywhere trust anchor (None with federation oidc)."""
+
+    trust_anchor_arns: pulumi.Output[list[str]] | None
+    """During a root rotation: the current anchor and one per previous root (None otherwise)."""
 
     oidc_provider_arn: pulumi.Output[str] | None
     """The IAM OIDC provider (None with federation roles-anywhere)."""
@@ -86,6 +93,7 @@ class AwsFederation(pulumi.ComponentResource):
         platform = args.platform
         cfg = platform.config
         self.trust_anchor_arn = None
+        self.trust_anchor_arns = None
         self.oidc_provider_arn = None
         principal: pulumi.Output[str]
         principals: pulumi.Output[list[str]] | None = None
@@ -94,6 +102,9 @@ class AwsFederation(pulumi.ComponentResource):
                 raise ConfigError([Problem(platform.config_file, None, "agent-passport:shard.baseStack",
                                            "a shard needs the base stack's trust anchor / OIDC provider ARN")])
             principal = pulumi.Output.from_input(args.principal_arn)
+            if args.principal_arns is not None:  # the base's anchors during a root rotation, if any
+                principals = pulumi.Output.all(principal, args.principal_arns).apply(
+                    lambda p: list(p[1]) if p[1] else [p[0]])
         elif cfg.aws.federation == "oidc":
             provider = iam.OpenIdConnectProvider(
                 f"{name}-oidc",
@@ -130,6 +141,7 @@ class AwsFederation(pulumi.ComponentResource):
             ) for pem in cfg.trust.previous_roots]
             if previous:
                 principals = pulumi.Output.all(anchor.arn, *(a.arn for a in previous)).apply(list)
+                self.trust_anchor_arns = principals
 
         roles = list(args.plan.roles) if deploys_agents(args.scope) else []
         role_arns: dict[str, pulumi.Output[str]] = {}

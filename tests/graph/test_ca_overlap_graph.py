@@ -183,3 +183,38 @@ def test_previous_roots_hold_one_certificate_each() -> None:
 def test_previous_roots_are_refused_when_spire_is_its_own_root() -> None:
     with pytest.raises(ConfigError, match=r"trust.previousRoots: spire keeps its old roots in its own bundle"):
         check_trust("local", [OLD_ROOT])
+
+
+def test_shard_roles_trust_every_anchor_of_the_base_during_the_rotation() -> None:
+    """A sharded environment: the base creates the anchors and exports them all
+    (``awsTrustAnchorArns``); each shard's roles accept every one; without previous roots the
+    base exports only ``awsTrustAnchorArn`` and the roles trust that one, as before."""
+    from components.shard import SHARED_OUTPUT
+
+    def run(stack: str, previous: list[str], outputs: dict[str, Any] | None = None) -> Graph:
+        config, secrets = stack_runtime_config(stack_file(stack, ROOT))
+        trust = json.loads(config["agent-passport:trust"])
+        config["agent-passport:trust"] = json.dumps({**trust, "previousRoots": previous})
+        return run_program(stack, ROOT, config, secrets,
+                           stack_outputs={"acme/agent-passport/prod-base": outputs} if outputs else None)
+
+    for previous in ([OLD_ROOT], []):
+        base = run("prod-base", previous)
+        shared = base.outputs["outputs"][SHARED_OUTPUT]
+        # the current anchor first (as the roles list them), then the previous roots'
+        anchors = [out(a)["arn"] for a in sorted(base.of_type(ANCHOR), key=lambda a: "previous" in a.name)]
+        assert len(anchors) == 1 + len(previous)
+        if previous:
+            assert shared["awsTrustAnchorArns"] == anchors
+        else:
+            assert "awsTrustAnchorArns" not in shared
+        roles = [r for shard in ("prod-shard-0", "prod-shard-1")
+                 for r in agent_roles_of(run(shard, previous, base.outputs))]
+        assert roles, "a shard holds the AWS agent's role"
+        for role in roles:
+            assert trusted_anchors(role.inputs["assumeRolePolicy"]) == anchors
+
+
+def agent_roles_of(graph: Graph) -> list[Captured]:
+    federations = graph.of_type("agentpassport:aws:AwsFederation")
+    return [r for f in federations for r in graph.children_of(f.urn) if r.type == ROLE]
