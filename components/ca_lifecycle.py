@@ -202,7 +202,7 @@ class StatusRow:
         if self.not_after is None:
             return "-"
         left = int((self.not_after - now).total_seconds())
-        return "expired" if left <= 0 else _human(left)
+        return "expired" if left <= 0 else human_duration(left)
 
     def as_dict(self, now: datetime) -> dict[str, Any]:
         out = asdict(self)
@@ -217,7 +217,7 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _human(secs: int) -> str:
+def human_duration(secs: int) -> str:
     """``3d4h``, ``5h12m``, ``14m``, ``40s``: the two largest units."""
     if secs >= 86400:
         return f"{secs // 86400}d{secs % 86400 // 3600}h"
@@ -318,7 +318,7 @@ class Step:
         wait = ""
         if self.until is not None and self.status != "done":
             left = max(0, int((self.until - now).total_seconds()))
-            wait = f" (until {_iso(self.until)}, {format_duration(left) if left else 'now'})"
+            wait = f" (until {_iso(self.until)}, {human_duration(left) if left else 'now'})"
         return f"{mark} {self.name:<9} {self.detail}{wait}"
 
 

@@ -30,6 +30,7 @@ from components.ca_lifecycle import (
     config_rows,
     format_json,
     format_table,
+    human_duration,
     plan_compromise,
     plan_rotation,
     server_state,
@@ -216,7 +217,7 @@ def rotate(platform: Platform, admin: SpireAdmin, kind: Kind, out: TextIO, *, st
             if new is None or (in_bundle_expected and not new.in_bundle):
                 raise CaError(f"the prepared authority {journal.new_id} is not in the server's bundle")
             left = max(0.0, ((step.until or now) - now).total_seconds())
-            say(f"waiting    {format_duration(max(1, int(left)))} for the bundle carrying both to reach every "
+            say(f"waiting    {human_duration(max(1, int(left)))} for the bundle carrying both to reach every "
                 "agent and consumer")
             clock.sleep(left)
         elif step.name == "activate":
@@ -228,10 +229,10 @@ def rotate(platform: Platform, admin: SpireAdmin, kind: Kind, out: TextIO, *, st
             if not wait_overlap:
                 _save(path, journal)
                 say(f"overlap    {journal.old_id} stays trusted until {step.until:%Y-%m-%dT%H:%M:%SZ} "
-                    f"({format_duration(max(1, int(left)))}): run `passport ca rotate --stack {platform.stack} "
+                    f"({human_duration(max(1, int(left)))}): run `passport ca rotate --stack {platform.stack} "
                     f"--authority {kind}` again after that to finish (or pass --wait)")
                 return 0
-            say(f"waiting    {format_duration(max(1, int(left)))} until every SVID {journal.old_id} signed has "
+            say(f"waiting    {human_duration(max(1, int(left)))} until every SVID {journal.old_id} signed has "
                 "expired")
             clock.sleep(left)
         _save(path, journal)
