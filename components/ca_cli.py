@@ -88,6 +88,9 @@ def add_ca_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     dr.add_argument("--stack", required=True)
     dr.add_argument("--report", default=None, metavar="FILE", help="also write the report as JSON to FILE")
     dr.add_argument("--spire-server-bin", default=None, help="spire-server binary (default: PATH, tools cache)")
+    dr.add_argument("--spire-agent-bin", default=None,
+                    help="spire-agent binary (default: beside spire-server, PATH, tools cache); without one the "
+                    "drill does not exercise a workload re-signing and says so")
     dr.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: the stack's agentsDir)")
     dr.set_defaults(func=cmd_ca)
 
@@ -101,7 +104,8 @@ def cmd_ca(args: argparse.Namespace) -> int:
         if args.ca_command == "drill":
             from components.ca_drill import drill
 
-            return drill(platform, sys.stdout, binary=_binary(args.spire_server_bin),
+            server_bin = _binary(args.spire_server_bin)
+            return drill(platform, sys.stdout, binary=server_bin, agent_binary=_agent(args.spire_agent_bin, server_bin),
                          report=Path(args.report) if args.report else None)
         if args.ca_command == "rotate" and args.authority in ("upstream", "linkerd"):
             cfg = platform.config
@@ -148,3 +152,17 @@ def _binary(explicit: str | None) -> str:
     if found is None:
         raise CaError("spire-server not found: pass --spire-server-bin or put it on PATH")
     return found
+
+
+def _agent(explicit: str | None, server_bin: str) -> str | None:
+    """spire-agent: --spire-agent-bin, beside spire-server, PATH, or the bootstrap-tools cache."""
+    import os
+    import shutil
+
+    if explicit:
+        return explicit
+    beside = Path(server_bin).with_name("spire-agent")
+    if beside.is_file():
+        return str(beside)
+    cached = Path(os.path.expanduser("~/.cache/agent-passport/tools/bin/spire-agent"))
+    return shutil.which("spire-agent") or (str(cached) if cached.is_file() else None)

@@ -7,10 +7,13 @@ attestors, no Kubernetes notifier, SQLite and a disk KeyManager instead of Postg
 and no UpstreamAuthority: the drill exercises SPIRE's own authorities, an upstream CA is
 rotated by hand as ``passport ca rotate --authority upstream`` prints). Then, timed:
 
+0. with a ``spire-agent`` binary, an agent with the stack's rendered VM config attests by join
+   token and serves a workload (this process) 30-second SVIDs;
 1. an X.509-SVID and a JWT-SVID are minted under the authorities in place;
 2. ``ca rotate --authority x509`` (prepare, propagate, activate; the overlap is not waited out,
    and the report says how long it is in production); a new X.509-SVID chains to the new one;
-3. ``ca compromise`` on the old X.509 authority: taint, revoke; the bundle no longer holds it, the
+3. ``ca compromise`` on the old X.509 authority: taint, wait for the agent to re-sign, revoke; the
+   workload's SVID is signed by the active authority, the bundle no longer holds the old one, the
    SVID from step 1 is refused by a peer holding the new bundle, the new one is accepted;
 4. the same for the JWT key (rotate, compromise, the old JWT-SVID refused by the new JWKS).
 
@@ -48,6 +51,9 @@ DRILL_PROPAGATION = timedelta(seconds=2)
 NOT_EXERCISED = ["the overlap wait (production: the longest SVID TTL)",
                  "the upstream CA (rotated by hand: `passport ca rotate --authority upstream`)",
                  "Linkerd's anchors (`passport ca rotate --authority linkerd`)"]
+
+
+NO_AGENT = "a workload re-signing after the taint (no spire-agent binary: --spire-agent-bin)"
 
 
 def free_port() -> int:
@@ -102,6 +108,7 @@ class Throwaway:
 def throwaway_server(platform: Platform, binary: str, where: Path,
                      adapt: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Throwaway]:
     """``spire-server run`` with :func:`throwaway_server_conf`, healthy, always stopped on exit."""
+    where.mkdir(parents=True, exist_ok=True)
     conf = throwaway_server_conf(platform, where)
     if adapt is not None:
         adapt(conf)
@@ -132,13 +139,98 @@ def throwaway_server(platform: Platform, binary: str, where: Path,
                 proc.wait(timeout=10)
 
 
+@dataclass
+class ThrowawayAgent:
+    """A running spire-agent attested to a throwaway server, and its Workload API socket."""
+
+    binary: str
+    socket: Path
+    spiffe_id: str
+
+    def x509(self, where: Path) -> str:
+        """The workload's current X.509-SVID (PEM chain), fetched over the Workload API."""
+        where.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run([self.binary, "api", "fetch", "x509", "-write", str(where), "-socketPath",
+                               str(self.socket)], capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise CaError(f"spire-agent api fetch x509: {(done.stderr or done.stdout).strip()}")
+        return (where / "svid.0.pem").read_text()
+
+
+@contextlib.contextmanager
+def throwaway_agent(platform: Platform, server: Throwaway, binary: str, where: Path, workload_path: str,
+                    svid_ttl_s: int, deadline_s: float = 90.0) -> Iterator[ThrowawayAgent]:
+    """The stack's rendered VM agent config (join token), attested to ``server`` on 127.0.0.1, with
+    one entry for processes of this user (``unix:uid``) and ``svid_ttl_s`` SVIDs; always stopped.
+    Adapted: paths under ``where``, the server's loopback port, the join token on the command
+    line, the server's current bundle as the bootstrap bundle."""
+    import os
+
+    from components.render import spire as r
+
+    conf = r.host_agent_config(platform, "vm-join_token")
+    agent = conf["agent"]
+    agent.pop("join_token_file", None)
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "bundle.pem").write_text(server.cli("bundle", "show"))
+    agent.update(data_dir=str(where / "data"), server_address="127.0.0.1",
+                 server_port=server.conf["server"]["bind_port"], trust_bundle_path=str(where / "bundle.pem"),
+                 socket_path=str(where / "agent.sock"), log_format="text")
+    for plugin in conf["plugins"].get("KeyManager", []):
+        if "disk" in plugin:
+            plugin["disk"]["plugin_data"]["directory"] = str(where / "data")
+    (where / "agent.conf").write_text(json.dumps(conf))
+    td = platform.config.trust_domain
+    node_id, workload_id = f"spiffe://{td}/passport-ca-drill/node", f"spiffe://{td}{workload_path}"
+    token = server.cli("token", "generate", "-spiffeID", node_id).split()[-1]
+    server.cli("entry", "create", "-parentID", node_id, "-spiffeID", workload_id, "-x509SVIDTTL", str(svid_ttl_s),
+               "-jwtSVIDTTL", str(svid_ttl_s), "-selector", f"unix:uid:{os.getuid()}")
+    log = where / "agent.log"
+    handle = ThrowawayAgent(binary, where / "agent.sock", workload_id)
+    with log.open("wb") as out:
+        proc = subprocess.Popen([binary, "run", "-config", str(where / "agent.conf"), "-joinToken", token],
+                                stdout=out, stderr=out)
+        try:
+            deadline = time.monotonic() + deadline_s
+            while True:
+                try:
+                    handle.x509(where / "probe")
+                    break
+                except CaError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise CaError("the throwaway spire-agent served no SVID: "
+                                      f"{log.read_text(errors='replace')[-800:]}") from None
+                    time.sleep(0.5)
+            yield handle
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def authority_key_id(svid_pem: str) -> str:
+    """The ID of the authority that signed an X.509-SVID (its leaf's authority key identifier)."""
+    from cryptography import x509
+
+    leaf = x509.load_pem_x509_certificates(svid_pem.encode())[0]
+    aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    return aki.hex() if aki else ""
+
+
 def _version(binary: str) -> str:
     done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False)
     return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else "?"
 
 
-def drill(platform: Platform, out: TextIO, *, binary: str, report: Path | None = None,
-          workdir: Path | None = None) -> int:
+DRILL_SVID_TTL_S = 30
+"""The throwaway workload's SVID TTL: its agent renews within seconds."""
+
+
+def drill(platform: Platform, out: TextIO, *, binary: str, agent_binary: str | None = None,
+          report: Path | None = None, workdir: Path | None = None) -> int:
     """Run the drill; print the report; 0 if every step passed, 1 otherwise."""
     from components.ca_runner import Clock, SpireAdmin, compromise, rotate
 
@@ -161,11 +253,36 @@ def drill(platform: Platform, out: TextIO, *, binary: str, report: Path | None =
         return ok
 
     t_start = time.monotonic()
+    expected = ["start throwaway spire-server"]
     try:
-        with throwaway_server(platform, binary, tmp) as server:
+        with contextlib.ExitStack() as stack:
+            server = stack.enter_context(throwaway_server(platform, binary, tmp / "server"))
+            steps.append(DrillStep(expected[0], True, round(time.monotonic() - t_start, 3),
+                                   f"{_version(binary)} on 127.0.0.1:{server.conf['server']['bind_port']}"))
             admin = SpireAdmin(binary, str(server.socket))
             clock = Clock()
             svids: dict[str, str] = {}
+            agents: list[ThrowawayAgent] = []
+
+            def start_agent() -> str:
+                assert agent_binary is not None
+                agents.append(stack.enter_context(throwaway_agent(
+                    platform, server, agent_binary, tmp / "agent", "/passport-ca-drill/agent-workload",
+                    DRILL_SVID_TTL_S)))
+                signer = authority_key_id(agents[0].x509(tmp / "w0"))
+                active = admin.state().slot("x509", "active")
+                assert active is not None and signer == active.id, "the workload's SVID is signed by the active one"
+                return f"the stack's VM agent config, attested by join token; {agents[0].spiffe_id} under {signer}"
+
+            def workload_resigned() -> str:
+                active = admin.state().slot("x509", "active")
+                assert active is not None
+                deadline = time.monotonic() + 2 * DRILL_SVID_TTL_S
+                while authority_key_id(agents[0].x509(tmp / "w1")) != active.id:
+                    assert time.monotonic() < deadline, f"the workload still holds an SVID of the revoked authority " \
+                        f"after {2 * DRILL_SVID_TTL_S}s"
+                    time.sleep(0.5)
+                return f"the workload's SVID is signed by {active.id}"
 
             def mint_x509(label: str) -> str:
                 where = tmp / label
@@ -196,10 +313,13 @@ def drill(platform: Platform, out: TextIO, *, binary: str, report: Path | None =
 
             def compromise_kind(kind: Kind) -> str:
                 target = old_of(kind)
-                compromise(platform, admin, target, log, yes=True, resign_timeout=timedelta(seconds=30),
+                mark = len(log.getvalue())
+                compromise(platform, admin, target, log, yes=True, resign_timeout=timedelta(seconds=60),
                            jwt_sync_wait=timedelta(seconds=1), clock=clock)
                 svids[f"revoked-{kind}"] = target
-                return f"{target} tainted and revoked"
+                resigned = [x.split(None, 1)[1] for x in log.getvalue()[mark:].splitlines()
+                            if x.startswith(("resigned", "WARNING"))]
+                return f"{target} tainted and revoked" + (f"; {resigned[0]}" if resigned else "")
 
             def check_x509() -> str:
                 st = admin.state()
@@ -215,40 +335,45 @@ def drill(platform: Platform, out: TextIO, *, binary: str, report: Path | None =
                 assert jwt_trusted(svids["jwt-after"], keys), "the new JWT-SVID is accepted"
                 return "the new JWKS refuses the JWT-SVID signed by the revoked key and accepts the new one"
 
-            steps.append(DrillStep("start throwaway spire-server", True, round(time.monotonic() - t_start, 3),
-                                   f"{_version(binary)} on 127.0.0.1:{server.conf['server']['bind_port']}"))
-            ok = (step("mint X.509-SVID (before)", lambda: mint_x509("x509-before"))
-                  and step("mint JWT-SVID (before)", lambda: mint_jwt("jwt-before"))
-                  and step("rotate x509", lambda: rotate_kind("x509"))
-                  and step("mint X.509-SVID (after)", lambda: mint_x509("x509-after"))
-                  and step("compromise old x509", lambda: compromise_kind("x509"))
-                  and step("peer refuses the revoked X.509 authority", check_x509)
-                  and step("rotate jwt", lambda: rotate_kind("jwt"))
-                  and step("mint JWT-SVID (after)", lambda: mint_jwt("jwt-after"))
-                  and step("compromise old jwt", lambda: compromise_kind("jwt"))
-                  and step("JWKS refuses the revoked JWT key", check_jwt))
-            del ok
+            plan: list[tuple[str, Callable[[], str]]] = []
+            if agent_binary is not None:
+                plan.append(("start throwaway spire-agent", start_agent))
+            plan += [("mint X.509-SVID (before)", lambda: mint_x509("x509-before")),
+                     ("mint JWT-SVID (before)", lambda: mint_jwt("jwt-before")),
+                     ("rotate x509", lambda: rotate_kind("x509")),
+                     ("mint X.509-SVID (after)", lambda: mint_x509("x509-after")),
+                     ("compromise old x509", lambda: compromise_kind("x509"))]
+            if agent_binary is not None:
+                plan.append(("workload re-signed under the active authority", workload_resigned))
+            plan += [("peer refuses the revoked X.509 authority", check_x509),
+                     ("rotate jwt", lambda: rotate_kind("jwt")),
+                     ("mint JWT-SVID (after)", lambda: mint_jwt("jwt-after")),
+                     ("compromise old jwt", lambda: compromise_kind("jwt")),
+                     ("JWKS refuses the revoked JWT key", check_jwt)]
+            expected += [name for name, _ in plan]
+            for name, action in plan:
+                if not step(name, action):
+                    break
     except CaError as exc:
         if not steps:
-            steps.append(DrillStep("start throwaway spire-server", False, round(time.monotonic() - t_start, 3),
-                                   str(exc)))
+            steps.append(DrillStep(expected[0], False, round(time.monotonic() - t_start, 3), str(exc)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    passed = bool(steps) and all(s.ok for s in steps) and len(steps) == 11
+    passed = [x.name for x in steps] == expected and all(x.ok for x in steps)
     doc = {
         "drill": "passport ca drill", "stack": platform.stack, "trust_domain": platform.config.trust_domain,
         "started_at": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "host": host.node(),
         "result": "PASS" if passed else "FAIL",
         "total_seconds": round(sum(s.seconds for s in steps), 3),
         "steps": [asdict(s) for s in steps],
-        "not_exercised": NOT_EXERCISED,
+        "not_exercised": NOT_EXERCISED + ([] if agent_binary else [NO_AGENT]),
         "log": log.getvalue().splitlines(),
     }
     out.write(f"CA drill, stack {platform.stack} ({platform.config.trust_domain}), {doc['started_at']}\n")
     for s in steps:
         out.write(f"  {'PASS' if s.ok else 'FAIL'}  {s.seconds:7.2f}s  {s.name}: {s.detail}\n")
     out.write(f"result: {doc['result']} in {doc['total_seconds']:.2f}s\n")
-    out.write("not exercised: " + "; ".join(NOT_EXERCISED) + "\n")
+    out.write("not exercised: " + "; ".join(NOT_EXERCISED + ([] if agent_binary else [NO_AGENT])) + "\n")
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(doc, indent=2) + "\n")

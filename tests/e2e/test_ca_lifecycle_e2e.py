@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from components import cli
+from components.ca_drill import NOT_EXERCISED
 from components.ca_lifecycle import jwt_key_id, jwt_trusted, x509_trusted
 from components.ca_runner import SpireAdmin
 from components.platform_model import Platform, load_platform
@@ -253,16 +254,19 @@ def test_jwt_rotation_then_compromise(server: object, workload: Workload, admin:
 def test_drill_passes_and_files_a_report(tmp_path: Path) -> None:
     report = tmp_path / "drill.json"
     code, out, err = passport("ca", "drill", "--stack", "dev", "--report", str(report),
-                              "--spire-server-bin", str(require_tool("spire-server")))
+                              "--spire-server-bin", str(require_tool("spire-server")),
+                              "--spire-agent-bin", str(require_tool("spire-agent")))
     assert code == 0, out + err
     doc = json.loads(report.read_text())
     assert doc["result"] == "PASS" and doc["stack"] == "dev"
     assert [s["name"] for s in doc["steps"]] == [
-        "start throwaway spire-server", "mint X.509-SVID (before)", "mint JWT-SVID (before)", "rotate x509",
-        "mint X.509-SVID (after)", "compromise old x509", "peer refuses the revoked X.509 authority", "rotate jwt",
+        "start throwaway spire-server", "start throwaway spire-agent", "mint X.509-SVID (before)",
+        "mint JWT-SVID (before)", "rotate x509", "mint X.509-SVID (after)", "compromise old x509",
+        "workload re-signed under the active authority", "peer refuses the revoked X.509 authority", "rotate jwt",
         "mint JWT-SVID (after)", "compromise old jwt", "JWKS refuses the revoked JWT key"]
     assert all(s["ok"] for s in doc["steps"]) and "1.15.3" in doc["steps"][0]["detail"]
-    assert "result: PASS" in out
+    assert "all 1 agent(s) hold an SVID signed after the taint" in doc["steps"][6]["detail"]
+    assert doc["not_exercised"] == NOT_EXERCISED and "result: PASS" in out
 
 
 # --------------------------------------------------------------------------- under an UpstreamAuthority

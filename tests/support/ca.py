@@ -2,16 +2,14 @@
 (:func:`components.ca_drill.throwaway_server`, the drill's own), a spire-agent attested to it
 with a join token, and a TLS peer that trusts exactly a given bundle.
 
-The agent runs the stack's rendered VM agent config (``vm-join_token``), adapted as
-tests/support/chain.py adapts it: paths under a temporary directory, the server's 127.0.0.1
-port, the join token on the command line, the server's current bundle as its bootstrap bundle.
+The agent is the drill's too (:func:`components.ca_drill.throwaway_agent`): the stack's rendered
+VM agent config (``vm-join_token``), adapted as tests/support/chain.py adapts it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import socket
 import ssl
@@ -24,9 +22,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from components.ca_drill import Throwaway, throwaway_server
+from components.ca_drill import Throwaway, throwaway_agent, throwaway_server
 from components.platform_model import Platform
-from components.render import spire as r
 from tests.support.chain import Workload
 from tests.support.processes import stop
 from tests.support.tools import require_tool, wait_until
@@ -45,41 +42,14 @@ def local_server(platform: Platform) -> Iterator[Throwaway]:
 
 @contextlib.contextmanager
 def join_token_agent(server: Throwaway, platform: Platform, workload_path: str, svid_ttl_s: int) -> Iterator[Workload]:
-    """A spire-agent attested to ``server`` and one entry for this process (``unix:uid``) with
-    short SVID TTLs, so that the workload's next SVID comes within seconds."""
+    """A spire-agent attested to ``server`` (the drill's :func:`components.ca_drill.throwaway_agent`)
+    and one entry for this process (``unix:uid``) with short SVID TTLs, so that the workload's
+    next SVID comes within seconds."""
     binary = require_tool("spire-agent")
     tmp = Path(tempfile.mkdtemp(prefix="ap-ca-agent-"))
     try:
-        conf = r.host_agent_config(platform, "vm-join_token")
-        agent = conf["agent"]
-        agent.pop("join_token_file")
-        (tmp / "bundle.pem").write_text(server.cli("bundle", "show"))
-        agent.update(data_dir=str(tmp / "data"), server_address="127.0.0.1",
-                     server_port=server.conf["server"]["bind_port"], trust_bundle_path=str(tmp / "bundle.pem"),
-                     socket_path=str(tmp / "agent.sock"), log_format="text")
-        conf["plugins"]["KeyManager"][0]["disk"]["plugin_data"]["directory"] = str(tmp / "data")
-        (tmp / "agent.conf").write_text(json.dumps(conf))
-        td = platform.config.trust_domain
-        node_id, workload_id = f"spiffe://{td}/passport-ca-test/node", f"spiffe://{td}{workload_path}"
-        token = server.cli("token", "generate", "-spiffeID", node_id).split()[-1]
-        server.cli("entry", "create", "-parentID", node_id, "-spiffeID", workload_id,
-                   "-x509SVIDTTL", str(svid_ttl_s), "-jwtSVIDTTL", str(svid_ttl_s),
-                   "-selector", f"unix:uid:{os.getuid()}")
-        log = tmp / "agent.log"
-        workload = Workload(binary, tmp / "agent.sock")
-        with log.open("wb") as out:
-            proc = subprocess.Popen([str(binary), "run", "-config", str(tmp / "agent.conf"), "-joinToken", token],
-                                    stdout=out, stderr=out)
-            try:
-                def ready() -> bool:
-                    if proc.poll() is not None:
-                        pytest.fail(f"spire-agent exited: {log.read_text()[-2000:]}")
-                    return workload.jwt("probe")[0] == workload_id
-
-                wait_until(ready, 90, f"an SVID for {workload_id} from the spire-agent", interval_s=0.5)
-                yield workload
-            finally:
-                stop(proc, grace_s=10)
+        with throwaway_agent(platform, server, str(binary), tmp, workload_path, svid_ttl_s) as agent:
+            yield Workload(binary, agent.socket)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
