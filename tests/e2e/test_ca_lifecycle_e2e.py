@@ -157,10 +157,11 @@ def test_x509_rotation_then_compromise(server: object, workload: Workload, admin
     assert code == 0 and "dry run: nothing was changed" in out
     assert admin.state().slot("x509", "active") == old
 
-    # the rotation runs while the workload keeps calling through Envoy with its current SVID
+    # the rotation runs while the workload keeps calling through Envoy with its current SVID; the
+    # propagation wait is longer than the agent's sync interval (5 s), as the default one is
     result: dict[str, tuple[int, str, str]] = {}
     rotation = threading.Thread(target=lambda: result.setdefault("rotate", ca(
-        server, "rotate", "--authority", "x509", "--propagation", "3s", "--overlap", f"{SVID_TTL_S}s", "--wait",
+        server, "rotate", "--authority", "x509", "--propagation", "6s", "--overlap", f"{SVID_TTL_S}s", "--wait",
         "--state-dir", str(tmp_path / "journal"))))
     rotation.start()
     calls: list[tuple[str, bool]] = []
@@ -216,9 +217,11 @@ def test_x509_rotation_then_compromise(server: object, workload: Workload, admin
                "Envoy to refuse the revoked authority's SVID")
     assert envoy_accepts(envoy, (after_cert, after_key))
     # never the only active authority
-    code, _, err = ca(server, "compromise", "--authority", new.id, "--yes", "--propagation", "1s")
+    code, out, err = ca(server, "compromise", "--authority", new.id, "--yes", "--propagation", "6s")
     assert code == 0, err
-    assert admin.state().slot("x509", "active") is not None
+    assert "prepared" in out and "activated" in out  # a replacement first
+    replacement = admin.state().slot("x509", "active")
+    assert replacement is not None and replacement.id not in (old.id, new.id)
 
 
 # --------------------------------------------------------------------------- JWT
