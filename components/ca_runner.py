@@ -176,7 +176,13 @@ def rotate(platform: Platform, admin: SpireAdmin, kind: Kind, out: TextIO, *, st
     ttls = stack_ttls(platform)
     overlap = overlap if overlap is not None else (ttls.x509 if kind == "x509" else ttls.jwt)
     path = journal_path(state_dir, platform.stack, kind)
-    journal = Journal.from_json(path.read_text()) if path.exists() else None
+    journal = None
+    if path.exists():
+        try:
+            journal = Journal.from_json(path.read_text())
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CaError(f"{path}: not a rotation journal ({type(exc).__name__}: {exc}); delete it to start "
+                          "the rotation over from the server's state") from None
 
     def say(text: str) -> None:
         out.write(text + "\n")

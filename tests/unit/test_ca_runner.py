@@ -228,3 +228,9 @@ def test_rotation_procedures_for_what_is_rotated_by_hand() -> None:
             assert code == 2 and "has no upstream CA (trust.upstream: spire)" in err.getvalue()
         else:
             assert code == 0 and expected in out.getvalue()
+
+
+def test_a_damaged_journal_is_one_clear_error(local: Platform, tmp_path: Path) -> None:
+    (tmp_path / "local-x509.json").write_text("{not json")
+    with pytest.raises(CaError, match=r"local-x509.json: not a rotation journal \(JSONDecodeError: .*delete it"):
+        rotate(local, FakeSpire(), "x509", io.StringIO(), state_dir=tmp_path)  # type: ignore[arg-type]
