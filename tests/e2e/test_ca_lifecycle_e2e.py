@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -36,10 +37,11 @@ from tests.support.ca import (
     envoy_gateway,
     issuer_key_id,
     join_token_agent,
+    jwks,
     local_server,
     tls_peer_accepts,
 )
-from tests.support.chain import Workload
+from tests.support.chain import Workload, oidc_discovery_provider
 from tests.support.tools import require_tool, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -228,27 +230,32 @@ def test_x509_rotation_then_compromise(server: object, workload: Workload, admin
 
 
 def test_jwt_rotation_then_compromise(server: object, workload: Workload, admin: SpireAdmin, tmp_path: Path) -> None:
+    """Validated against the JWKS that SPIRE's OIDC discovery provider (rendered config, reading
+    this server) serves, as Vault and AWS STS fetch it."""
     old = admin.state().slot("jwt", "active")
     assert old is not None
     _, before = workload.jwt("vault")
-    assert jwt_key_id(before) == old.id and jwt_trusted(before, admin.state().jwt_keys)
-    code, out, err = ca(server, "rotate", "--authority", "jwt", "--propagation", "2s", "--overlap", "1s", "--wait",
-                        "--state-dir", str(tmp_path / "journal"))
-    assert code == 0, err
-    new = admin.state().slot("jwt", "active")
-    assert new is not None and new.id != old.id
-    code, out, err = ca(server, "compromise", "--authority", old.id, "--yes")
-    assert code == 0, err
-    assert "JWKS" in out and f"revoked    {old.id}" in out
-    keys = admin.state().jwt_keys
-    assert old.id not in dict(keys)
-    assert not jwt_trusted(before, keys)  # signed by the revoked key: refused by the new JWKS
+    with oidc_discovery_provider(SimpleNamespace(server=server)) as url:  # type: ignore[arg-type]
+        assert jwt_key_id(before) == old.id and jwt_trusted(before, jwks(url))
+        code, out, err = ca(server, "rotate", "--authority", "jwt", "--propagation", "2s", "--overlap", "1s",
+                            "--wait", "--state-dir", str(tmp_path / "journal"))
+        assert code == 0, err
+        new = admin.state().slot("jwt", "active")
+        assert new is not None and new.id != old.id
+        wait_until(lambda: {old.id, new.id} <= dict(jwks(url)).keys(), 30, "the JWKS to carry both keys")
+        assert jwt_trusted(before, jwks(url))  # during the overlap the old key still verifies
+        code, out, err = ca(server, "compromise", "--authority", old.id, "--yes")
+        assert code == 0, err
+        assert "JWKS" in out and f"revoked    {old.id}" in out
+        assert old.id not in dict(admin.state().jwt_keys)
+        wait_until(lambda: old.id not in dict(jwks(url)), 30, "the JWKS to drop the revoked key")
+        assert not jwt_trusted(before, jwks(url))  # signed by the revoked key: refused by the new JWKS
 
-    def fresh_jwt_under_new_key() -> bool:
-        return jwt_key_id(workload.jwt("vault")[1]) == new.id
+        def fresh_jwt_under_new_key() -> bool:
+            return jwt_key_id(workload.jwt("vault")[1]) == new.id
 
-    wait_until(fresh_jwt_under_new_key, 60, "a JWT-SVID signed by the new key", interval_s=1)
-    assert jwt_trusted(workload.jwt("vault")[1], keys)
+        wait_until(fresh_jwt_under_new_key, 60, "a JWT-SVID signed by the new key", interval_s=1)
+        assert jwt_trusted(workload.jwt("vault")[1], jwks(url))
 
 
 # --------------------------------------------------------------------------- drill

@@ -178,3 +178,27 @@ def envoy_accepts(port: int, client_cert: tuple[str, str]) -> bool:
         return False
     finally:
         conn.close()
+
+
+def jwks(url: str) -> list[tuple[str, bytes]]:
+    """The JWKS at ``url`` as (kid, PKIX DER) pairs, for :func:`components.ca_lifecycle.jwt_trusted`."""
+    import base64
+
+    import requests
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    def number(text: str) -> int:
+        return int.from_bytes(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+
+    out = []
+    for key in requests.get(url, timeout=10).json().get("keys", []):
+        if key.get("kty") == "EC":
+            curve = {"P-256": ec.SECP256R1(), "P-384": ec.SECP384R1()}[key["crv"]]
+            public: ec.EllipticCurvePublicKey | rsa.RSAPublicKey = ec.EllipticCurvePublicNumbers(
+                number(key["x"]), number(key["y"]), curve).public_key()
+        else:
+            public = rsa.RSAPublicNumbers(number(key["e"]), number(key["n"])).public_key()
+        out.append((str(key["kid"]), public.public_bytes(serialization.Encoding.DER,
+                                                         serialization.PublicFormat.SubjectPublicKeyInfo)))
+    return out
