@@ -234,3 +234,23 @@ def test_a_damaged_journal_is_one_clear_error(local: Platform, tmp_path: Path) -
     (tmp_path / "local-x509.json").write_text("{not json")
     with pytest.raises(CaError, match=r"local-x509.json: not a rotation journal \(JSONDecodeError: .*delete it"):
         rotate(local, FakeSpire(), "x509", io.StringIO(), state_dir=tmp_path)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stack", ["local", "dev", "staging", "prod"])
+def test_the_drill_server_is_the_rendered_one_with_only_the_laptop_differences(stack: str, tmp_path: Path) -> None:
+    from components.ca_drill import throwaway_server_conf
+    from components.render import spire as r
+
+    platform = load_platform(stack)
+    rendered, drill = r.server_config(platform), throwaway_server_conf(platform, tmp_path)
+    moved = {"bind_address", "bind_port", "data_dir", "socket_path", "log_format", "federation"}
+    assert {k: v for k, v in drill["server"].items() if k not in moved} == {
+        k: v for k, v in rendered["server"].items() if k not in moved}  # TTLs, key type, trust domain, issuer
+    assert drill["server"]["bind_address"] == "127.0.0.1" and drill["server"]["socket_path"].startswith(str(tmp_path))
+    plugins = drill["plugins"]
+    assert set(plugins) == {"DataStore", "KeyManager", "NodeAttestor"}  # no UpstreamAuthority, no Notifier
+    assert plugins["NodeAttestor"] == [{"join_token": {"plugin_data": {}}}]
+    assert plugins["DataStore"][0]["sql"]["plugin_data"]["database_type"] == "sqlite3"
+    assert str(tmp_path) in plugins["KeyManager"][0]["disk"]["plugin_data"]["keys_path"]
+    assert drill["health_checks"]["bind_address"] == "127.0.0.1"
+    assert drill["telemetry"]["Prometheus"]["host"] == "127.0.0.1"
