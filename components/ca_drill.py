@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from components.ca_lifecycle import CaError, DrillStep, Kind, jwt_key_id, jwt_trusted, stack_ttls, x509_trusted
+from components.ca_lifecycle import CaError, Kind, jwt_key_id, jwt_trusted, stack_ttls, x509_trusted
 from components.durations import format_duration
 from components.platform_model import Platform
 
@@ -84,6 +84,16 @@ def throwaway_server_conf(platform: Platform, where: Path) -> dict[str, Any]:
     if "telemetry" in conf:
         conf["telemetry"] = {"Prometheus": {"host": "127.0.0.1", "port": free_port()}}
     return conf
+
+
+@dataclass
+class DrillStep:
+    """One timed step of the drill, for the report an auditor files."""
+
+    name: str
+    ok: bool
+    seconds: float
+    detail: str = ""
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""CA lifecycle, pure: what ``passport ca status | rotate | compromise`` know and decide.
+"""CA lifecycle, pure: what ``passport ca rotate | compromise | drill`` know and decide (the
+status rows are :mod:`components.ca_status`).
 
 Nothing here talks to a server. :mod:`components.ca_runner` runs ``spire-server`` over its admin
 socket, hands the JSON it prints to the parsers below, and executes the steps the planners
@@ -22,7 +23,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -180,40 +181,10 @@ def spire_activates_at(not_before: datetime, not_after: datetime) -> datetime:
     return not_after - min((not_after - not_before) / ACTIVATE_DIVISOR, ACTIVATE_CAP)
 
 
-# --------------------------------------------------------------------------- status
+# --------------------------------------------------------------------------- time, as printed
 
 
-@dataclass(frozen=True)
-class StatusRow:
-    """One authority in the trust chain, for ``passport ca status``."""
-
-    layer: str
-    """root | intermediate | spire-x509 | spire-jwt | linkerd-anchor | linkerd-issuer | previous-root ..."""
-    id: str
-    custody: str
-    """Where the key lives."""
-    state: str
-    not_before: datetime | None = None
-    not_after: datetime | None = None
-    next_action: str = ""
-    next_date: datetime | None = None
-
-    def time_left(self, now: datetime) -> str:
-        if self.not_after is None:
-            return "-"
-        left = int((self.not_after - now).total_seconds())
-        return "expired" if left <= 0 else human_duration(left)
-
-    def as_dict(self, now: datetime) -> dict[str, Any]:
-        out = asdict(self)
-        for key in ("not_before", "not_after", "next_date"):
-            out[key] = _iso(out[key])
-        out["time_left"] = self.time_left(now)
-        out["time_left_seconds"] = None if self.not_after is None else int((self.not_after - now).total_seconds())
-        return out
-
-
-def _iso(value: datetime | None) -> str | None:
+def iso_time(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -224,56 +195,6 @@ def human_duration(secs: int) -> str:
     if secs >= 3600:
         return f"{secs // 3600}h{secs % 3600 // 60}m"
     return f"{secs // 60}m" if secs >= 60 else f"{secs}s"
-
-
-def cert_row(layer: str, custody: str, state: str, pem: str, next_action: str) -> StatusRow:
-    cert = x509.load_pem_x509_certificate(pem.encode())
-    return StatusRow(layer, ski_hex(cert) or cert.subject.rfc4514_string(), custody, state,
-                     cert.not_valid_before_utc, cert.not_valid_after_utc, next_action)
-
-
-def spire_rows(state: ServerState, custody: str) -> list[StatusRow]:
-    """SPIRE's X.509 authorities and JWT keys, each with what happens to it next and when."""
-    rows = []
-    for a in state.authorities:
-        revoked = a.slot == "old" and not a.in_bundle
-        what = f"{a.slot}{', tainted' if a.tainted else ''}{', revoked (not in the bundle)' if revoked else ''}"
-        action, when = "", None
-        if a.slot == "active" and a.not_before and a.expires_at:
-            prepared = state.slot(a.kind, "prepared")
-            if prepared is None:
-                action, when = "SPIRE prepares the next authority", spire_prepares_at(a.not_before, a.expires_at)
-            else:
-                action, when = "SPIRE activates the prepared authority", spire_activates_at(a.not_before,
-                                                                                              a.expires_at)
-        elif a.slot == "active":
-            action, when = "SPIRE rotates it before it expires", a.expires_at
-        elif a.slot == "prepared":
-            action = f"activated by SPIRE's schedule or `passport ca rotate --authority {a.kind}`"
-        elif revoked:
-            action = "none: peers that fetched the bundle since refuse what it signed"
-        elif a.tainted:
-            action = f"revoke: `passport ca compromise --authority {a.id} --yes`"
-        else:
-            action, when = "kept in the bundle until it expires", a.expires_at
-        layer = "spire-x509" if a.kind == "x509" else "spire-jwt"
-        rows.append(StatusRow(layer, a.id, custody, what, a.not_before, a.expires_at, action, when))
-    return rows
-
-
-def format_table(rows: Sequence[StatusRow], now: datetime) -> str:
-    head = ("LAYER", "ID", "KEY", "STATE", "NOT BEFORE", "NOT AFTER", "LEFT", "NEXT", "WHEN")
-    body = [(r.layer, r.id, r.custody, r.state, _iso(r.not_before) or "-", _iso(r.not_after) or "-",
-             r.time_left(now), r.next_action or "-", _iso(r.next_date) or "-") for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-             for line in (head, *body)]
-    return "\n".join(lines) + "\n"
-
-
-def format_json(rows: Sequence[StatusRow], now: datetime, **extra: Any) -> str:
-    return json.dumps({"generated_at": _iso(now), **extra, "authorities": [r.as_dict(now) for r in rows]},
-                      indent=2, sort_keys=True) + "\n"
 
 
 # --------------------------------------------------------------------------- rotation
@@ -318,7 +239,7 @@ class Step:
         wait = ""
         if self.until is not None and self.status != "done":
             left = max(0, int((self.until - now).total_seconds()))
-            wait = f" (until {_iso(self.until)}, {human_duration(left) if left else 'now'})"
+            wait = f" (until {iso_time(self.until)}, {human_duration(left) if left else 'now'})"
         return f"{mark} {self.name:<9} {self.detail}{wait}"
 
 
@@ -460,7 +381,7 @@ def plan_compromise(state: ServerState, authority_id: str, *, x509_ttl: timedelt
     unrecallable: tuple[str, ...] = (
         f"{label} {found.id} signed before the revocation stay valid to peers that have not fetched the new bundle "
         f"until they expire: at most {format_duration(int(ttl.total_seconds()))} (the longest {label[:-1]} TTL), "
-        f"so until {_iso(end)} at the latest",
+        f"so until {iso_time(end)} at the latest",
     )
     if found.kind == "jwt":
         unrecallable += ("verifiers that cache the JWKS (Vault's jwt auth, AWS STS) keep the key until they "
@@ -498,87 +419,6 @@ def stack_ttls(platform: Any) -> Ttls:
     x509s = [seconds(spire.default_x509_svid_ttl), *(a.identity.x509_svid_ttl_seconds for a in platform.agents)]
     jwts = [seconds(spire.default_jwt_svid_ttl), *(a.identity.jwt_svid_ttl_seconds for a in platform.agents)]
     return Ttls(timedelta(seconds=max(x509s)), timedelta(seconds=max(jwts)))
-
-
-@dataclass
-class DrillStep:
-    """One timed step of ``passport ca drill``, for the report an auditor files."""
-
-    name: str
-    ok: bool
-    seconds: float
-    detail: str = ""
-
-
-# --------------------------------------------------------------------------- what the stack config says
-
-
-UPSTREAM_CUSTODY = {
-    "tls": "pulumi-tls (Pulumi state, encrypted)",
-    "vault-pki": "Vault PKI ({mount})",
-    "aws-pca": "AWS Private CA (HSM)",
-}
-LINKERD_CUSTODY = {**UPSTREAM_CUSTODY, "cert-manager": "cert-manager (Secret in {ns})"}
-
-
-def spire_key_custody(cfg: Any) -> str:
-    """Where SPIRE's own signing keys live (its KeyManager)."""
-    if cfg.spire.key_manager == "aws_kms":
-        return f"AWS KMS ({cfg.aws.region})"
-    return "disk (spire-server data volume)"
-
-
-def config_rows(platform: Any, now: datetime) -> list[StatusRow]:
-    """The authorities the stack's configuration defines, beside SPIRE's: the trust domain's root
-    and intermediate (their certificates are in the deployed stack, not here), the roots kept
-    during a rotation (trust.previousRoots, with their dates), Linkerd's anchors and issuer."""
-    cfg = platform.config
-    t = cfg.trust
-    ttls = stack_ttls(platform)
-    rows: list[StatusRow] = []
-    if t.upstream == "spire":
-        rows.append(StatusRow("root", "(SPIRE's X.509 authorities)", spire_key_custody(cfg), "SPIRE is its own root",
-                              next_action=f"SPIRE rotates it every spire.caTtl ({cfg.spire.ca_ttl})"))
-    else:
-        custody = UPSTREAM_CUSTODY[t.upstream]
-        renew = (f"re-issued by `pulumi up` within trust.earlyRenewal ({t.early_renewal}) of expiry"
-                 if t.upstream == "tls" else "rotate: a new root in the upstream, the old one in trust.previousRoots")
-        rows.append(StatusRow("root", "(deployed: `pulumi stack output`)", custody.format(mount=t.vault_pki.root_mount),
-                              f"lifetime {t.root_lifetime}", next_action=renew))
-        rows.append(StatusRow("intermediate", "(deployed: `pulumi stack output`)",
-                              custody.format(mount=t.vault_pki.intermediate_mount),
-                              f"lifetime {t.intermediate_lifetime}; SPIRE signs its CA under it",
-                              next_action=f"re-issued by `pulumi up` within trust.earlyRenewal ({t.early_renewal})"))
-        for pem in t.previous_roots:
-            row = cert_row("previous-root", "(retired)", "overlap: trusted beside the current root", pem,
-                           f"remove from trust.previousRoots once the new root's SPIRE CA has been active "
-                           f"{format_duration(int(ttls.x509.total_seconds()))} (the longest X.509-SVID TTL)")
-            if row.not_after is not None and row.not_after <= now:
-                row = replace(row, state="expired", next_action="remove from trust.previousRoots now")
-            rows.append(row)
-    if cfg.subsystems.mesh:
-        from components.render.mesh.identity import anchor_custody
-
-        custody = anchor_custody(cfg)
-        m = cfg.mesh
-        where = LINKERD_CUSTODY[custody]
-        for gen in m.trust_anchors:
-            mount = f"{m.vault_pki_mount}-{gen}" if custody == "vault-pki" else ""
-            signing = gen == m.signing_anchor
-            rows.append(StatusRow(
-                "linkerd-anchor", gen, where.format(mount=mount, ns=m.cert_manager_namespace),
-                "signs the issuer" if signing else "in the bundle only (rotation)",
-                next_action=f"lifetime {m.trust_anchor_lifetime}; rotate: add a generation to mesh.trustAnchors, "
-                "restart proxies, switch mesh.issuerAnchor, remove the old one (docs/mesh.md)"))
-        issuer_key = ("pulumi-tls (Pulumi state) -> Secret linkerd-identity-issuer" if custody != "cert-manager"
-                      else where.format(ns=m.control_plane_namespace))
-        rows.append(StatusRow(
-            "linkerd-issuer", f"issuer ({m.signing_anchor})", issuer_key, f"lifetime {m.issuer_lifetime}",
-            next_action=f"re-issued by `pulumi up` within mesh.issuerEarlyRenewal ({m.issuer_early_renewal})"))
-        for pem in m.extra_trust_anchors_pem:
-            rows.append(cert_row("linkerd-extra", "(outside this stack)", "in the bundle (mesh.extraTrustAnchorsPem)",
-                                 pem, "remove once no proxy holds an issuer certificate under it"))
-    return rows
 
 
 # --------------------------------------------------------------------------- what a peer with the bundle accepts

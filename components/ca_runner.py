@@ -25,18 +25,20 @@ from components.ca_lifecycle import (
     Journal,
     Kind,
     ServerState,
+    human_duration,
+    plan_compromise,
+    plan_rotation,
+    server_state,
+    stack_ttls,
+)
+from components.ca_status import (
     StatusRow,
     cert_row,
     config_rows,
     format_json,
     format_table,
-    human_duration,
-    plan_compromise,
-    plan_rotation,
-    server_state,
     spire_key_custody,
     spire_rows,
-    stack_ttls,
 )
 from components.durations import format_duration
 from components.platform_model import Platform

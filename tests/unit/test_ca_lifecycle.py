@@ -20,8 +20,6 @@ from components.ca_lifecycle import (
     CaError,
     Journal,
     ServerState,
-    format_json,
-    format_table,
     jwt_key_id,
     jwt_trusted,
     plan_compromise,
@@ -29,9 +27,9 @@ from components.ca_lifecycle import (
     server_state,
     spire_activates_at,
     spire_prepares_at,
-    spire_rows,
     x509_trusted,
 )
+from components.ca_status import format_json, format_table, spire_rows
 
 NOW = dt.datetime(2026, 12, 5, 12, 0, tzinfo=dt.UTC)
 TD = "local.agentpassport.internal"
