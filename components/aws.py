@@ -33,11 +33,13 @@ from components.render.aws import (
     cloudtrail_bucket_statements,
     inline_policy,
     policy_attachment_key,
+    previous_anchor_key,
     profile_durations,
     trail_arn,
     trail_name,
     trust_policy,
 )
+from components.render.trust import pem_blocks
 from components.shard import Scope, deploys_agents, deploys_shared
 
 
@@ -69,12 +71,19 @@ class AwsFederationArgs:
     principal_arn: pulumi.Input[str] | None = None
     """A shard's trust anchor / OIDC provider ARN, read from the base stack."""
 
+    principal_arns: pulumi.Input[list[str] | None] | None = None
+    """A shard during a root rotation: every trust anchor of the base (``awsTrustAnchorArns``:
+    the current one and one per ``trust.previousRoots`` entry); None or empty otherwise."""
+
 
 class AwsFederation(pulumi.ComponentResource):
     """IAM Roles Anywhere (or OIDC) federation: one role per active agent's aws grant."""
 
     trust_anchor_arn: pulumi.Output[str] | None
     """The Roles Anywhere trust anchor (None with federation oidc)."""
+
+    trust_anchor_arns: pulumi.Output[list[str]] | None
+    """During a root rotation: the current anchor and one per previous root (None otherwise)."""
 
     oidc_provider_arn: pulumi.Output[str] | None
     """The IAM OIDC provider (None with federation roles-anywhere)."""
@@ -90,13 +99,18 @@ class AwsFederation(pulumi.ComponentResource):
         platform = args.platform
         cfg = platform.config
         self.trust_anchor_arn = None
+        self.trust_anchor_arns = None
         self.oidc_provider_arn = None
         principal: pulumi.Output[str]
+        principals: pulumi.Output[list[str]] | None = None
         if not deploys_shared(args.scope):
             if args.principal_arn is None:
                 raise ConfigError([Problem(platform.config_file, None, "agent-passport:shard.baseStack",
                                            "a shard needs the base stack's trust anchor / OIDC provider ARN")])
             principal = pulumi.Output.from_input(args.principal_arn)
+            if args.principal_arns is not None:  # the base's anchors during a root rotation, if any
+                principals = pulumi.Output.all(principal, args.principal_arns).apply(
+                    lambda p: list(p[1]) if p[1] else [p[0]])
         elif cfg.aws.federation == "oidc":
             provider = iam.OpenIdConnectProvider(
                 f"{name}-oidc",
@@ -118,11 +132,27 @@ class AwsFederation(pulumi.ComponentResource):
             )
             self.trust_anchor_arn = anchor.arn
             principal = anchor.arn
+            # A root rotation (trust.previousRoots): one more anchor per previous root, and every
+            # role accepts certificates from each until the operator removes the old root.
+            previous = [rolesanywhere.TrustAnchor(
+                f"{name}-anchor-previous-{previous_anchor_key(pem)}",
+                name=f"agentpassport-{platform.stack}-previous-{previous_anchor_key(pem)}",
+                enabled=True,
+                source=rolesanywhere.TrustAnchorSourceArgs(
+                    source_type="CERTIFICATE_BUNDLE",
+                    source_data=rolesanywhere.TrustAnchorSourceSourceDataArgs(x509_certificate_data=pem.strip() + "\n"),
+                ),
+                tags=_tags(platform),
+                opts=pulumi.ResourceOptions(parent=self),
+            ) for pem in cfg.trust.previous_roots]
+            if previous:
+                principals = pulumi.Output.all(anchor.arn, *(a.arn for a in previous)).apply(list)
+                self.trust_anchor_arns = principals
 
         roles = list(args.plan.roles) if deploys_agents(args.scope) else []
         role_arns: dict[str, pulumi.Output[str]] = {}
         for r in roles:
-            policy = principal.apply(_trust_policy_json(r, cfg))
+            policy = (principals or principal.apply(lambda arn: [arn])).apply(_trust_policy_json(r, cfg))
             role = iam.Role(
                 f"{name}-{r.name}-role",
                 name=r.name,
@@ -189,15 +219,18 @@ class AwsFederation(pulumi.ComponentResource):
             raise ConfigError([Problem(platform.config_file, None, "agent-passport:aws.federation",
                                        "roles-anywhere needs the trust domain's CA bundle or AWS Private CA; "
                                        "deploy the trust subsystem or use federation oidc")])
+        # The current root alone: a previous root (trust.previousRoots) gets its own anchor.
+        current = pulumi.Output.from_input(args.trust_bundle_pem).apply(lambda b: (pem_blocks(b) or [b])[0])
         return rolesanywhere.TrustAnchorSourceArgs(
             source_type="CERTIFICATE_BUNDLE",
-            source_data=rolesanywhere.TrustAnchorSourceSourceDataArgs(x509_certificate_data=args.trust_bundle_pem),
+            source_data=rolesanywhere.TrustAnchorSourceSourceDataArgs(x509_certificate_data=current),
         )
 
 
-def _trust_policy_json(role: AwsRole, cfg: StackConfig) -> Callable[[str], str]:
-    def render(principal_arn: str) -> str:
-        return json.dumps(trust_policy(role, cfg, principal_arn), sort_keys=True)
+def _trust_policy_json(role: AwsRole, cfg: StackConfig) -> Callable[[list[str]], str]:
+    def render(principal_arns: list[str]) -> str:
+        arns: str | list[str] = principal_arns[0] if len(principal_arns) == 1 else principal_arns
+        return json.dumps(trust_policy(role, cfg, arns), sort_keys=True)
 
     return render
 

@@ -557,6 +557,10 @@ def parser() -> argparse.ArgumentParser:
     rv.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: the stack's agentsDir)")
     rv.set_defaults(func=cmd_revoke)
 
+    from components.ca_cli import add_ca_parser  # passport ca status|rotate|compromise|drill
+
+    add_ca_parser(sub)
+
     engine_help = {
         "up": "deploy the stack with the Pulumi engine (the policy pack attached, mandatory)",
         "preview": "show what `up` would change, with the policy pack",

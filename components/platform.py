@@ -151,6 +151,7 @@ class AgentPassport(pulumi.ComponentResource):
                 platform=platform, plan=plans.aws, trust_bundle_pem=bundle,
                 aws_pca_arn=trust.aws_pca_arn if trust is not None else None, scope=scope,
                 principal_arn=None if shared else from_base("awsOidcProviderArn" if oidc else "awsTrustAnchorArn"),
+                principal_arns=None if shared or oidc else from_base("awsTrustAnchorArns"),
             ), pulumi.ResourceOptions(parent=self))
             if shared:
                 trail = AuditTrail(f"{name}-audit", AuditTrailArgs(platform=platform),
@@ -187,6 +188,7 @@ class AgentPassport(pulumi.ComponentResource):
                 "trustBundlePem": bundle,
                 **({"spireServerWorkload": self.spire_server.server_workload} if on.spire else {}),
                 **({"awsTrustAnchorArn": aws.trust_anchor_arn} if aws and aws.trust_anchor_arn else {}),
+                **({"awsTrustAnchorArns": aws.trust_anchor_arns} if aws and aws.trust_anchor_arns else {}),
                 **({"awsOidcProviderArn": aws.oidc_provider_arn} if aws and aws.oidc_provider_arn else {}),
             }
         self.summary = pulumi.Output.from_input(summary)

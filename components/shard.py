@@ -18,7 +18,8 @@ agent, for the whole fleet) or ``agents`` (a shard: only its selected agents' pi
 
 SHARED_OUTPUT = "shared"
 """Key, inside a base stack's ``outputs`` export, of what its shards read (non-secret only):
-``trustBundlePem``, ``spireServerWorkload``, ``awsTrustAnchorArn`` / ``awsOidcProviderArn``."""
+``trustBundlePem``, ``spireServerWorkload``, ``awsTrustAnchorArn`` / ``awsOidcProviderArn``, and
+during a root rotation ``awsTrustAnchorArns`` (every Roles Anywhere anchor, trust.previousRoots)."""
 
 
 def placeholder_base_outputs(base_stack: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from components.render.trust import (
     join_pems,
     last_pem_block,
     spire_upstream_policy,
+    trust_bundle_with_previous,
 )
 
 # --------------------------------------------------------------------------- component
@@ -49,7 +50,8 @@ class TrustDomain(pulumi.ComponentResource):
     """Root CA and the intermediate SPIRE's UpstreamAuthority signs under."""
 
     trust_bundle_pem: pulumi.Output[str]
-    """Root CA certificate(s), PEM, for verifiers (Vault cert auth, Roles Anywhere, Envoy)."""
+    """Root CA certificate(s), PEM, for verifiers (Vault cert auth, Roles Anywhere, Envoy): the
+    current root first, then every ``trust.previousRoots`` entry during a root rotation."""
 
     upstream_chain_pem: pulumi.Output[str]
     """Intermediate (+ root) chain SPIRE's UpstreamAuthority signs under, leaf-to-root PEM."""
@@ -85,6 +87,9 @@ class TrustDomain(pulumi.ComponentResource):
             self._aws_pca(name, platform.config)
         else:
             self._vault_pki(name, platform.config)
+        previous = tuple(platform.config.trust.previous_roots)
+        if previous:  # a root rotation: consumers keep trusting the old root(s) beside the new one
+            self.trust_bundle_pem = self.trust_bundle_pem.apply(lambda pem: trust_bundle_with_previous(pem, previous))
         outputs: dict[str, object] = {
             "trustBundlePem": self.trust_bundle_pem,
             "upstreamChainPem": self.upstream_chain_pem,

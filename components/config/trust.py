@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from components.config.base import Section
 from components.durations import Duration
@@ -75,3 +75,20 @@ class TrustConfig(Section):
     vault_pki: VaultPkiSettings = Field(
         default_factory=VaultPkiSettings, description="Settings for upstream vault-pki."
     )
+    previous_roots: list[str] = Field(
+        default_factory=list,
+        description="Root CA certificates (PEM, one per entry) of the trust domain before a root "
+        "rotation, still trusted beside the current root by every consumer that pins the bundle "
+        "(Vault cert auth's certificate, one IAM Roles Anywhere trust anchor each, SPIRE's upstream "
+        "bundle) while SVIDs signed under them are alive. Hazard: remove an entry only after the "
+        "new root's SPIRE CA has been active for the longest X.509-SVID TTL (`passport ca status` "
+        "says when); remove it at once if that root's key is compromised.",
+    )
+
+    @model_validator(mode="after")
+    def _previous_roots_are_single_certificates(self) -> Self:
+        for i, pem in enumerate(self.previous_roots):
+            count = pem.count("-----BEGIN CERTIFICATE-----")
+            if count != 1:
+                raise ValueError(f"previousRoots[{i}] must hold exactly one PEM certificate (found {count})")
+        return self

@@ -125,8 +125,14 @@ def compile_aws(platform: Platform) -> AwsPlan:
 # --------------------------------------------------------------------------- IAM documents
 
 
-def roles_anywhere_trust_policy(spiffe_id: str, trust_anchor_arn: str) -> dict[str, Any]:
-    """Only IAM Roles Anywhere, only for certificates from our anchor, only for one SPIFFE ID."""
+def roles_anywhere_trust_policy(spiffe_id: str, trust_anchor_arn: str | list[str]) -> dict[str, Any]:
+    """Only IAM Roles Anywhere, only for certificates from our anchor, only for one SPIFFE ID.
+
+    During a root rotation (``trust.previousRoots``) ``trust_anchor_arn`` lists the current
+    anchor and one per previous root: a certificate from any of them is accepted.
+    """
+    if isinstance(trust_anchor_arn, list) and len(trust_anchor_arn) == 1:
+        trust_anchor_arn = trust_anchor_arn[0]
     return {
         "Version": POLICY_VERSION,
         "Statement": [{
@@ -157,10 +163,23 @@ def web_identity_trust_policy(spiffe_id: str, provider_arn: str, issuer: str, au
     }
 
 
-def trust_policy(role: AwsRole, cfg: StackConfig, principal_arn: str) -> dict[str, Any]:
+def previous_anchor_key(pem: str) -> str:
+    """A stable short name for the Roles Anywhere trust anchor of one previous root (its
+    certificate's SHA-256, so reordering trust.previousRoots renames nothing)."""
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    der = x509.load_pem_x509_certificate(pem.strip().encode()).public_bytes(Encoding.DER)
+    return hashlib.sha256(der).hexdigest()[:12]
+
+
+def trust_policy(role: AwsRole, cfg: StackConfig, principal_arn: str | list[str]) -> dict[str, Any]:
     """The role's trust policy for the stack's federation; ``principal_arn`` is the trust
-    anchor (roles-anywhere) or the OIDC provider (oidc)."""
+    anchor(s) (roles-anywhere) or the OIDC provider (oidc)."""
     if cfg.aws.federation == "oidc":
+        assert isinstance(principal_arn, str)
         return web_identity_trust_policy(role.spiffe_id, principal_arn, cfg.jwt_issuer, cfg.aws.oidc_audience)
     return roles_anywhere_trust_policy(role.spiffe_id, principal_arn)
 

@@ -188,6 +188,11 @@ def trust_problems(cfg: StackConfig, file: str) -> list[Problem]:
         )
     if t.upstream == "aws-pca" and not cfg.subsystems.aws:
         p("upstream", "aws-pca needs subsystems.aws (AWS credentials and region); enable it or choose another upstream")
+    for i, problem in previous_root_problems(t.previous_roots):
+        p(f"previousRoots[{i}]", problem)
+    if t.upstream == "spire" and t.previous_roots:
+        p("previousRoots", "spire keeps its old roots in its own bundle until they expire; previousRoots is for "
+          "the upstreams tls, vault-pki and aws-pca: remove it")
     if t.upstream == "spire":
         # SPIRE's own root rotates every caTtl and exists only inside SPIRE: consumers that pin a
         # CA certificate at deploy time cannot follow it.
@@ -219,6 +224,47 @@ def trust_profile(cfg: StackConfig, file: str = "stack configuration") -> TrustP
         intermediate_validity_hours=seconds(t.intermediate_lifetime) // 3600,
         early_renewal_hours=seconds(t.early_renewal) // 3600,
     )
+
+
+def previous_root_problems(pems: Iterable[str]) -> Iterable[tuple[int, str]]:
+    """(index, what is wrong) for every trust.previousRoots entry that is not a CA certificate."""
+    from cryptography import x509
+
+    for i, pem in enumerate(pems):
+        try:
+            cert = x509.load_pem_x509_certificate(pem.strip().encode())
+        except ValueError as exc:
+            yield i, f"not a PEM certificate ({exc}); paste the old root as `pulumi stack output` printed it"
+            continue
+        try:
+            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
+            yield i, f"{cert.subject.rfc4514_string()} is not a CA certificate; list only former root CAs"
+
+
+def trust_bundle_with_previous(current_pem: str, previous: Iterable[str]) -> str:
+    """What consumers pinning the trust domain's roots trust during a root rotation: the current
+    root first, then each previous root not already there (one PEM block each, duplicates of the
+    same certificate dropped). With no previous roots it is the current root, unchanged."""
+    rest = [p for p in previous if p.strip()]
+    if not rest:
+        return current_pem
+    seen: set[str] = set()
+    out = []
+    for pem in [*pem_blocks(current_pem), *(b for p in rest for b in pem_blocks(p))]:
+        body = "".join(pem.split())  # the same certificate, however it was wrapped
+        if body not in seen:
+            seen.add(body)
+            out.append(pem)
+    return "".join(out)
+
+
+def pem_blocks(text: str) -> list[str]:
+    """Every certificate of a PEM text, one newline-terminated block each, in order."""
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    return [begin + part.split(end)[0] + end + "\n" for part in text.split(begin)[1:] if end in part]
 
 
 def last_pem_block(chain: str) -> str:
