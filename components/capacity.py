@@ -377,17 +377,55 @@ def capacity_text(e: ChainEstimate) -> str:
     return "\n".join(lines)
 
 
-def rate_limits(e: ChainEstimate) -> dict[str, Any]:
-    """The quotas the stack renders, sized from the model: the cold-start rate each path may
-    take, never above what the servers sustain (so the excess waits in the clients' backoff
-    instead of in the servers' queues)."""
-    m = e.model
-    return {
-        "login_per_s": max(1.0, round(m.vault_logins_per_s * STORM_WARN, 1)),
-        "creds_per_s": max(1.0, round(m.db_creates_per_s * STORM_WARN, 1)),
-    }
+@dataclass(frozen=True)
+class AgentRollout:
+    """How the SPIRE agent DaemonSet rolls: an agent keeps workload SVIDs in memory only, so a
+    restarted agent has its whole node's SVIDs signed again, throttled to 500/s per node."""
+
+    max_unavailable: int
+    """Agents restarting at once: as many nodes as the servers can re-sign at the per-node
+    limit within the cold-start threshold (at least one)."""
+    min_ready_seconds: int
+    """How long a restarted agent's node takes to be re-signed before the next one goes."""
 
 
-__all__: Sequence[str] = ("AgentLoad", "ChainEstimate", "ChainModel", "Demand", "Row", "capacity_text",
-                          "chain_estimate", "chain_model", "demand", "estimate", "fleet_estimate", "rate_limits",
+def agent_rollout(e: ChainEstimate) -> AgentRollout:
+    capacity = e.capacity_per_s * STORM_WARN
+    nodes = max(1, math.floor(capacity / SPIRE_SIGNING_LIMIT_PER_IP))
+    per_instance = e.demand.cold_signings / e.instances if e.instances else 2.0
+    node_signings = min(e.model.instances_per_node, max(e.instances, 1)) * per_instance
+    rate = min(SPIRE_SIGNING_LIMIT_PER_IP, capacity / nodes)
+    return AgentRollout(nodes, max(5, math.ceil(node_signings / rate)))
+
+
+QUOTA_HEADROOM = 2.0
+"""A client's quota is twice its fair share of a cold start."""
+MIN_QUOTA_RATE = 2.0
+
+
+@dataclass(frozen=True)
+class QuotaRates:
+    """Vault/OpenBao rate-limit quotas, requests per second per client IP (OpenBao applies a
+    rate-limit quota to each client IP on each node: there is no cluster-wide cap)."""
+
+    login_per_s: float
+    creds_per_s: float
+
+
+def quota_rates(cfg: StackConfig, db_grants_per_agent: int = 1) -> QuotaRates:
+    """Sized from the model: a client IP is one node's worth of instances at most (pods behind
+    the node's source NAT), each logging in once and reading each database grant once within
+    the startup window; the quota lets a client take ``QUOTA_HEADROOM`` times that share and
+    answers the rest with 429, so a retry loop or a storm from one node cannot take the
+    servers' capacity from the others."""
+    c = cfg.capacity
+    per_window = QUOTA_HEADROOM * c.instances_per_node / seconds(c.startup_window)
+    return QuotaRates(
+        login_per_s=max(MIN_QUOTA_RATE, float(math.ceil(per_window))),
+        creds_per_s=max(MIN_QUOTA_RATE, float(math.ceil(per_window * max(1, db_grants_per_agent)))),
+    )
+
+
+__all__: Sequence[str] = ("AgentLoad", "AgentRollout", "agent_rollout", "ChainEstimate", "ChainModel", "Demand", "Row", "capacity_text",
+                          "chain_estimate", "chain_model", "demand", "estimate", "fleet_estimate", "quota_rates",
                           "synthetic_demand")

@@ -138,6 +138,9 @@ class VaultIdentity(pulumi.ComponentResource):
                 opts=child,
             )
 
+        if shared:
+            self._quotas(name, plan, self.auth_path, mounts, child)
+
         audit_path = f"agent-passport-{plan.audit_type}"
         if shared:
             audit = vault.Audit(
@@ -166,6 +169,22 @@ class VaultIdentity(pulumi.ComponentResource):
             "credentialPaths": self.credential_paths,
             "auditPath": self.audit_path,
         })
+
+    # ------------------------------------------------------------------ storm controls
+
+    def _quotas(self, name: str, plan: VaultPlan, auth_path: pulumi.Output[str], mounts: dict[str, vault.Mount],
+                child: pulumi.ResourceOptions) -> None:
+        """Rate-limit quotas on the login path and each database mount's creds/* (per client
+        IP; sized in components.capacity.quota_rates). Their paths come from the mounts'
+        outputs, so each quota is created after the mount it names."""
+        clusters = {m.path: m.cluster for m in plan.mounts}
+        for q in plan.quotas:
+            if q.mount in clusters:
+                path = mounts[clusters[q.mount]].path.apply(lambda p, s=q.suffix: f"{p}/{s}")
+            else:
+                path = auth_path.apply(lambda p, s=q.suffix: f"auth/{p}/{s}")
+            vault.QuotaRateLimit(f"{name}-quota-{q.key}", name=q.name, path=path, rate=q.rate,
+                                 interval=q.interval, opts=child)
 
     # ------------------------------------------------------------------ auth
 

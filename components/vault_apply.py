@@ -205,6 +205,9 @@ def plan_writes(
             }))
         for conn in plan.connections:
             writes += _connection(conn, name, secrets)
+        for q in plan.quotas:
+            writes.append(VaultWrite(f"{name}-quota-{q.key}", "write", f"sys/quotas/rate-limit/{q.name}",
+                                     {"path": q.path, "rate": q.rate, "interval": q.interval}))
     for role in plan.database_roles if per_agent else ():
         writes.append(VaultWrite(f"{name}-{role.agent}-db-{role.cluster}-{role.connection}", "write",
                                  f"{role.mount}/roles/{role.name}", {

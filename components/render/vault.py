@@ -385,6 +385,41 @@ class AgentVaultPlan:
 
 
 @dataclass(frozen=True)
+class QuotaPlan:
+    """A rate-limit quota (``sys/quotas/rate-limit/<name>``): ``rate`` requests per ``interval``
+    seconds per client IP, on ``mount`` + ``/`` + ``suffix`` (``*``: a trailing glob)."""
+
+    key: str
+    """What it guards: ``login`` or ``creds-<cluster>`` (the Pulumi resource name ends with it)."""
+    name: str
+    mount: str
+    """``auth/<auth mount>`` or the database mount, as the path starts."""
+    suffix: str
+    rate: float
+    interval: int = 1
+
+    @property
+    def path(self) -> str:
+        return f"{self.mount}/{self.suffix}"
+
+
+QUOTA_PREFIX = "agent-passport-"
+
+
+def plan_quotas(platform: Platform, auth_mount: str, mounts: Sequence[MountPlan]) -> tuple[QuotaPlan, ...]:
+    """Rate-limit quotas on the login path and on every database mount's ``creds/*``, sized by
+    :func:`components.capacity.quota_rates` from the stack's ``capacity`` section."""
+    from components.capacity import quota_rates
+
+    grants = max((sum(1 for _ in a.grants_of("database")) for a in platform.active_agents), default=1)
+    rates = quota_rates(platform.config, grants)
+    quotas = [QuotaPlan("login", f"{QUOTA_PREFIX}login", f"auth/{auth_mount}", "login", rates.login_per_s)]
+    quotas += [QuotaPlan(f"creds-{m.cluster}", f"{QUOTA_PREFIX}creds-{m.cluster}", m.path, "creds/*",
+                         rates.creds_per_s) for m in mounts]
+    return tuple(quotas)
+
+
+@dataclass(frozen=True)
 class VaultPlan:
     """Everything :class:`components.vault.VaultIdentity` registers, decided purely."""
 
@@ -401,6 +436,7 @@ class VaultPlan:
     agents: tuple[AgentVaultPlan, ...]
     audit_type: Literal["file", "socket"]
     audit_options: tuple[tuple[str, str], ...]
+    quotas: tuple[QuotaPlan, ...] = ()
 
     @property
     def database_roles(self) -> tuple[DatabaseRolePlan, ...]:
@@ -641,9 +677,10 @@ def plan_vault(platform: Platform) -> VaultPlan:
     options = ({"file_path": audit.path} if audit.type == "file"
                else {"address": str(audit.address), "socket_type": audit.socket_type})
     options |= {"format": "json", "log_raw": "false", "hmac_accessor": "true"}
+    auth_mount = vcfg.jwt_mount if vcfg.auth == "jwt" else vcfg.cert_mount
     return VaultPlan(
         auth=vcfg.auth,
-        auth_mount=vcfg.jwt_mount if vcfg.auth == "jwt" else vcfg.cert_mount,
+        auth_mount=auth_mount,
         jwt_issuer=cfg.jwt_issuer,
         jwks_url=vcfg.jwks_url or f"{cfg.jwt_issuer.rstrip('/')}/keys",
         jwks_ca_pem=vcfg.jwks_ca_pem,
@@ -655,6 +692,7 @@ def plan_vault(platform: Platform) -> VaultPlan:
         agents=tuple(agents),
         audit_type=audit.type,
         audit_options=tuple(sorted(options.items())),
+        quotas=plan_quotas(platform, auth_mount, mounts),
     )
 
 
@@ -697,6 +735,7 @@ __all__ = [
     "ConnectionPlan",
     "DatabaseRolePlan",
     "MountPlan",
+    "QuotaPlan",
     "Statements",
     "UnknownPrivilege",
     "UnsafeIdentifier",

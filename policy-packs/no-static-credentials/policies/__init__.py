@@ -98,6 +98,11 @@ from .stack_identity import (
     exclusive_selector_values,
     first_compatible,
 )
+from .storm import (
+    QUOTAS_SCHEMA,
+    _spire_rate_limits_on,
+    _vault_rate_limit_quotas,
+)
 from .tokens import (
     AGENT_LABEL,
     BOM_KEY,
@@ -273,6 +278,20 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
         "Active Directory rotates it and nobody stores it.",
         _gmsa_no_stored_credentials, GMSA_SCHEMA,
     ),
+    _resource(
+        "spire-rate-limits-on",
+        "The SPIRE server keeps its attestation and signing rate limits on.",
+        "Remove server.ratelimit overrides (or set attestation and signing to true): SPIRE then "
+        "throttles each agent node to 1 attestation/s and 500 signings/s (docs/scale.md).",
+        _spire_rate_limits_on, severity=Severity.MEDIUM,
+    ),
+    _stack(
+        "vault-rate-limit-quotas",
+        "Every Vault login path (jwt, cert) and database mount's creds/ is behind a rate-limit quota.",
+        "Keep the VaultIdentity component's QuotaRateLimit resources (sized from the stack's "
+        "capacity section), or add a vault.QuotaRateLimit on auth/<mount>/login and <db mount>/creds/*.",
+        _vault_rate_limit_quotas, QUOTAS_SCHEMA, severity=Severity.MEDIUM,
+    ),
     _stack(
         "one-identity-per-agent",
         "Every agent has exactly one identity and SPIFFE IDs are unique.",
@@ -332,6 +351,7 @@ __all__ = [
     "LEAF_SCHEMA",
     "LITERALS_SCHEMA",
     "NO_IAM_USERS_SCHEMA",
+    "QUOTAS_SCHEMA",
     "PACK_NAME",
     "POLICIES",
     "REGISTRATIONS",
