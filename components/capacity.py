@@ -26,9 +26,9 @@ with the concrete fix. Everything is counted from the manifests (no Platform is 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from components.config.capacity import (
     DB_CREATES_PER_SECOND,
@@ -426,6 +426,21 @@ def quota_rates(cfg: StackConfig, db_grants_per_agent: int = 1) -> QuotaRates:
     )
 
 
-__all__: Sequence[str] = ("AgentLoad", "AgentRollout", "agent_rollout", "ChainEstimate", "ChainModel", "Demand", "Row", "capacity_text",
-                          "chain_estimate", "chain_model", "demand", "estimate", "fleet_estimate", "quota_rates",
-                          "synthetic_demand")
+__all__ = [
+    "AgentLoad",
+    "AgentRollout",
+    "ChainEstimate",
+    "ChainModel",
+    "Demand",
+    "QuotaRates",
+    "Row",
+    "agent_rollout",
+    "capacity_text",
+    "chain_estimate",
+    "chain_model",
+    "demand",
+    "estimate",
+    "fleet_estimate",
+    "quota_rates",
+    "synthetic_demand",
+]

@@ -69,6 +69,11 @@ def _secret_problems(plan: VaultPlan, platform: Platform) -> list[Problem]:
     ]
 
 
+def _joined(mount_path: pulumi.Output[str], prefix: str, suffix: str) -> pulumi.Output[str]:
+    """``<prefix><mount path>/<suffix>`` once the mount exists."""
+    return mount_path.apply(lambda p: f"{prefix}{p}/{suffix}")
+
+
 class VaultIdentity(pulumi.ComponentResource):
     """Vault auth, database credentials, policies and audit for one stack's agents."""
 
@@ -180,9 +185,9 @@ class VaultIdentity(pulumi.ComponentResource):
         clusters = {m.path: m.cluster for m in plan.mounts}
         for q in plan.quotas:
             if q.mount in clusters:
-                path = mounts[clusters[q.mount]].path.apply(lambda p, s=q.suffix: f"{p}/{s}")
+                path = _joined(mounts[clusters[q.mount]].path, "", q.suffix)
             else:
-                path = auth_path.apply(lambda p, s=q.suffix: f"auth/{p}/{s}")
+                path = _joined(auth_path, "auth/", q.suffix)
             vault.QuotaRateLimit(f"{name}-quota-{q.key}", name=q.name, path=path, rate=q.rate,
                                  interval=q.interval, opts=child)
 
