@@ -34,9 +34,7 @@ Nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
-import http.server
 import json
 import os
 import sys
@@ -57,7 +55,6 @@ import requests  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
 SPIRE_SVC = "/spire.api.server.svid.v1.SVID"
@@ -249,51 +246,6 @@ def spire_runs(clients: Sequence[int], count: int, deadline_s: float) -> list[Ru
 # --------------------------------------------------------------------------- OpenBao + PostgreSQL
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-class Signer:
-    """An ES256 JWT signer and its JWKS (what SPIRE's default JWT key does)."""
-
-    def __init__(self) -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        nums = self.key.public_key().public_numbers()
-        self.jwks = {"keys": [{"kty": "EC", "crv": "P-256", "kid": "bench", "use": "sig", "alg": "ES256",
-                               "x": _b64(nums.x.to_bytes(32, "big")), "y": _b64(nums.y.to_bytes(32, "big"))}]}
-
-    def token(self, claims: dict[str, Any]) -> str:
-        head = _b64(json.dumps({"alg": "ES256", "kid": "bench", "typ": "JWT"}).encode())
-        body = _b64(json.dumps(claims).encode())
-        r, s = decode_dss_signature(self.key.sign(f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256())))
-        return f"{head}.{body}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
-
-
-@contextlib.contextmanager
-def jwks_server(signer: Signer) -> Iterator[str]:
-    body = json.dumps(signer.jwks).encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/keys"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
 @dataclass
 class VaultBench:
     address: str
@@ -304,16 +256,16 @@ class VaultBench:
     spiffe_id: str
     audience: str
     issuer: str
-    signer: Signer
+    signer: Any
     pg: Any
 
     def _session(self) -> requests.Session:
         return requests.Session()
 
     def jwt(self) -> str:
-        now = int(time.time())
-        return self.signer.token({"iss": self.issuer, "sub": self.spiffe_id, "aud": [self.audience],
-                                  "iat": now, "exp": now + 300})
+        from tests.support.jwks import svid_claims
+
+        return str(self.signer.token(svid_claims(self.issuer, self.spiffe_id, self.audience)))
 
 
 @contextlib.contextmanager
@@ -323,6 +275,7 @@ def vault_chain() -> Iterator[VaultBench]:
     from components.vault_apply import ApplySecrets, apply_plan
     from tests.support.bao import bao_dev_server
     from tests.support.chain import ADMIN_PASSWORD, ADMINS, CORTEX, TABLES, chain_platform
+    from tests.support.jwks import Signer, jwks_server
     from tests.support.postgres import postgres_cluster, seed_dba_setup
 
     signer = Signer()
