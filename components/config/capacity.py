@@ -23,7 +23,7 @@ all when a node becomes active, so a failover takes longer the more leases are o
 
 
 class CapacityConfig(Section):
-    """How big the fleet runs and how much the servers take, for ``passport capacity`` and the
+    """How big the fleet runs and how much the servers take, for `passport capacity` and the
     rendered rate limits and quotas."""
 
     instances_per_agent: int = Field(
