@@ -30,6 +30,7 @@ from components.config import NAMESPACE
 from components.errors import ConfigError, Problem
 from components.platform_model import Platform
 from components.render.vault import (
+    ADMIN_MAX_OPEN_CONNECTIONS,
     JWT_SUPPORTED_ALGS,
     AgentVaultPlan,
     ConnectionPlan,
@@ -297,7 +298,7 @@ class VaultIdentity(pulumi.ComponentResource):
                 username_template=conn.username_template,
                 # Vault sends a SCRAM verifier, never the clear password, in CREATE/ALTER ROLE
                 password_authentication="scram-sha-256",
-                max_open_connections=4,
+                max_open_connections=ADMIN_MAX_OPEN_CONNECTIONS,
             )
         else:
             mysql = vault_db.SecretBackendConnectionMysqlArgs(
@@ -306,7 +307,7 @@ class VaultIdentity(pulumi.ComponentResource):
                 password_wo=password,
                 password_wo_version=conn.password_version,
                 username_template=conn.username_template,
-                max_open_connections=4,
+                max_open_connections=ADMIN_MAX_OPEN_CONNECTIONS,
             )
         connection = vault_db.SecretBackendConnection(
             f"{name}-db-{conn.cluster}-{conn.name}",

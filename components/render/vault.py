@@ -65,6 +65,13 @@ MYSQL_USERNAME_TEMPLATE = '{{ printf "v-%s-%s" (.RoleName | truncate 21) (random
 """MySQL user names are at most 32 characters: ``v-`` + 21 characters of the role + random, so only
 agent names up to about 20 characters survive whole; the audit log's lease path names the role."""
 
+ADMIN_MAX_OPEN_CONNECTIONS = 4
+"""Connections Vault's pool keeps open to a database (per connection, on the active node)."""
+ADMIN_CONNECTION_LIMIT = 2 * ADMIN_MAX_OPEN_CONNECTIONS
+"""PostgreSQL ``CONNECTION LIMIT`` of Vault's admin role: the pool twice over (a failover's new
+active node opens its pool before the old one's connections close), so a Vault bug or a runaway
+plugin cannot take the database's ``max_connections`` from the applications."""
+
 _VAULT_PATH_CHARS = re.compile(r"^[A-Za-z0-9_.+*/-]+$")
 _UNSAFE_IDENTIFIER = re.compile(r"[\x00-\x1f\x7f;]|\{\{|\}\}")
 
@@ -717,11 +724,44 @@ def render_sql(role: DatabaseRolePlan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def admin_setup_sql(platform: Platform, conn: ConnectionPlan) -> str:
+    """What the DBA runs once per PostgreSQL database (docs/vault.md): Vault's admin role with a
+    ``CONNECTION LIMIT``, and the privileges it grants to generated users, with grant option."""
+    database = conn.name
+    schemas: set[str] = set()
+    privileges: set[str] = set()
+    for a in platform.agents:
+        for _, g in a.grants_of("database"):
+            if g.cluster == conn.cluster and g.database == database:
+                for p in g.privileges:
+                    schemas.add(p.schema_)
+                    privileges.update(p.allow)
+    admin, db = quote_pg(conn.username), quote_pg(database)
+    schema_list = ", ".join(quote_pg(x) for x in sorted(schemas or {"public"}))
+    privs = _privileges([p for p in POSTGRES_PRIVILEGES if p in privileges] or ["select"], "postgres")
+    return "\n".join([
+        f"-- Vault's admin for PostgreSQL database {database} on cluster {conn.cluster}: run once, as the DBA.",
+        f"-- CONNECTION LIMIT {ADMIN_CONNECTION_LIMIT}: Vault's pool ({ADMIN_MAX_OPEN_CONNECTIONS}) twice over.",
+        f"CREATE ROLE {admin} LOGIN CREATEROLE CONNECTION LIMIT {ADMIN_CONNECTION_LIMIT} "
+        "PASSWORD '<initial password>';",
+        f"-- an admin that exists already: ALTER ROLE {admin} CONNECTION LIMIT {ADMIN_CONNECTION_LIMIT};",
+        f"GRANT pg_signal_backend TO {admin};",
+        f"REVOKE CONNECT ON DATABASE {db} FROM PUBLIC;",
+        f"GRANT CONNECT ON DATABASE {db} TO {admin} WITH GRANT OPTION;",
+        f"GRANT USAGE ON SCHEMA {schema_list} TO {admin} WITH GRANT OPTION;",
+        f"GRANT {privs} ON ALL TABLES IN SCHEMA {schema_list} TO {admin} WITH GRANT OPTION;",
+    ]) + "\n"
+
+
 def vault_artifacts(platform: Platform) -> Iterator[Artifact]:
-    """``vault/policies/<agent>.hcl`` per active agent and ``vault/sql/<role>.sql`` per DB role."""
+    """``vault/policies/<agent>.hcl`` per active agent, ``vault/sql/<role>.sql`` per DB role and
+    ``vault/sql/admin-<cluster>-<database>.sql`` per PostgreSQL connection (the DBA's setup)."""
     if not platform.config.subsystems.vault:
         return
     plan = plan_vault(platform)
+    for conn in plan.connections:
+        if conn.engine == "postgres":
+            yield Artifact(f"vault/sql/admin-{conn.cluster}-{conn.name}.sql", admin_setup_sql(platform, conn))
     if stack_scope(platform.config) == "shared":
         return  # a base: policies and database roles are its shards'
     for agent in plan.agents:
@@ -731,6 +771,8 @@ def vault_artifacts(platform: Platform) -> Iterator[Artifact]:
 
 
 __all__ = [
+    "ADMIN_CONNECTION_LIMIT",
+    "ADMIN_MAX_OPEN_CONNECTIONS",
     "AgentVaultPlan",
     "ConnectionPlan",
     "DatabaseRolePlan",
@@ -740,6 +782,7 @@ __all__ = [
     "UnknownPrivilege",
     "UnsafeIdentifier",
     "VaultPlan",
+    "admin_setup_sql",
     "database_mount",
     "grant_statements",
     "mysql_statements",

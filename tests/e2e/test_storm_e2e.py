@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 import requests
 
-from components.render.vault import VaultPlan, plan_vault
+from components.render.vault import ADMIN_CONNECTION_LIMIT, VaultPlan, plan_vault
 from components.vault_apply import ApplySecrets, apply_plan
 from tests.support.bao import Bao, bao_dev_server
 from tests.support.chain import ADMIN_PASSWORD, ADMINS, CORTEX, TABLES, chain_platform, spire_agent, spire_server
@@ -132,6 +132,8 @@ def test_the_rendered_quotas_are_the_plans(guarded: Guarded) -> None:
         data = root.read(f"sys/quotas/rate-limit/{q.name}")["data"]
         assert (data["path"], data["rate"], data["interval"]) == (q.path, q.rate, q.interval)
     assert {q.path for q in guarded.plan.quotas} == {f"auth/{guarded.plan.auth_mount}/login", "db-main/creds/*"}
+    limits = guarded.pg.run("SELECT rolname, rolconnlimit FROM pg_roles WHERE rolname LIKE 'vault_%' ORDER BY 1;")
+    assert limits.stdout.split() == [f"{admin}|{ADMIN_CONNECTION_LIMIT}" for admin in sorted(ADMINS.values())]
 
 
 def test_a_login_burst_gets_429_for_the_excess(guarded: Guarded) -> None:
