@@ -102,6 +102,7 @@ def test_storm_speaks_spires_protobuf_and_compares_with_the_fleets() -> None:
     assert needs["50k"]["signings cold"] == pytest.approx(100_000 / 60)
     assert needs["10k"]["creds steady"] == pytest.approx(10_000 / 300)
     (head, row) = storm.ratio_lines({"db creds": 100.0})
+    assert head.split()[:2] == ["capacity", "measured/s"]
     assert row.split()[:4] == ["db", "creds", "100.0", "3.0x"]
 
 
