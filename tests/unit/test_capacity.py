@@ -156,7 +156,8 @@ def test_a_bad_coefficient_is_one_clear_error() -> None:
 
 
 def test_the_agent_rollout_is_sized_from_the_servers() -> None:
-    one = agent_rollout(chain_estimate(_fleet(5000), _model(spire_servers=1, spire_signings_per_server=500.0, instances_per_node=110)))
+    one = agent_rollout(chain_estimate(_fleet(5000), _model(spire_servers=1, spire_signings_per_server=500.0,
+                                                            instances_per_node=110)))
     assert (one.max_unavailable, one.min_ready_seconds) == (1, 5)  # 0.8 x 500/s < one node's 500/s
     three = agent_rollout(chain_estimate(_fleet(5000), _model(spire_servers=3, spire_signings_per_server=500.0,
                                                               instances_per_node=2000)))
