@@ -270,7 +270,8 @@ class ChainEstimate:
         out = []
         for r in self.rows:
             if r.steady_utilisation > STEADY_WARN:
-                out.append(f"{r.name}: steady state {r.steady:.1f}{r.unit} is {r.steady_utilisation:.0%} of "
+                steady = f"{r.steady:.1f}{r.unit}" if r.unit else f"{r.steady:.0f}"
+                out.append(f"{r.name}: steady state {steady} is {r.steady_utilisation:.0%} of "
                            f"{r.capacity:.0f}{r.unit} (> {STEADY_WARN:.0%}): {r.steady_fix}")
             if r.cold is not None and r.cold_utilisation > STORM_WARN:
                 out.append(f"{r.name}: a cold start within {self.startup_window_s}s needs {r.cold:.0f}{r.unit}, "
@@ -315,8 +316,9 @@ def chain_estimate(loads: Iterable[AgentLoad], model: ChainModel) -> ChainEstima
             "Vault logins", d.steady_logins_per_s, model.vault_logins_per_s, d.login_instances / w,
             steady_fix=("lengthen vault.tokenTtl (≤ 15m), or split the fleet across Vault clusters "
                         "(one per shard): only the active node logs agents in"),
-            cold_fix=(f"widen the startup window to {_window_for(d.login_instances, model.vault_logins_per_s)}s; "
-                      "the rendered login quota answers the excess with 429 and agents retry with backoff"),
+            cold_fix=(f"widen the startup window to {_window_for(d.login_instances, model.vault_logins_per_s)}s "
+                      "(rollout settings, start jitter); agents must back off on 429 from the per-client "
+                      "login quota"),
         ))
         for cluster, creates in d.creates_by_cluster.items():
             hot = ", ".join(f"{name} {rate:.1f}/s" for name, rate in d.hottest[cluster])
@@ -326,8 +328,9 @@ def chain_estimate(loads: Iterable[AgentLoad], model: ChainModel) -> ChainEstima
             leases = d.db_leases_by_cluster[cluster]
             rows.append(Row(f"DB creates ({cluster})", creates, model.db_creates_per_s, leases / w,
                             steady_fix=fix, cold_fix=(f"widen the startup window to "
-                                                      f"{_window_for(leases, model.db_creates_per_s)}s; the "
-                                                      "rendered database/creds quota sheds the excess with 429")))
+                                                      f"{_window_for(leases, model.db_creates_per_s)}s, or "
+                                                      "spread the databases over clusters; agents must back off "
+                                                      "on 429 from the per-client creds quota")))
             rows.append(Row(f"DB drops ({cluster})", creates, model.db_drops_per_s, None, steady_fix=fix))
         tokens = d.login_instances if model.service_tokens else 0
         rows.append(Row("Vault leases", d.db_leases + tokens, model.lease_ceiling, None, unit="",
