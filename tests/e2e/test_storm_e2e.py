@@ -111,17 +111,30 @@ def burst(n: int, call: Callable[[], requests.Response]) -> list[requests.Respon
     return out
 
 
-def refused(responses: list[requests.Response]) -> list[requests.Response]:
-    codes = sorted({r.status_code for r in responses})
-    assert set(codes) <= {200, 429}, [(r.status_code, r.text[:200]) for r in responses if r.status_code != 200]
+CONCURRENT_GRANT = "tuple concurrently updated"
+"""PostgreSQL's answer when two transactions GRANT on the same object at once (each credential
+grants CONNECT on the database and its tables): one fails with SQLSTATE XX000 and Vault answers
+500. A known limit of concurrent ACL updates (docs/scale.md); the agent retries."""
+
+
+def refused(responses: list[requests.Response], *, conflicts_ok: bool = False) -> list[requests.Response]:
+    """The 429s (each with OpenBao's quota message); nothing else but 200 (and, for credential
+    reads, PostgreSQL's concurrent-GRANT conflict)."""
+    other = [r for r in responses if r.status_code not in (200, 429)
+             and not (conflicts_ok and r.status_code == 500 and CONCURRENT_GRANT in r.text)]
+    assert not other, [(r.status_code, r.text[:300]) for r in other]
     out = [r for r in responses if r.status_code == 429]
     assert all(QUOTA_REFUSAL in r.text for r in out)
     return out
 
 
-def violations(g: Guarded, quota: str) -> float:
-    text = requests.get(g.url("sys/metrics"), params={"format": "prometheus"},
+def metrics(g: Guarded) -> str:
+    return requests.get(g.url("sys/metrics"), params={"format": "prometheus"},
                         headers={"X-Vault-Token": g.bao.root_token}, timeout=30).text
+
+
+def violations(g: Guarded, quota: str) -> float:
+    text = metrics(g)
     found = re.findall(rf'^vault_quota_rate_limit_violation\{{[^}}]*name="{quota}"[^}}]*\}} (\S+)$', text, re.M)
     return sum(float(v) for v in found)
 
@@ -167,11 +180,15 @@ def test_a_credential_burst_gets_429_and_every_accepted_credential_works_then_go
     token = _token(g)
     time.sleep(1.5)  # the creds quota's bucket, full again
     answers = burst(BURST, lambda: requests.get(g.url(g.creds_path), headers={"X-Vault-Token": token}, timeout=60))
-    excess = refused(answers)
+    excess = refused(answers, conflicts_ok=True)
     accepted: list[dict[str, Any]] = [r.json() for r in answers if r.status_code == 200]
-    print(f"\ncredential burst of {BURST}: {len(accepted)} accepted, {len(excess)} refused with 429")
+    conflicts = len(answers) - len(accepted) - len(excess)
+    print(f"\ncredential burst of {BURST}: {len(accepted)} accepted, {len(excess)} refused with 429, "
+          f"{conflicts} lost to PostgreSQL's concurrent-GRANT conflict (500)")
     assert excess and accepted
     assert violations(g, "agent-passport-creds-main") >= len(excess)
+    # the lease gauge the lease alert reads
+    assert re.search(r"^vault_expire_num_leases(\{[^}]*\})? [1-9]", metrics(g), re.M)
     users = [c["data"]["username"] for c in accepted]
     for c in accepted:
         ok = g.pg.run("SELECT count(*) FROM public.incidents;", user=c["data"]["username"],
