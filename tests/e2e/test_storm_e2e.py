@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 import requests
 
+from components.render.observe.alerts import SPIRE_SIGN_THROTTLE
 from components.render.vault import ADMIN_CONNECTION_LIMIT, VaultPlan, plan_vault
 from components.vault_apply import ApplySecrets, apply_plan
 from tests.support.bao import Bao, bao_dev_server
@@ -246,5 +247,11 @@ def test_a_cold_start_above_the_signing_burst_is_throttled_and_drains() -> None:
             text = _metrics(metrics_port)
     limited = re.findall(r"^(spire_server_rate_?[lL]imit\S*batch_new_x509svid\S*)\{[^}]*\} (\S+)$", text, re.M)
     calls = sum(float(v) for name, v in limited if "elapsed" not in name)
+    waited = sum(float(v) for name, v in limited if name.endswith("_elapsed_time_sum"))
+    print(f"{calls:.0f} X.509 signing requests (batches) went through SPIRE's per-IP limiter, "
+          f"waiting {waited:.0f} ms in all")
+    print("\n".join(line for line in text.splitlines() if line.startswith(SPIRE_SIGN_THROTTLE + "{")))
+    # the alert's metric is what the server exports
+    assert re.search(rf'^{SPIRE_SIGN_THROTTLE}\{{[^}}]*quantile="0.99"', text, re.M)
     # every signing went through the per-IP limiter, in batches no larger than its burst
     assert calls >= 2, "\n".join(line for line in text.splitlines() if "rate" in line.lower())[:3000]
