@@ -12,7 +12,8 @@ started here and stopped here):
   callers only): they measure the signer, the ceiling of what the rate limit protects.
 * **OpenBao + PostgreSQL** (the venv's ``bao`` dev server and a Debian PostgreSQL 15 cluster,
   configured from the dev stack's Vault plan by the hvac applier, as tests/support/chain.py
-  does, audit device included): JWT logins per second (the rendered JWT role; the JWKS is served
+  does, audit device included, the rendered rate-limit quotas removed: they are per client IP
+  and this process is one client): JWT logins per second (the rendered JWT role; the JWKS is served
   from this process, ES256 as SPIRE signs), database credentials per second (the generated role's
   ``CREATE ROLE ... VALID UNTIL`` and GRANTs) and revocations per second (``sys/leases/revoke``:
   the rendered revocation, ``pg_terminate_backend`` and ``DROP ROLE``), then the PostgreSQL
@@ -284,7 +285,10 @@ def vault_chain() -> Iterator[VaultBench]:
         seed_dba_setup(pg, ADMINS, dict(TABLES), ADMIN_PASSWORD)
         platform = chain_platform(pg_port=pg.port, audit_file=tmp / "audit.log", jwks_url=jwks)
         plan = plan_vault(platform)
-        apply_plan(bao.client(), plan, ApplySecrets({"dbMainPassword": ADMIN_PASSWORD}))
+        root = bao.client()
+        apply_plan(root, plan, ApplySecrets({"dbMainPassword": ADMIN_PASSWORD}))
+        for q in plan.quotas:  # they would measure the quotas (per client IP), not the engines
+            root.delete(f"sys/quotas/rate-limit/{q.name}")
         agent = next(a for a in plan.agents if a.agent == CORTEX)
         (role,) = agent.database_roles
         yield VaultBench(bao.address, bao.root_token, plan.auth_mount, agent.role, role.creds_path,
