@@ -356,6 +356,7 @@ def vault_runs(clients: Sequence[int], count: int, cycles: int, deadline_s: floa
         todo = max(0, cycles - done_cycles)
         n = max(clients)
         step = 2000
+        conflicts = sum(r.failed for r in runs if r.what == "bao db creds")
         started = time.monotonic()
         while todo > 0 and time.monotonic() - started < deadline_s * 60:
             k = min(step, todo)
@@ -364,7 +365,9 @@ def vault_runs(clients: Sequence[int], count: int, cycles: int, deadline_s: floa
             del leases[:]
             done_cycles += gone.done
             todo -= k
-            print(f"  cycles so far {done_cycles} (issue {issued.per_s:.0f}/s, revoke {gone.per_s:.0f}/s)  "
+            conflicts += issued.failed
+            print(f"  cycles so far {done_cycles} (issue {issued.per_s:.0f}/s, revoke {gone.per_s:.0f}/s, "
+                  f"{issued.failed} issues failed{': ' + issued.errors[0] if issued.errors else ''})  "
                   f"[{load_average()}]", flush=True)
         after = catalog(v.pg)
         roles = v.pg.run("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'v-%';").stdout.strip()
@@ -377,6 +380,8 @@ def vault_runs(clients: Sequence[int], count: int, cycles: int, deadline_s: floa
                  db="incidents")
         full_s = time.perf_counter() - t0
         full = catalog(v.pg)
+        first = next((e for r in runs if r.what == "bao db creds" for e in r.errors), "")
+        notes.append(f"{conflicts} credential issues failed{' (the first: ' + first + ')' if first else ''}")
         notes.append(f"catalog after {done_cycles} issue/revoke cycles ({roles} generated roles left); "
                      f"VACUUM {vacuum_s:.2f}s, VACUUM FULL (authid, auth_members, shdepend) {full_s:.2f}s")
         notes.append(f"{'catalog':<16} {'before':>18} {'after':>18} {'vacuumed':>18} {'full':>10}   (KiB, dead rows)")
