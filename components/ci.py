@@ -25,6 +25,9 @@ from pulumi_aws import iam
 from components.platform_model import Platform
 from components.render.ci import GITHUB_JWT_ALGS, CiAwsPlan, CiVaultPlan, aws_trust_policy, plan_ci
 
+CI_LOGIN_RATE = 5.0
+"""Logins per second per client IP on the pipeline's JWT mount (a rate-limit quota)."""
+
 
 @dataclass(frozen=True)
 class CiFederationArgs:
@@ -76,6 +79,10 @@ class CiFederation(pulumi.ComponentResource):
                                                audit_non_hmac_request_keys=["role"]),
             opts=child,
         )
+        # the pipeline logs in a few times per run: a retry loop must not reach Vault unthrottled
+        vault.QuotaRateLimit(f"{name}-vault-quota", name=f"{p.policy_name}-login",
+                             path=backend.path.apply(lambda path: f"auth/{path or p.mount}/login"),
+                             rate=CI_LOGIN_RATE, interval=1, opts=child)
         policy = vault.Policy(f"{name}-vault-policy", name=p.policy_name, policy=p.policy_hcl, opts=child)
         role = vault_jwt.AuthBackendRole(
             f"{name}-vault-role",

@@ -296,7 +296,7 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     from components.capacity import capacity_text, fleet_estimate
 
     cfg = load_stack_config(args.stack)
-    with activity(f"estimating the SPIRE signing load of stack {args.stack}"):
+    with activity(f"estimating the storm and churn load of stack {args.stack}"):
         est = fleet_estimate(cfg, load_manifests(args.paths or [cfg.agents_dir]), args.instances_per_agent,
                              args.startup_window)
     print(capacity_text(est))
@@ -495,11 +495,13 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: agents/)")
     sh.set_defaults(func=cmd_shards)
 
-    c = sub.add_parser("capacity", help="estimate SPIRE signing load (steady state and cold-start storm)")
+    c = sub.add_parser("capacity", help="estimate the credential chain's load: SPIRE signings, Vault logins, "
+                       "database churn, leases (steady state and cold-start storm)")
     c.add_argument("--stack", required=True)
-    c.add_argument("--instances-per-agent", type=_positive_int, default=1, help="workload instances per agent")
-    c.add_argument("--startup-window", type=_duration_seconds, default="60s",
-                   help="window a cold start spreads over (default 60s)")
+    c.add_argument("--instances-per-agent", type=_positive_int, default=None,
+                   help="workload instances per agent (default: the stack's capacity.instancesPerAgent)")
+    c.add_argument("--startup-window", type=_duration_seconds, default=None,
+                   help="window a cold start spreads over (default: the stack's capacity.startupWindow)")
     c.add_argument("--paths", nargs="*", default=None, help="manifest paths (default: the stack's agentsDir)")
     c.set_defaults(func=cmd_capacity)
 

@@ -30,6 +30,7 @@ from components.config import NAMESPACE
 from components.errors import ConfigError, Problem
 from components.platform_model import Platform
 from components.render.vault import (
+    ADMIN_MAX_OPEN_CONNECTIONS,
     JWT_SUPPORTED_ALGS,
     AgentVaultPlan,
     ConnectionPlan,
@@ -67,6 +68,11 @@ def _secret_problems(plan: VaultPlan, platform: Platform) -> list[Problem]:
                 f"<initial password of {' and '.join(users)}>`")
         for (field, secret), users in sorted(missing.items())
     ]
+
+
+def _joined(mount_path: pulumi.Output[str], prefix: str, suffix: str) -> pulumi.Output[str]:
+    """``<prefix><mount path>/<suffix>`` once the mount exists."""
+    return mount_path.apply(lambda p: f"{prefix}{p}/{suffix}")
 
 
 class VaultIdentity(pulumi.ComponentResource):
@@ -138,6 +144,9 @@ class VaultIdentity(pulumi.ComponentResource):
                 opts=child,
             )
 
+        if shared:
+            self._quotas(name, plan, self.auth_path, mounts, child)
+
         audit_path = f"agent-passport-{plan.audit_type}"
         if shared:
             audit = vault.Audit(
@@ -166,6 +175,22 @@ class VaultIdentity(pulumi.ComponentResource):
             "credentialPaths": self.credential_paths,
             "auditPath": self.audit_path,
         })
+
+    # ------------------------------------------------------------------ storm controls
+
+    def _quotas(self, name: str, plan: VaultPlan, auth_path: pulumi.Output[str], mounts: dict[str, vault.Mount],
+                child: pulumi.ResourceOptions) -> None:
+        """Rate-limit quotas on the login path and each database mount's creds/* (per client
+        IP; sized in components.capacity.quota_rates). Their paths come from the mounts'
+        outputs, so each quota is created after the mount it names."""
+        clusters = {m.path: m.cluster for m in plan.mounts}
+        for q in plan.quotas:
+            if q.mount in clusters:
+                path = _joined(mounts[clusters[q.mount]].path, "", q.suffix)
+            else:
+                path = _joined(auth_path, "auth/", q.suffix)
+            vault.QuotaRateLimit(f"{name}-quota-{q.key}", name=q.name, path=path, rate=q.rate,
+                                 interval=q.interval, opts=child)
 
     # ------------------------------------------------------------------ auth
 
@@ -273,7 +298,7 @@ class VaultIdentity(pulumi.ComponentResource):
                 username_template=conn.username_template,
                 # Vault sends a SCRAM verifier, never the clear password, in CREATE/ALTER ROLE
                 password_authentication="scram-sha-256",
-                max_open_connections=4,
+                max_open_connections=ADMIN_MAX_OPEN_CONNECTIONS,
             )
         else:
             mysql = vault_db.SecretBackendConnectionMysqlArgs(
@@ -282,7 +307,7 @@ class VaultIdentity(pulumi.ComponentResource):
                 password_wo=password,
                 password_wo_version=conn.password_version,
                 username_template=conn.username_template,
-                max_open_connections=4,
+                max_open_connections=ADMIN_MAX_OPEN_CONNECTIONS,
             )
         connection = vault_db.SecretBackendConnection(
             f"{name}-db-{conn.cluster}-{conn.name}",

@@ -35,6 +35,7 @@ import hvac
 import hvac.exceptions
 
 from components.render.vault import (
+    ADMIN_MAX_OPEN_CONNECTIONS,
     JWT_SUPPORTED_ALGS,
     AgentVaultPlan,
     ConnectionPlan,
@@ -52,7 +53,7 @@ CLEAR_REQUEST_KEYS = ("role",)
 """Kept out of HMAC in the audit log of the auth mount: the role an agent asks for."""
 CLEAR_RESPONSE_KEYS = ("username",)
 """Kept out of HMAC in the audit log of a database mount: the generated database user."""
-MAX_OPEN_CONNECTIONS = 4
+MAX_OPEN_CONNECTIONS = ADMIN_MAX_OPEN_CONNECTIONS
 
 WriteKind = Literal["enable-auth", "tune-auth", "enable-mount", "enable-audit", "write", "connection", "action"]
 
@@ -205,6 +206,9 @@ def plan_writes(
             }))
         for conn in plan.connections:
             writes += _connection(conn, name, secrets)
+        for q in plan.quotas:
+            writes.append(VaultWrite(f"{name}-quota-{q.key}", "write", f"sys/quotas/rate-limit/{q.name}",
+                                     {"path": q.path, "rate": q.rate, "interval": q.interval}))
     for role in plan.database_roles if per_agent else ():
         writes.append(VaultWrite(f"{name}-{role.agent}-db-{role.cluster}-{role.connection}", "write",
                                  f"{role.mount}/roles/{role.name}", {

@@ -20,6 +20,7 @@ from components.config.audit import AuditConfig
 from components.config.authz import AuthzConfig
 from components.config.aws import AwsConfig
 from components.config.base import Section
+from components.config.capacity import CapacityConfig
 from components.config.ci import CiConfig
 from components.config.kubernetes import KubernetesTarget
 from components.config.limits import Limits
@@ -85,6 +86,8 @@ class StackConfig(Section):
     shard: ShardConfig = Field(default_factory=ShardConfig, description="Splitting an environment across stacks.")
     ci: CiConfig = Field(default_factory=CiConfig,
                          description="The pipeline's own credential-free login (off by default).")
+    capacity: CapacityConfig = Field(default_factory=CapacityConfig,
+                                     description="Fleet size and server coefficients (passport capacity).")
 
     @property
     def is_strict(self) -> bool:

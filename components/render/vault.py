@@ -65,6 +65,13 @@ MYSQL_USERNAME_TEMPLATE = '{{ printf "v-%s-%s" (.RoleName | truncate 21) (random
 """MySQL user names are at most 32 characters: ``v-`` + 21 characters of the role + random, so only
 agent names up to about 20 characters survive whole; the audit log's lease path names the role."""
 
+ADMIN_MAX_OPEN_CONNECTIONS = 4
+"""Connections Vault's pool keeps open to a database (per connection, on the active node)."""
+ADMIN_CONNECTION_LIMIT = 2 * ADMIN_MAX_OPEN_CONNECTIONS
+"""PostgreSQL ``CONNECTION LIMIT`` of Vault's admin role: the pool twice over (a failover's new
+active node opens its pool before the old one's connections close), so a Vault bug or a runaway
+plugin cannot take the database's ``max_connections`` from the applications."""
+
 _VAULT_PATH_CHARS = re.compile(r"^[A-Za-z0-9_.+*/-]+$")
 _UNSAFE_IDENTIFIER = re.compile(r"[\x00-\x1f\x7f;]|\{\{|\}\}")
 
@@ -385,6 +392,41 @@ class AgentVaultPlan:
 
 
 @dataclass(frozen=True)
+class QuotaPlan:
+    """A rate-limit quota (``sys/quotas/rate-limit/<name>``): ``rate`` requests per ``interval``
+    seconds per client IP, on ``mount`` + ``/`` + ``suffix`` (``*``: a trailing glob)."""
+
+    key: str
+    """What it guards: ``login`` or ``creds-<cluster>`` (the Pulumi resource name ends with it)."""
+    name: str
+    mount: str
+    """``auth/<auth mount>`` or the database mount, as the path starts."""
+    suffix: str
+    rate: float
+    interval: int = 1
+
+    @property
+    def path(self) -> str:
+        return f"{self.mount}/{self.suffix}"
+
+
+QUOTA_PREFIX = "agent-passport-"
+
+
+def plan_quotas(platform: Platform, auth_mount: str, mounts: Sequence[MountPlan]) -> tuple[QuotaPlan, ...]:
+    """Rate-limit quotas on the login path and on every database mount's ``creds/*``, sized by
+    :func:`components.capacity.quota_rates` from the stack's ``capacity`` section."""
+    from components.capacity import quota_rates
+
+    grants = max((sum(1 for _ in a.grants_of("database")) for a in platform.active_agents), default=1)
+    rates = quota_rates(platform.config, grants)
+    quotas = [QuotaPlan("login", f"{QUOTA_PREFIX}login", f"auth/{auth_mount}", "login", rates.login_per_s)]
+    quotas += [QuotaPlan(f"creds-{m.cluster}", f"{QUOTA_PREFIX}creds-{m.cluster}", m.path, "creds/*",
+                         rates.creds_per_s) for m in mounts]
+    return tuple(quotas)
+
+
+@dataclass(frozen=True)
 class VaultPlan:
     """Everything :class:`components.vault.VaultIdentity` registers, decided purely."""
 
@@ -401,6 +443,7 @@ class VaultPlan:
     agents: tuple[AgentVaultPlan, ...]
     audit_type: Literal["file", "socket"]
     audit_options: tuple[tuple[str, str], ...]
+    quotas: tuple[QuotaPlan, ...] = ()
 
     @property
     def database_roles(self) -> tuple[DatabaseRolePlan, ...]:
@@ -641,9 +684,10 @@ def plan_vault(platform: Platform) -> VaultPlan:
     options = ({"file_path": audit.path} if audit.type == "file"
                else {"address": str(audit.address), "socket_type": audit.socket_type})
     options |= {"format": "json", "log_raw": "false", "hmac_accessor": "true"}
+    auth_mount = vcfg.jwt_mount if vcfg.auth == "jwt" else vcfg.cert_mount
     return VaultPlan(
         auth=vcfg.auth,
-        auth_mount=vcfg.jwt_mount if vcfg.auth == "jwt" else vcfg.cert_mount,
+        auth_mount=auth_mount,
         jwt_issuer=cfg.jwt_issuer,
         jwks_url=vcfg.jwks_url or f"{cfg.jwt_issuer.rstrip('/')}/keys",
         jwks_ca_pem=vcfg.jwks_ca_pem,
@@ -655,6 +699,7 @@ def plan_vault(platform: Platform) -> VaultPlan:
         agents=tuple(agents),
         audit_type=audit.type,
         audit_options=tuple(sorted(options.items())),
+        quotas=plan_quotas(platform, auth_mount, mounts),
     )
 
 
@@ -679,11 +724,44 @@ def render_sql(role: DatabaseRolePlan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def admin_setup_sql(platform: Platform, conn: ConnectionPlan) -> str:
+    """What the DBA runs once per PostgreSQL database (docs/vault.md): Vault's admin role with a
+    ``CONNECTION LIMIT``, and the privileges it grants to generated users, with grant option."""
+    database = conn.name
+    schemas: set[str] = set()
+    privileges: set[str] = set()
+    for a in platform.agents:
+        for _, g in a.grants_of("database"):
+            if g.cluster == conn.cluster and g.database == database:
+                for p in g.privileges:
+                    schemas.add(p.schema_)
+                    privileges.update(p.allow)
+    admin, db = quote_pg(conn.username), quote_pg(database)
+    schema_list = ", ".join(quote_pg(x) for x in sorted(schemas or {"public"}))
+    privs = _privileges([p for p in POSTGRES_PRIVILEGES if p in privileges] or ["select"], "postgres")
+    return "\n".join([
+        f"-- Vault's admin for PostgreSQL database {database} on cluster {conn.cluster}: run once, as the DBA.",
+        f"-- CONNECTION LIMIT {ADMIN_CONNECTION_LIMIT}: Vault's pool ({ADMIN_MAX_OPEN_CONNECTIONS}) twice over.",
+        f"CREATE ROLE {admin} LOGIN CREATEROLE CONNECTION LIMIT {ADMIN_CONNECTION_LIMIT} "
+        "PASSWORD '<initial password>';",
+        f"-- an admin that exists already: ALTER ROLE {admin} CONNECTION LIMIT {ADMIN_CONNECTION_LIMIT};",
+        f"GRANT pg_signal_backend TO {admin};",
+        f"REVOKE CONNECT ON DATABASE {db} FROM PUBLIC;",
+        f"GRANT CONNECT ON DATABASE {db} TO {admin} WITH GRANT OPTION;",
+        f"GRANT USAGE ON SCHEMA {schema_list} TO {admin} WITH GRANT OPTION;",
+        f"GRANT {privs} ON ALL TABLES IN SCHEMA {schema_list} TO {admin} WITH GRANT OPTION;",
+    ]) + "\n"
+
+
 def vault_artifacts(platform: Platform) -> Iterator[Artifact]:
-    """``vault/policies/<agent>.hcl`` per active agent and ``vault/sql/<role>.sql`` per DB role."""
+    """``vault/policies/<agent>.hcl`` per active agent, ``vault/sql/<role>.sql`` per DB role and
+    ``vault/sql/admin-<cluster>-<database>.sql`` per PostgreSQL connection (the DBA's setup)."""
     if not platform.config.subsystems.vault:
         return
     plan = plan_vault(platform)
+    for conn in plan.connections:
+        if conn.engine == "postgres":
+            yield Artifact(f"vault/sql/admin-{conn.cluster}-{conn.name}.sql", admin_setup_sql(platform, conn))
     if stack_scope(platform.config) == "shared":
         return  # a base: policies and database roles are its shards'
     for agent in plan.agents:
@@ -693,14 +771,18 @@ def vault_artifacts(platform: Platform) -> Iterator[Artifact]:
 
 
 __all__ = [
+    "ADMIN_CONNECTION_LIMIT",
+    "ADMIN_MAX_OPEN_CONNECTIONS",
     "AgentVaultPlan",
     "ConnectionPlan",
     "DatabaseRolePlan",
     "MountPlan",
+    "QuotaPlan",
     "Statements",
     "UnknownPrivilege",
     "UnsafeIdentifier",
     "VaultPlan",
+    "admin_setup_sql",
     "database_mount",
     "grant_statements",
     "mysql_statements",

@@ -72,7 +72,7 @@ def test_json_output(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(capsys, "check", "--stack", "dev", "--root", str(FIXTURE), "--format", "json")
     assert code == 1
     data = json.loads(out)
-    assert data["stack"] == "dev" and len(data["policies"]) == 22
+    assert data["stack"] == "dev" and len(data["policies"]) == 24
     access_key = next(v for v in data["violations"] if v["policy"] == "no-iam-access-keys")
     assert access_key == {
         "agent": "billing-agent", "file": "agents/billing-agent.yaml", "line": 4, "level": "mandatory",
@@ -176,7 +176,7 @@ def test_write_policy_config_carries_the_stack_limits(capsys: pytest.CaptureFixt
     out = tmp_path / "prod-policy-config.json"
     _run(capsys, "check", "--stack", "prod", "--format", "json", "--write-policy-config", str(out))
     config = json.loads(out.read_text())
-    assert len(config) == 22
+    assert len(config) == 24
     assert config["svid-ttl-limits"] == {"enforcementLevel": "mandatory", "maxX509SvidTtl": "30m",
                                          "maxJwtSvidTtl": "15m", "caTtl": "24h"}
     assert config["no-state-root-key-in-prod"]["productionStacks"] == ["^prod"]

@@ -547,6 +547,46 @@ CASES = [
                            validity_period_hours=87600, allowed_uses=["cert_signing"],
                            subject={"common_name": "root"})
     """, []),
+    # ---------------------------------------------------------------- spire-rate-limits-on
+    Case("spire-rate-limits-on", "signing-off", """
+        k8s.core.v1.ConfigMap("spire-server", data={"server.conf": json.dumps(
+            {"server": {"trust_domain": "dev", "ratelimit": {"attestation": True, "signing": False}}})})
+    """, [("spire-server", "turns off the signing rate limit")]),
+    Case("spire-rate-limits-on", "both-off", """
+        k8s.core.v1.ConfigMap("spire-server", data={"server.conf": json.dumps(
+            {"server": {"ratelimit": {"attestation": False, "signing": False}}})})
+    """, [("spire-server", "turns off the attestation and signing rate limit")]),
+    Case("spire-rate-limits-on", "explicit-or-default", """
+        k8s.core.v1.ConfigMap("spire-server", data={"server.conf": json.dumps(
+            {"server": {"ratelimit": {"attestation": True, "signing": True}}})})
+        k8s.core.v1.ConfigMap("spire-server-b", data={"server.conf": json.dumps({"server": {}})})
+        k8s.core.v1.ConfigMap("other", data={"server.conf": "server { ratelimit { signing = false } }"})
+    """, []),
+    # ---------------------------------------------------------------- vault-rate-limit-quotas
+    Case("vault-rate-limit-quotas", "unguarded-login-and-creds", """
+        import pulumi_vault.jwt as vault_jwt
+        vault_jwt.AuthBackend("agents-jwt", path="spiffe-jwt", type="jwt", jwks_url="https://x/keys")
+        vault.AuthBackend("agents-cert", path="spiffe-cert", type="cert")
+        vault.AuthBackend("humans-ldap", path="ldap", type="ldap")
+        vault.Mount("db-main", path="db-main", type="database")
+        vault.Mount("kv", path="secret", type="kv-v2")
+        vault.QuotaRateLimit("creds-other", name="creds-other", path="db-other/creds/*", rate=4)
+        vault.QuotaRateLimit("too-loose", name="too-loose", path="auth/spiffe-cert/login", rate=5000)
+    """, [("agents-jwt", "the login path auth/spiffe-jwt/login has no rate-limit quota"),
+          ("agents-cert", "the login path auth/spiffe-cert/login has no rate-limit quota"),
+          ("db-main", "the database mount db-main/creds has no rate-limit quota"),
+          ("too-loose", "allows 5000 requests per interval per client, above the pack's maxRate (1000)")]),
+    Case("vault-rate-limit-quotas", "guarded", """
+        import pulumi_vault.jwt as vault_jwt
+        jwt = vault_jwt.AuthBackend("agents-jwt", path="spiffe-jwt", type="jwt", jwks_url="https://x/keys")
+        vault.AuthBackend("agents-cert", path="spiffe-cert", type="cert")
+        main = vault.Mount("db-main", path="db-main", type="database")
+        vault.Mount("db-other", path="db-other", type="database")
+        vault.QuotaRateLimit("login", name="login", path=jwt.path.apply(lambda p: f"auth/{p}/login"), rate=4)
+        vault.QuotaRateLimit("cert-mount", name="cert-mount", path="auth/spiffe-cert", rate=4)
+        vault.QuotaRateLimit("creds", name="creds", path=main.path.apply(lambda p: f"{p}/creds/*"), rate=4)
+        vault.QuotaRateLimit("other", name="other", path="db-other/", rate=10)
+    """, []),
     # ---------------------------------------------------------------- ca-chain-lifetimes
     Case("ca-chain-lifetimes", "issuer-outlives-anchor", """
         key = tls.PrivateKey("linkerd-anchor-key", algorithm="ECDSA")

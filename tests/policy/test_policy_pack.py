@@ -81,14 +81,14 @@ def test_project_files() -> None:
 
 def test_policy_names_are_unique_and_documented() -> None:
     names = [p.name for p in policies()]
-    assert len(names) == len(set(names)) == 22
+    assert len(names) == len(set(names)) == 24
     for p in policies():
         assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", p.name)
         assert p.description.endswith(".") and p.remediation_steps, p.name
         assert p.enforcement_level == EnforcementLevel.MANDATORY
     stack = {p.name for p in policies() if isinstance(p, StackValidationPolicy)}
     assert stack == {"one-identity-per-agent", "grants-enforced", "resource-count-ceiling",
-                     "no-state-root-key-in-prod", "ca-chain-lifetimes"}
+                     "no-state-root-key-in-prod", "ca-chain-lifetimes", "vault-rate-limit-quotas"}
     assert all(isinstance(p, ResourceValidationPolicy) for p in policies() if p.name not in stack)
 
 

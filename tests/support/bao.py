@@ -64,13 +64,18 @@ def _two_free_ports() -> int:
 
 
 @contextlib.contextmanager
-def bao_dev_server(tls: bool = False) -> Iterator[Bao]:
+def bao_dev_server(tls: bool = False, telemetry: bool = False) -> Iterator[Bao]:
+    """``telemetry``: keep Prometheus metrics (``sys/metrics?format=prometheus``), as a
+    monitored server does."""
     binary = require_tool("bao")
     home = Path(tempfile.mkdtemp(prefix="ap-bao-"))
     port, root = _two_free_ports(), "root-" + secrets.token_hex(12)
     # OpenBao (since 2.2) refuses to enable audit devices through the API unless its server
     # config allows it; pulumi-vault's vault.Audit (and so the applier) enables one that way
-    (home / "server.hcl").write_text("unsafe_allow_api_audit_creation = true\n")
+    config = "unsafe_allow_api_audit_creation = true\n"
+    if telemetry:
+        config += 'telemetry {\n  prometheus_retention_time = "10m"\n  disable_hostname = true\n}\n'
+    (home / "server.hcl").write_text(config)
     args = [str(binary), "server", "-dev", f"-dev-listen-address=127.0.0.1:{port}", f"-config={home / 'server.hcl'}"]
     ca_file = None
     if tls:

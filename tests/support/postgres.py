@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.render.vault import ADMIN_CONNECTION_LIMIT
 from tests.support.tools import HOW, TOOLS_BIN, free_port, missing
 
 SUPER_PASSWORD = "super-Pw-1"
@@ -110,7 +111,8 @@ def postgres_cluster(prefix: str = "ap-pg-") -> Iterator[Postgres]:
 
 def seed_dba_setup(pg: Postgres, admins: dict[str, str], tables: dict[str, Sequence[str]], password: str) -> None:
     """What docs/vault.md tells a DBA to do once per database: the database, its tables, and
-    Vault's admin for it (CREATEROLE, pg_signal_backend, grant option on the tables), and no
+    Vault's admin for it (CREATEROLE, its CONNECTION LIMIT, pg_signal_backend, grant option on
+    the tables), and no
     CONNECT for PUBLIC (a generated user reaches only the database it was granted).
 
     ``admins``: database -> admin user; ``tables``: database -> qualified table names.
@@ -122,7 +124,7 @@ def seed_dba_setup(pg: Postgres, admins: dict[str, str], tables: dict[str, Seque
         create += "".join(f"CREATE TABLE {t} (id int); INSERT INTO {t} VALUES (1); " for t in tables[db])
         pg.run(f"""
             {create}
-            CREATE ROLE {admin} LOGIN CREATEROLE PASSWORD '{password}';
+            CREATE ROLE {admin} LOGIN CREATEROLE CONNECTION LIMIT {ADMIN_CONNECTION_LIMIT} PASSWORD '{password}';
             GRANT pg_signal_backend TO {admin};
             REVOKE CONNECT ON DATABASE {db} FROM PUBLIC;
             GRANT CONNECT ON DATABASE {db} TO {admin} WITH GRANT OPTION;

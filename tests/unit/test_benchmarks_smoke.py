@@ -86,8 +86,24 @@ def test_validate_once_and_its_floor_on_a_fleet(tmp_path: Path) -> None:
 def test_capacity_prints_its_table() -> None:
     out = run_script("benchmarks/capacity.py", "30").splitlines()
     assert out[0].split()[:3] == ["agents", "capacity", "s"]
-    assert out[1].split()[0] == "30" and out[1].endswith("agents 30, workload instances 30, SPIRE servers 1 "
-                                                          "(capacity 500 signings/s)")
+    assert out[1].split()[0] == "30" and out[1].endswith("agents 30, workload instances 30, startup window 60s "
+                                                          "(coefficients: agent-passport:capacity, docs/benchmarks.md)")
+
+
+def test_storm_speaks_spires_protobuf_and_compares_with_the_fleets() -> None:
+    """The pure parts of benchmarks/storm.py (its runs need the real engines)."""
+    from benchmarks import storm
+
+    # MintJWTSVIDRequest{id: {trust_domain: "td", path: "/w"}, audience: ["vault"], ttl: 300}
+    assert storm.mint_jwt_request("td", "/w", "vault", 300) == (
+        b"\x0a\x08" + b"\x0a\x02td" + b"\x12\x02/w" + b"\x12\x05vault" + b"\x18\xac\x02")
+    assert storm.mint_x509_request(b"\x30" * 200, 900)[:3] == b"\x0a\xc8\x01"  # a 200-byte CSR: 2-byte length
+    needs = storm.fleet_needs()
+    assert needs["50k"]["signings cold"] == pytest.approx(100_000 / 60)
+    assert needs["10k"]["creds steady"] == pytest.approx(10_000 / 300)
+    (head, row) = storm.ratio_lines({"db creds": 100.0})
+    assert head.split()[:2] == ["capacity", "measured/s"]
+    assert row.split()[:4] == ["db", "creds", "100.0", "3.0x"]
 
 
 def test_validate_prints_its_table_for_one_manifest_with_many_grants() -> None:

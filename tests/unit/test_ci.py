@@ -30,6 +30,7 @@ POLICY = "vault:index/policy:Policy"
 OIDC = "aws:iam/openIdConnectProvider:OpenIdConnectProvider"
 ROLE = "aws:iam/role:Role"
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+QUOTA = "vault:index/quotaRateLimit:QuotaRateLimit"
 REPO = "acme-corp/agent-passport"
 FILE = "stacks/Pulumi.staging.yaml"
 SUBJECTS = [f"repo:{REPO}:ref:refs/heads/main", f"repo:{REPO}:pull_request"]
@@ -190,7 +191,9 @@ def test_graph_staging_has_the_federation(stack_graph: Callable[[str], Graph]) -
     graph = stack_graph("staging")
     (component,) = graph.of_type(COMPONENT)
     children = graph.children_of(component.urn)
-    assert sorted(r.type for r in children) == sorted([JWT_BACKEND, JWT_ROLE, POLICY, OIDC, ROLE])
+    assert sorted(r.type for r in children) == sorted([JWT_BACKEND, JWT_ROLE, POLICY, OIDC, ROLE, QUOTA])
+    quota = next(r for r in children if r.type == QUOTA)
+    assert (quota.inputs["path"], quota.inputs["rate"]) == ("auth/jwt-github/login", 5)
     backend = next(r for r in children if r.type == JWT_BACKEND)
     assert backend.inputs["path"] == "jwt-github"
     assert backend.inputs["boundIssuer"] == "https://token.actions.githubusercontent.com"
@@ -311,7 +314,7 @@ def test_check_warns_without_failing(tmp_path: Path, capsys: pytest.CaptureFixtu
         data = json.loads(out)
         (warning,) = [v for v in data["violations"] if v["policy"] == "ci-no-static-secrets"]
         assert (warning["level"], warning["file"], warning["line"]) == ("advisory", ".github/workflows/ci.yml", 4)
-        assert data["mandatory"] == 4 and len(data["policies"]) == 22
+        assert data["mandatory"] == 4 and len(data["policies"]) == 24
     else:
         (run,) = json.loads(out)["runs"]
         rules = run["tool"]["driver"]["rules"]

@@ -277,7 +277,10 @@ def test_subsystems_switched_off_get_no_alerts() -> None:
     cfg = StackConfig.model_validate(data)
     platform = Platform(base.stack, cfg, base.config_file, base.agents, base.services, base.excluded)
     groups = [g["name"] for g in ob.rule_groups(platform)]
-    assert groups == ["agentpassport-facts", "agentpassport-spire", "agentpassport-trust"]
+    assert groups == ["agentpassport-facts", "agentpassport-spire", "agentpassport-trust", "agentpassport-storm"]
+    (storm,) = [g for g in ob.rule_groups(platform) if g["name"] == "agentpassport-storm"]
+    assert [r["alert"] for r in storm["rules"]] == ["AgentPassportSpireNearCapacity",
+                                                    "AgentPassportSpireSigningThrottled"]
     assert [m["metadata"]["name"] for m in ob.pod_monitors(platform)] == [
         "agentpassport-spire-server", "agentpassport-spire-agent"]
 
@@ -777,3 +780,18 @@ def test_rendered_artifacts() -> None:
     ndjson = [json.loads(line) for line in arts["observe/detection-rules.ndjson"].splitlines()]
     assert ndjson == json.loads(arts["observe/anomaly-rules.json"])["detectionRules"]
     assert render_all(_platform("prod")) == render_all(_platform("prod"))  # deterministic
+
+
+def test_storm_alerts_take_their_thresholds_from_the_capacity_section() -> None:
+    """The alerts fire at 80 % of what `passport capacity` says the servers sustain."""
+    base = _platform("prod")
+    data = base.config.model_dump(by_alias=True)
+    data["capacity"] = {**data["capacity"], "spireSigningsPerSecond": 1000, "dbCreatesPerSecond": 50,
+                        "leaseCeiling": 40000}
+    cfg = StackConfig.model_validate(data)
+    platform = Platform(base.stack, cfg, base.config_file, base.agents, base.services, base.excluded)
+    rules = {a.name: a.expr for a in ob.alerts(platform)["agentpassport-storm"]}
+    assert rules["AgentPassportSpireNearCapacity"].endswith(f"[1m])) > {int(0.8 * 1000 * cfg.spire.replicas)}")
+    assert rules["AgentPassportVaultDbChurnNearCapacity"].endswith("[1m])) > 40")
+    assert rules["AgentPassportVaultLeasesHigh"].endswith("> 20000")
+    assert 'name=~"agent-passport-.*"' in rules["AgentPassportVaultQuotaRejecting"]

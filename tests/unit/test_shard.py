@@ -9,6 +9,7 @@ import pytest
 from benchmarks.synthetic import write_fleet
 from components.capacity import estimate
 from components.config import build_stack_config, load_stack_config
+from components.config.capacity import SPIRE_SIGNINGS_PER_SERVER
 from components.errors import ConfigError
 from components.manifest.loader import load_manifests
 from components.platform_model import build_platform
@@ -87,7 +88,7 @@ def test_capacity_math_for_the_examples() -> None:
     # JWT: 5m TTL renewed at 2.5m, one audience each except report-summarizer (two)
     assert est.steady_jwt_per_s == pytest.approx(5000 / 150)
     assert est.storm_per_s == pytest.approx((4000 + 5000) / 60)
-    assert est.capacity_per_s == 3 * 500
+    assert est.capacity_per_s == 3 * SPIRE_SIGNINGS_PER_SERVER  # the measured coefficient, per server
     assert est.warnings() == []
     stormy = estimate(platform, instances_per_agent=20000, startup_window_s=30)
     assert any("cold start within 30s" in w for w in stormy.warnings())

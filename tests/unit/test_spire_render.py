@@ -272,6 +272,18 @@ def test_agent_daemonset_mounts_the_bundle_token_and_socket_dir() -> None:
     )
 
 
+@pytest.mark.parametrize(("stack", "max_unavailable"), [("dev", 1), ("prod", 5)])
+def test_storm_controls_rate_limits_on_and_the_agent_rollout_sized_from_the_servers(
+        stack: str, max_unavailable: int) -> None:
+    platform = load_platform(stack)
+    assert r.server_config(platform)["server"]["ratelimit"] == {"attestation": True, "signing": True}
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in r.agent_objects(platform)}
+    spec = objs[("DaemonSet", "spire-agent")]["spec"]
+    # 80 % of replicas x 1150 signings/s over the 500/s one restarted node may take
+    assert spec["updateStrategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable}}
+    assert spec["minReadySeconds"] == 5  # a node of these few agents re-signs within the floor
+
+
 # --------------------------------------------------------------------------- server objects
 
 

@@ -149,6 +149,11 @@ def _audit(r: Captured, inputs: dict[str, Any]) -> list[VaultWrite]:
     return [VaultWrite(r.name, "enable-audit", f"sys/audit/{f.pop('path')}", f)]
 
 
+def _quota(r: Captured, inputs: dict[str, Any]) -> list[VaultWrite]:
+    f = _take(inputs, {"name", "path", "rate", "interval"}, r)
+    return [VaultWrite(r.name, "write", f"sys/quotas/rate-limit/{f.pop('name')}", f)]
+
+
 TRANSLATIONS: Mapping[str, Callable[[Captured, dict[str, Any]], list[VaultWrite]]] = {
     "vault:jwt/authBackend:AuthBackend": _jwt_backend,
     "vault:index/authBackend:AuthBackend": _cert_backend,
@@ -160,6 +165,7 @@ TRANSLATIONS: Mapping[str, Callable[[Captured, dict[str, Any]], list[VaultWrite]
     "vault:database/secretBackendRole:SecretBackendRole": _db_role,
     "vault:generic/endpoint:Endpoint": _endpoint,
     "vault:index/audit:Audit": _audit,
+    "vault:index/quotaRateLimit:QuotaRateLimit": _quota,
 }
 
 
@@ -221,6 +227,9 @@ def test_dev_stack_writes_cover_every_piece_of_the_plan(stack_graph: Callable[[s
     assert paths["db-main/roles/agent-cortex-main-incidents"].data["default_ttl"] == 300
     assert paths["sys/mounts/db-main"].data["config"]["max_lease_ttl"] == 600
     assert "db-main/rotate-root/incidents" in paths
+    assert paths["sys/quotas/rate-limit/agent-passport-login"].data == {
+        "path": "auth/spiffe-jwt/login", "rate": 4, "interval": 1}
+    assert paths["sys/quotas/rate-limit/agent-passport-creds-main"].data["path"] == "db-main/creds/*"
 
 
 def test_cert_auth_writes_the_same(tmp_path: Path) -> None:

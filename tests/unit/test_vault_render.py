@@ -16,6 +16,8 @@ from components.manifest.loader import load_manifests
 from components.manifest.models import DatabasePrivilege
 from components.platform_model import Platform, build_platform
 from components.render.vault import (
+    ADMIN_CONNECTION_LIMIT,
+    ADMIN_MAX_OPEN_CONNECTIONS,
     MYSQL_USERNAME_TEMPLATE,
     POSTGRES_USERNAME_TEMPLATE,
     UnknownPrivilege,
@@ -244,7 +246,8 @@ def test_suspended_agents_get_no_role_policy_or_database_role(tmp_path: Path) ->
     assert {(c.name, c.allowed_roles) for c in plan.connections} == {
         ("billing", ()), ("incidents", ("alpha-main-incidents",))}
     paths = sorted(a.path for a in vault_artifacts(platform))
-    assert paths == ["vault/policies/alpha.hcl", "vault/sql/alpha-main-incidents.sql"]
+    assert paths == ["vault/policies/alpha.hcl", "vault/sql/admin-main-billing.sql",
+                     "vault/sql/admin-main-incidents.sql", "vault/sql/alpha-main-incidents.sql"]
 
 
 def test_database_role_ttls_come_from_the_grant(tmp_path: Path) -> None:
@@ -428,6 +431,7 @@ def test_sql_artifact_has_creation_and_revocation() -> None:
     assert sorted(artifacts) == [
         "vault/policies/agent-cortex.hcl", "vault/policies/invoice-processor.hcl",
         "vault/policies/ledger-sync.hcl", "vault/policies/report-summarizer.hcl",
+        "vault/sql/admin-main-billing.sql", "vault/sql/admin-main-incidents.sql",
         "vault/sql/agent-cortex-main-incidents.sql", "vault/sql/invoice-processor-main-billing.sql",
     ]
     sql = artifacts["vault/sql/invoice-processor-main-billing.sql"]
@@ -467,3 +471,23 @@ def test_cert_auth_refuses_two_agents_with_one_first_dns_name(tmp_path: Path) ->
             agent("beta", dnsNames=["shared.agents.svc"]),
             agent("gamma", dnsNames=["shared.agents.svc", "gamma.agents.svc"]),
         ], dev_values(auth="cert")))
+
+
+def test_admin_setup_caps_vaults_connections_and_grants_only_what_the_grants_use() -> None:
+    artifacts = {a.path: a.content for a in vault_artifacts(repo_platform())}
+    sql = artifacts["vault/sql/admin-main-billing.sql"]
+    assert 'CREATE ROLE "vault_billing" LOGIN CREATEROLE CONNECTION LIMIT 8 PASSWORD' in sql
+    assert ADMIN_CONNECTION_LIMIT == 2 * ADMIN_MAX_OPEN_CONNECTIONS == 8
+    assert 'GRANT USAGE ON SCHEMA "billing" TO "vault_billing" WITH GRANT OPTION;' in sql
+    assert 'GRANT SELECT ON ALL TABLES IN SCHEMA "billing" TO "vault_billing" WITH GRANT OPTION;' in sql
+    assert 'REVOKE CONNECT ON DATABASE "billing" FROM PUBLIC;' in sql
+
+
+def test_quotas_guard_the_login_path_and_every_database_mount(tmp_path: Path) -> None:
+    values = dev_values()
+    values["capacity"] = {"instancesPerNode": 300, "startupWindow": "30s"}
+    platform = make_platform(tmp_path, [agent("alpha", db("incidents"), db("billing"))], values)
+    quotas = {q.key: q for q in plan_vault(platform).quotas}
+    assert sorted(quotas) == ["creds-main", "login"]
+    assert (quotas["login"].path, quotas["login"].rate) == ("auth/spiffe-jwt/login", 20.0)  # 2 x 300 / 30
+    assert (quotas["creds-main"].path, quotas["creds-main"].rate) == ("db-main/creds/*", 40.0)  # two grants

@@ -228,6 +228,10 @@ def alerts(platform: Platform) -> dict[str, list[Alert]]:
             ),
         ]
 
+    storm = storm_alerts(platform)
+    if storm:
+        groups["agentpassport-storm"] = storm
+
     if on.authz and gateway_namespaces(platform):
         groups["agentpassport-authz"] = [
             Alert(
@@ -243,6 +247,82 @@ def alerts(platform: Platform) -> dict[str, list[Alert]]:
             ),
         ]
     return groups
+
+
+SPIRE_SIGN_THROTTLE = "spire_server_rateLimit_svid_v1_svid_batch_new_x509svid_elapsed_time"
+"""How long agents' X.509 signing requests wait in SPIRE's per-node limiter (a summary, in ms;
+the name as spire-server 1.15.3 exports it: tests/e2e/test_storm_e2e.py reads it)."""
+THROTTLE_WAIT_MS = 1000
+
+
+def storm_alerts(platform: Platform) -> list[Alert]:
+    """Storm alerts, in the order they fire in a cold start (docs/scale.md): the servers near the
+    model's capacity, SPIRE throttling a node, a Vault quota refusing, leases piling up. The
+    thresholds are the stack's ``capacity`` coefficients, as ``passport capacity`` uses them."""
+    from components.capacity import STORM_WARN, chain_model
+
+    cfg = platform.config
+    model = chain_model(cfg)
+    on = cfg.subsystems
+    out: list[Alert] = []
+    if on.spire:
+        signs = "{" + f'__name__=~"spire_server_server_ca_sign_x509_svid|spire_server_server_ca_sign_jwt_svid", ' \
+            f'job="{JOB_SPIRE_SERVER}"' + "}"
+        capacity = model.spire_servers * model.spire_signings_per_server
+        out += [
+            Alert(
+                "AgentPassportSpireNearCapacity",
+                f"sum(rate({signs}[1m])) > {_num(STORM_WARN * capacity)}",
+                "2m", "warning",
+                "SPIRE signs {{ $value | humanize }} SVIDs/s, above 80% of the servers' measured capacity",
+                f"The {model.spire_servers} SPIRE server(s) sign near the {capacity:g}/s the stack's capacity "
+                "section says they sustain: a cold start or a renewal wave. SVIDs arrive late; those that "
+                "expire first fail renewal.",
+            ),
+            Alert(
+                "AgentPassportSpireSigningThrottled",
+                f'max({SPIRE_SIGN_THROTTLE}{_sel(JOB_SPIRE_SERVER, quantile="0.99")}) > {THROTTLE_WAIT_MS}',
+                "2m", "warning",
+                "Agents wait {{ $value | humanize }} ms in SPIRE's signing rate limit",
+                "SPIRE's per-node limit (500 signings/s per agent IP) is holding agents back: a node "
+                "(or every node behind one source-NAT IP) asks for more SVIDs than the limit lets through.",
+            ),
+        ]
+    if on.vault:
+        quotas = f"vault_quota_rate_limit_violation{_sel(JOB_VAULT, name='~agent-passport-.*')}"
+        mounts = "|".join(sorted(f"{database_mount(n)}/" for n in cfg.vault.databases)) or "db-.*/"
+        creates = f"vault_secret_lease_creation{_sel(JOB_VAULT, mount_point='~' + mounts)}"
+        out += [
+            Alert(
+                "AgentPassportVaultDbChurnNearCapacity",
+                f"sum by (mount_point) (rate({creates}[1m])) > {_num(STORM_WARN * model.db_creates_per_s)}",
+                "2m", "warning",
+                "Database credentials on {{ $labels.mount_point }} at {{ $value | humanize }}/s, above 80% of "
+                "the measured capacity",
+                f"Vault issues credentials near the {model.db_creates_per_s:g}/s per database cluster the stack's "
+                "capacity section says it sustains (each a CREATE ROLE and its GRANTs, and a DROP ROLE later).",
+            ),
+            Alert(
+                "AgentPassportVaultQuotaRejecting",
+                f"sum by (name) (rate({quotas}[5m])) > 0",
+                "1m", "warning",
+                "Vault quota {{ $labels.name }} refuses {{ $value | humanize }} requests/s with 429",
+                "A rate-limit quota on the agents' login path or on database credentials is refusing "
+                "requests: a cold start above the window the quotas are sized for, or a client in a retry loop.",
+            ),
+            Alert(
+                "AgentPassportVaultLeasesHigh",
+                f"max(vault_expire_num_leases{_sel(JOB_VAULT)}) > {_num(STEADY_WARN_LEASES * model.lease_ceiling)}",
+                "10m", "warning",
+                "Vault holds {{ $value | humanize }} leases",
+                f"Outstanding leases are above half of the stack's lease ceiling ({model.lease_ceiling}); "
+                "Vault loads every lease when a node becomes active, so a failover takes longer.",
+            ),
+        ]
+    return out
+
+
+STEADY_WARN_LEASES = 0.5
 
 
 def recording_rules(platform: Platform, certificate_expiries: Mapping[str, int] | None = None) -> list[dict[str, Any]]:

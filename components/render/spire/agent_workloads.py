@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from components.capacity import agent_rollout, estimate
 from components.labels import NAME_LABEL
 from components.platform_model import Platform
 from components.render.spire.agent_conf import agent_config
@@ -37,13 +38,18 @@ def agent_objects(platform: Platform) -> list[dict[str, Any]]:
     sel = {NAME_LABEL: AGENT}
     csi_sel = {NAME_LABEL: CSI_DAEMONSET}
     node_name = {"name": "MY_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+    # a restarted agent has its node's SVIDs all signed again: roll as many nodes at a time as
+    # the servers re-sign within the cold-start threshold, spaced by the time one node takes
+    rollout = agent_rollout(estimate(platform))
     agent_ds = {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
         "metadata": _meta(AGENT, ns, AGENT),
         "spec": {
             "selector": {"matchLabels": sel},
-            "updateStrategy": {"type": "RollingUpdate"},
+            "updateStrategy": {"type": "RollingUpdate",
+                               "rollingUpdate": {"maxUnavailable": rollout.max_unavailable}},
+            "minReadySeconds": rollout.min_ready_seconds,
             "template": {
                 "metadata": {"labels": _labels(AGENT)},
                 "spec": {

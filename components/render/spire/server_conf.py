@@ -138,6 +138,10 @@ def server_config(platform: Platform) -> dict[str, Any]:
             "default_x509_svid_ttl": go_duration(sp.default_x509_svid_ttl),
             "default_jwt_svid_ttl": go_duration(sp.default_jwt_svid_ttl),
             "jwt_issuer": cfg.jwt_issuer,
+            # SPIRE 1.15 throttles node attestation to 1/s and X.509 / JWT signing to 500/s each
+            # per caller IP (fixed figures; only on or off). Hazard: agents reaching the server
+            # through a source-NATing load balancer share one IP, and so one budget.
+            "ratelimit": {"attestation": True, "signing": True},
         },
         "plugins": {
             "DataStore": _plugin("sql", datastore),

@@ -105,6 +105,11 @@ from .stack_identity import (
     exclusive_selector_values,
     first_compatible,
 )
+from .storm import (
+    QUOTAS_SCHEMA,
+    _spire_rate_limits_on,
+    _vault_rate_limit_quotas,
+)
 from .tokens import (
     AGENT_LABEL,
     BOM_KEY,
@@ -296,6 +301,20 @@ POLICIES: list[ResourceValidationPolicy | StackValidationPolicy] = [
         "new gMSA (a new gmsaAccount) with the shorter interval, move the agent, delete the old one.",
         _gmsa_password_interval, GMSA_INTERVAL_SCHEMA,
     ),
+    _resource(
+        "spire-rate-limits-on",
+        "The SPIRE server keeps its attestation and signing rate limits on.",
+        "Remove server.ratelimit overrides (or set attestation and signing to true): SPIRE then "
+        "throttles each agent node to 1 attestation/s and 500 signings/s (docs/scale.md).",
+        _spire_rate_limits_on, severity=Severity.MEDIUM,
+    ),
+    _stack(
+        "vault-rate-limit-quotas",
+        "Every Vault login path (jwt, cert) and database mount's creds/ is behind a rate-limit quota.",
+        "Keep the VaultIdentity component's QuotaRateLimit resources (sized from the stack's "
+        "capacity section), or add a vault.QuotaRateLimit on auth/<mount>/login and <db mount>/creds/*.",
+        _vault_rate_limit_quotas, QUOTAS_SCHEMA, severity=Severity.MEDIUM,
+    ),
     _stack(
         "one-identity-per-agent",
         "Every agent has exactly one identity and SPIFFE IDs are unique.",
@@ -359,6 +378,7 @@ __all__ = [
     "NO_IAM_USERS_SCHEMA",
     "PACK_NAME",
     "POLICIES",
+    "QUOTAS_SCHEMA",
     "REGISTRATIONS",
     "ROOT_KEY_SCHEMA",
     "RSA_SCHEMA",

@@ -52,6 +52,8 @@ class T:
     VAULT_DB_MOUNT = "vault:database/secretsMount:SecretsMount"
     VAULT_MOUNT = "vault:index/mount:Mount"
     VAULT_AUTH_BACKEND = "vault:index/authBackend:AuthBackend"
+    VAULT_JWT_AUTH_BACKEND = "vault:jwt/authBackend:AuthBackend"
+    VAULT_QUOTA_RATE_LIMIT = "vault:index/quotaRateLimit:QuotaRateLimit"
     VAULT_JWT_ROLE = "vault:jwt/authBackendRole:AuthBackendRole"
     VAULT_CERT_ROLE = "vault:index/certAuthBackendRole:CertAuthBackendRole"
     VAULT_APPROLE_ROLE = "vault:appRole/authBackendRole:AuthBackendRole"
