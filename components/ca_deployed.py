@@ -238,7 +238,11 @@ def cluster_rows(secrets: Mapping[str, Mapping[str, Any] | str], profile: Linker
     key; the issuer mesh.issuerEarlyRenewal before it expires."""
     rows: list[StatusRow] = []
     notes: list[str] = []
-    for (layer, gen), where in cert_manager_secrets(profile).items():
+    wanted = cert_manager_secrets(profile)
+    got = [secrets.get(where) for where in wanted.values()]
+    if all(isinstance(g, str) and g == got[0] for g in got):  # the cluster itself could not be read
+        return [], [f"cluster not read: {got[0]}"]
+    for (layer, gen), where in wanted.items():
         secret = secrets.get(where)
         if secret is None or isinstance(secret, str):
             notes.append(f"cluster: Secret {where} not read ({secret or 'not asked'})")

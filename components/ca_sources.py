@@ -34,7 +34,7 @@ class Deployed:
     notes: list[str] = field(default_factory=list)
 
 
-def _first_line(text: str) -> str:
+def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
@@ -60,7 +60,7 @@ def export_state(stack: str, root: Path, environ: Mapping[str, str] | None = Non
     except OSError as exc:
         return None, f"cannot run {pulumi}: {exc.strerror or exc}"
     if done.returncode != 0:
-        why = _first_line(done.stderr) or _first_line(done.stdout) or f"exit status {done.returncode}"
+        why = _last_line(done.stderr) or _last_line(done.stdout) or f"exit status {done.returncode}"
         if "no stack named" in why.lower():
             why = f"no stack {stack!r} in {settings.backend_url} (not deployed yet: `passport up --stack {stack}`)"
         return None, why
@@ -86,7 +86,7 @@ def read_secrets(kubectl: str, wanted: list[str], kubeconfig: str | None, contex
             out[where] = f"kubectl failed: {exc}"
             continue
         if done.returncode != 0:
-            out[where] = _first_line(done.stderr) or f"kubectl exit status {done.returncode}"
+            out[where] = _last_line(done.stderr) or f"kubectl exit status {done.returncode}"
             continue
         try:
             out[where] = dict(json.loads(done.stdout))
@@ -126,6 +126,9 @@ def read_deployed(platform: Platform, root: Path, now: datetime, *, state: dict[
                              f"{k8s.mode}); cert-manager's Linkerd certificates are in the cluster it is applied to")
         elif kubectl is None:
             got.notes.append("cluster not read: kubectl not found (pass --kubectl-bin or put it on PATH)")
+        elif k8s.kubeconfig and not (root / k8s.kubeconfig).is_file():
+            got.notes.append(f"cluster not read: no kubeconfig {k8s.kubeconfig} (kubernetes.kubeconfig of stack "
+                             f"{platform.stack}; the local stack's comes from scripts/local-cluster start)")
         else:
             kubeconfig = str(root / k8s.kubeconfig) if k8s.kubeconfig else None
             wanted = list(cert_manager_secrets(linkerd).values())

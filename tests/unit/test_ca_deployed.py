@@ -232,10 +232,14 @@ def test_cert_manager_secrets_give_linkerd_anchor_and_issuer_dates() -> None:
     assert rows[0].custody == f"cert-manager (Secret cert-manager/linkerd-trust-anchor-{gen})"
     assert rows[1].next_date == issuer.not_valid_after_utc - timedelta(hours=profile.issuer_early_renewal_hours)
 
-    missing, notes = cluster_rows({"linkerd/linkerd-identity-issuer": 'secrets "x" is forbidden'}, profile, NOW)
-    assert missing == []
-    assert notes == [f"cluster: Secret cert-manager/linkerd-trust-anchor-{gen} not read (not asked)",
-                     "cluster: Secret linkerd/linkerd-identity-issuer not read (secrets \"x\" is forbidden)"]
+    missing, notes = cluster_rows({"linkerd/linkerd-identity-issuer": 'secrets "x" is forbidden',
+                                   f"cert-manager/linkerd-trust-anchor-{gen}": tls_secret(anchor, anchor)},
+                                  profile, NOW)
+    assert [r.layer for r in missing] == ["linkerd-anchor"]
+    assert notes == ["cluster: Secret linkerd/linkerd-identity-issuer not read (secrets \"x\" is forbidden)"]
+    unreachable = "The connection to the server 127.0.0.1:6443 was refused"
+    _, notes = cluster_rows(dict.fromkeys(secrets, unreachable), profile, NOW)
+    assert notes == [f"cluster not read: {unreachable}"]
 
 
 def test_status_prints_the_deployed_rows_and_notes_and_still_the_spire_rows(dev: Platform,
@@ -271,6 +275,9 @@ def test_read_deployed_uses_a_given_state_and_notes_what_it_cannot_read(dev: Pla
     got = read_deployed(local, tmp_path, NOW, kubectl=None)
     assert got.rows == []
     assert got.notes == ["cluster not read: kubectl not found (pass --kubectl-bin or put it on PATH)"]
+    got = read_deployed(local, tmp_path, NOW, kubectl="kubectl")
+    assert got.notes == ["cluster not read: no kubeconfig .pulumi-local/cluster/kubeconfig (kubernetes.kubeconfig "
+                         "of stack local; the local stack's comes from scripts/local-cluster start)"]
 
     empty = exported(component("agentpassport:trust:TrustDomain", "trust"))
     got = read_deployed(dev, tmp_path, NOW, state=empty)
