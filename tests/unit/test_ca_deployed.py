@@ -300,3 +300,26 @@ def test_no_pulumi_cli_is_a_one_line_note(monkeypatch: pytest.MonkeyPatch, tmp_p
     root = Path(__file__).resolve().parents[2]
     state, why = export_state("dev", root, environ={"PULUMI_BACKEND_URL": tmp_path.as_uri()})
     assert state is None and why == "the Pulumi CLI (`pulumi`) is not installed: scripts/bootstrap-tools --only pulumi"
+
+
+def test_the_cli_reads_an_exported_state_file_and_refuses_a_broken_one(dev_state: dict[str, Any],
+                                                                      tmp_path: Path) -> None:
+    import contextlib
+
+    from components import cli
+
+    state = tmp_path / "dev.json"
+    state.write_text(json.dumps(dev_state))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["ca", "status", "--stack", "dev", "--format", "json", "--state", str(state)])
+    assert code == 0, err.getvalue()
+    doc = json.loads(out.getvalue())
+    assert doc["notes"] == []
+    assert [r["layer"] for r in doc["authorities"] if r["not_after"]] == [
+        "root", "intermediate", "linkerd-anchor", "linkerd-issuer"]
+
+    state.write_text("{not json")
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err := io.StringIO()):
+        code = cli.main(["ca", "status", "--stack", "dev", "--state", str(state)])
+    assert code == 2 and err.getvalue().startswith(f"error: --state {state}: not an exported stack state (")
