@@ -98,7 +98,8 @@ def find_certificates(state: Mapping[str, Any]) -> tuple[list[Found], list[str]]
         if value is None:
             continue  # e.g. a subordinate Private CA whose certificate is not installed yet
         if isinstance(value, Mapping) and SECRET_SIG in value:
-            notes.append(f"{name}: its certificate is a secret in the state (export with --show-secrets to read it)")
+            notes.append(f"{name}: its certificate is a secret in the state (`pulumi stack export --show-secrets` "
+                         "it, then --state FILE)")
             continue
         blocks = pem_blocks(str(value))
         if not blocks:

@@ -170,7 +170,8 @@ def test_a_secret_or_broken_certificate_is_a_note_not_an_error(dev: Platform) ->
                                                                                  "\n-----END CERTIFICATE-----\n"}))
     rows, notes = state_rows(state, trust_profile(dev.config), None, NOW)
     assert rows == []
-    assert notes[0] == "trust-root: its certificate is a secret in the state (export with --show-secrets to read it)"
+    assert notes[0] == ("trust-root: its certificate is a secret in the state (`pulumi stack export --show-secrets` "
+                        "it, then --state FILE)")
     assert notes[1].startswith("trust-intermediate: certPem is not a certificate (")
 
 
