@@ -53,8 +53,6 @@ CUSTODY_TEXT = {
     "aws-pca": "AWS Private CA (HSM)",
     "cert-manager": "cert-manager (Secret {where})",
 }
-CERT_MANAGER_RENEW_FRACTION = 3
-"""cert-manager renews a Certificate without renewBefore when a third of its life is left."""
 
 
 @dataclass(frozen=True)
@@ -231,12 +229,16 @@ def secret_certificate(secret: Mapping[str, Any]) -> x509.Certificate | None:
 
 
 def cluster_rows(secrets: Mapping[str, Mapping[str, Any] | str], profile: LinkerdIdentityProfile,
-                 now: datetime) -> tuple[list[StatusRow], list[str]]:
+                 now: datetime, certificates: Mapping[str, Mapping[str, Any] | str] | None = None,
+                 ) -> tuple[list[StatusRow], list[str]]:
     """Linkerd's anchors and issuer from cert-manager's Secrets: ``secrets`` maps each
-    ``namespace/name`` of :func:`cert_manager_secrets` to the Secret read (or why it could not be).
+    ``namespace/name`` of :func:`cert_manager_secrets` to the Secret read (or why it could not be);
+    ``certificates`` the same to cert-manager's Certificate of that name, when it could be read.
 
     cert-manager renews an anchor (no renewBefore) when a third of its life is left, keeping its
-    key; the issuer mesh.issuerEarlyRenewal before it expires."""
+    key; the issuer mesh.issuerEarlyRenewal before it expires. A Certificate's
+    ``status.renewalTime`` (cert-manager's own plan) wins over that rule, and a Certificate that is
+    not Ready says why in the state."""
     rows: list[StatusRow] = []
     notes: list[str] = []
     wanted = cert_manager_secrets(profile)
@@ -260,15 +262,34 @@ def cluster_rows(secrets: Mapping[str, Mapping[str, Any] | str], profile: Linker
         custody = CUSTODY_TEXT["cert-manager"].format(where=where)
         if layer == "linkerd-anchor":
             life = cert.not_valid_after_utc - cert.not_valid_before_utc
-            signing = "signs the issuer" if gen == profile.signing_anchor else "in the bundle only (rotation)"
-            row = _row(layer, found, signing, "cert-manager renews it, same key (a third of its life left)",
-                       life / CERT_MANAGER_RENEW_FRACTION, now, custody_text=custody)
-            rows.append(_replace_id(row, gen))
+            state = "signs the issuer" if gen == profile.signing_anchor else "in the bundle only (rotation)"
+            action, before = "cert-manager renews it, same key (a third of its life left)", life / 3
         else:
-            rows.append(_row(layer, found, f"signed by {profile.signing_anchor}",
-                             "cert-manager renews it (mesh.issuerEarlyRenewal)",
-                             timedelta(hours=profile.issuer_early_renewal_hours), now, custody_text=custody))
+            state = f"signed by {profile.signing_anchor}"
+            action = "cert-manager renews it (mesh.issuerEarlyRenewal)"
+            before = timedelta(hours=profile.issuer_early_renewal_hours)
+        planned, not_ready = certificate_status((certificates or {}).get(where))
+        if planned is not None:
+            action, before = "cert-manager renews it (its Certificate's status.renewalTime)", \
+                cert.not_valid_after_utc - planned
+        if not_ready:
+            state += f"; Certificate not Ready: {not_ready}"
+        row = _row(layer, found, state, action, before, now, custody_text=custody)
+        rows.append(_replace_id(row, gen) if layer == "linkerd-anchor" else row)
     return rows, notes
+
+
+def certificate_status(certificate: Mapping[str, Any] | str | None) -> tuple[datetime | None, str]:
+    """(status.renewalTime, why it is not Ready or '') of a cert-manager Certificate."""
+    if not isinstance(certificate, Mapping):
+        return None, ""
+    status = certificate.get("status") or {}
+    renewal = status.get("renewalTime")
+    when = datetime.fromisoformat(str(renewal).replace("Z", "+00:00")) if renewal else None
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    why = "" if ready is None or ready.get("status") == "True" else str(ready.get("message") or
+                                                                       ready.get("reason") or "")
+    return when, why
 
 
 def cert_manager_secrets(profile: LinkerdIdentityProfile) -> dict[tuple[str, str], str]:

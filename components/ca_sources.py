@@ -70,16 +70,16 @@ def export_state(stack: str, root: Path, environ: Mapping[str, str] | None = Non
         return None, f"`pulumi stack export` printed no JSON ({exc})"
 
 
-def read_secrets(kubectl: str, wanted: list[str], kubeconfig: str | None, context: str | None,
+def read_objects(kubectl: str, resource: str, wanted: list[str], kubeconfig: str | None, context: str | None,
                  timeout: float = KUBECTL_TIMEOUT_S) -> dict[str, dict[str, Any] | str]:
-    """``namespace/name`` -> the Secret (``kubectl get secret -o json``), or why it was not read."""
+    """``namespace/name`` -> the object (``kubectl get RESOURCE -o json``), or why it was not read."""
     base = [kubectl, *(["--kubeconfig", kubeconfig] if kubeconfig else []),
             *(["--context", context] if context else [])]
     out: dict[str, dict[str, Any] | str] = {}
     for where in wanted:
         ns, name = where.split("/", 1)
         try:
-            done = subprocess.run([*base, "get", "secret", name, "-n", ns, "-o", "json",
+            done = subprocess.run([*base, "get", resource, name, "-n", ns, "-o", "json",
                                    f"--request-timeout={int(timeout)}s"],
                                   capture_output=True, text=True, timeout=timeout + 5, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -132,8 +132,11 @@ def read_deployed(platform: Platform, root: Path, now: datetime, *, state: dict[
         else:
             kubeconfig = str(root / k8s.kubeconfig) if k8s.kubeconfig else None
             wanted = list(cert_manager_secrets(linkerd).values())
-            secrets = read_secrets(kubectl, wanted, kubeconfig, k8s.context)
-            rows, notes = cluster_rows(secrets, linkerd, now)
+            secrets = read_objects(kubectl, "secret", wanted, kubeconfig, k8s.context)
+            # cert-manager's own renewal plan, where its Certificates can be read (same names)
+            certificates = ({} if all(isinstance(v, str) for v in secrets.values()) else
+                            read_objects(kubectl, "certificates.cert-manager.io", wanted, kubeconfig, k8s.context))
+            rows, notes = cluster_rows(secrets, linkerd, now, certificates)
             got.rows += rows
             got.notes += notes
     return got

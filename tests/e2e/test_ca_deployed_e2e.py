@@ -123,13 +123,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         stop_cluster(project)
 
 
-def api(project: Path, method: str, path: str, body: dict[str, Any]) -> int:
+def api(project: Path, method: str, path: str, body: dict[str, Any], content_type: str = "application/json") -> int:
     c = cluster_dir(project)
     port = json.loads((c / "ports.json").read_text())["apiserver"]
     token = (c / "pki" / "admin.token").read_text().strip()
     ctx = ssl.create_default_context(cafile=str(c / "pki" / "ca.crt"))
     req = urllib.request.Request(f"https://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method=method,
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": content_type})
     try:
         with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:  # noqa: S310 - https on loopback
             return int(resp.status)
@@ -170,3 +170,22 @@ def test_linkerd_anchor_and_issuer_dates_come_from_cert_managers_secrets(cluster
     assert rows["linkerd-anchor"]["next_date"] == iso_time(anchor.not_valid_after_utc - life / 3)
     assert rows["linkerd-issuer"]["next_date"] == iso_time(
         issuer.not_valid_after_utc - timedelta(hours=profile.issuer_early_renewal_hours))
+
+    # cert-manager's Certificate (the stack's rendered one) with its own renewal plan in its status
+    from components.render.mesh.identity import cert_manager_identity_objects
+
+    rendered = next(o for o in cert_manager_identity_objects(profile)
+                    if o["kind"] == "Certificate" and o["metadata"]["name"] == "linkerd-identity-issuer")
+    base = f"/apis/cert-manager.io/v1/namespaces/{ns}/certificates"
+    assert api(cluster, "POST", base, rendered) == 201
+    renewal = (NOW + timedelta(days=5)).replace(microsecond=0)
+    status_patch = {"status": {"renewalTime": iso_time(renewal), "conditions": [
+        {"type": "Ready", "status": "False", "reason": "Issuing", "message": "Renewing certificate as renewal was "
+         "scheduled at " + str(iso_time(renewal)), "lastTransitionTime": iso_time(NOW)}]}}
+    assert api(cluster, "PATCH", f"{base}/linkerd-identity-issuer/status", status_patch,
+               "application/merge-patch+json") == 200
+    doc = status(cluster, "local")
+    rows = {r["layer"]: r for r in doc["authorities"] if r["not_after"]}
+    assert rows["linkerd-issuer"]["next_date"] == iso_time(renewal)
+    assert rows["linkerd-issuer"]["state"].endswith("; Certificate not Ready: Renewing certificate as renewal was "
+                                                    f"scheduled at {iso_time(renewal)}")

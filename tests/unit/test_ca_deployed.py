@@ -324,3 +324,28 @@ def test_the_cli_reads_an_exported_state_file_and_refuses_a_broken_one(dev_state
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err := io.StringIO()):
         code = cli.main(["ca", "status", "--stack", "dev", "--state", str(state)])
     assert code == 2 and err.getvalue().startswith(f"error: --state {state}: not an exported stack state (")
+
+
+def test_cert_managers_own_renewal_time_and_readiness_win_over_the_rule() -> None:
+    profile = linkerd_identity_profile(load_platform("local").config)
+    gen = profile.signing_anchor
+    anchor, anchor_key = make_ca("root", start=NOW - timedelta(days=30), hours=24 * 90)
+    issuer, _ = make_ca("identity", start=NOW - timedelta(hours=10), hours=48, signer=(anchor, anchor_key))
+    anchor_at, issuer_at = f"cert-manager/linkerd-trust-anchor-{gen}", "linkerd/linkerd-identity-issuer"
+    secrets: dict[str, Any] = {anchor_at: tls_secret(anchor, anchor), issuer_at: tls_secret(issuer, anchor)}
+    certificates: dict[str, Any] = {
+        anchor_at: {"kind": "Certificate", "status": {
+            "renewalTime": "2027-01-01T00:00:00Z", "notAfter": "2027-01-03T12:00:00Z",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Ready"}]}},
+        issuer_at: {"kind": "Certificate", "status": {"conditions": [
+            {"type": "Ready", "status": "False", "reason": "Pending", "message": "Issuing certificate as Secret "
+             "was previously issued by ClusterIssuer.cert-manager.io/other"}]}},
+    }
+    rows, notes = cluster_rows(secrets, profile, NOW, certificates)
+    assert notes == []
+    assert rows[0].next_date == datetime(2027, 1, 1, tzinfo=UTC)
+    assert rows[0].next_action == "cert-manager renews it (its Certificate's status.renewalTime)"
+    assert rows[0].state == "signs the issuer"
+    assert rows[1].next_date == issuer.not_valid_after_utc - timedelta(hours=profile.issuer_early_renewal_hours)
+    assert rows[1].state == (f"signed by {gen}; Certificate not Ready: Issuing certificate as Secret was previously "
+                             "issued by ClusterIssuer.cert-manager.io/other")
