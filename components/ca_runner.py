@@ -149,7 +149,10 @@ def status(platform: Platform, admin: SpireAdmin | None, out: TextIO, *, fmt: st
         covered.add("root")
         found.rows = [r for r in found.rows if r.layer != "root"]
     rows += found.rows
-    rows += [r for r in config_rows(platform, now) if r.layer not in covered]
+    deployed_anchors = {r.id.split()[0] for r in found.rows if r.layer == "linkerd-anchor"}
+    rows += [r for r in config_rows(platform, now) if r.layer not in covered
+             # a generation configured but not deployed yet keeps its row
+             or (r.layer == "linkerd-anchor" and r.id not in deployed_anchors)]
     queried = False
     if platform.config.subsystems.spire and admin is not None:
         state = admin.state()

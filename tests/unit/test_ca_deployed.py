@@ -349,3 +349,23 @@ def test_cert_managers_own_renewal_time_and_readiness_win_over_the_rule() -> Non
     assert rows[1].next_date == issuer.not_valid_after_utc - timedelta(hours=profile.issuer_early_renewal_hours)
     assert rows[1].state == (f"signed by {gen}; Certificate not Ready: Issuing certificate as Secret was previously "
                              "issued by ClusterIssuer.cert-manager.io/other")
+
+
+def test_an_anchor_generation_configured_but_not_deployed_keeps_its_row(dev: Platform,
+                                                                        dev_state: dict[str, Any]) -> None:
+    import dataclasses
+
+    gen = linkerd_identity_profile(dev.config).signing_anchor
+    mesh = dev.config.mesh.model_copy(update={"trust_anchors": [gen, "g9"]})
+    platform = dataclasses.replace(dev, config=dev.config.model_copy(update={"mesh": mesh}))
+
+    def deployed(now: datetime) -> Deployed:
+        rows, notes = state_rows(dev_state, trust_profile(platform.config),
+                                 linkerd_identity_profile(platform.config), now)
+        return Deployed(rows, notes)
+
+    out = io.StringIO()
+    status(platform, None, out, fmt="json", clock=Clock(now=lambda: NOW), deployed=deployed)
+    anchors = [(r["id"].split()[0], r["not_after"] is not None) for r in json.loads(out.getvalue())["authorities"]
+               if r["layer"] == "linkerd-anchor"]
+    assert anchors == [(gen, True), ("g9", False)]
