@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from components.durations import parse_duration
 
@@ -54,6 +56,12 @@ def add_ca_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     st.add_argument("--format", choices=["table", "json"], default="table")
     st.add_argument("--trust-bundle", default=None, metavar="FILE",
                     help="the deployed roots (`pulumi stack output trustBundlePem`), for their dates")
+    st.add_argument("--state", default=None, metavar="FILE",
+                    help="the stack's exported state (`pulumi stack export`) instead of exporting it here")
+    st.add_argument("--no-deployed", action="store_true",
+                    help="do not read the deployed certificates (Pulumi state, the cluster's cert-manager Secrets)")
+    st.add_argument("--kubectl-bin", default=None, help="kubectl binary (default: PATH, tools cache)")
+    st.add_argument("--root", default=".", help="project directory (default: .)")
     st.set_defaults(func=cmd_ca)
 
     ro = group.add_parser("rotate", help="planned rotation with overlap: prepare, propagate, activate, keep the old "
@@ -129,7 +137,8 @@ def cmd_ca(args: argparse.Namespace) -> int:
             admin = SpireAdmin(_binary(args.spire_server_bin), args.spire_server_socket)
         if args.ca_command == "status":
             bundle = Path(args.trust_bundle).read_text() if args.trust_bundle else None
-            return status(platform, admin, sys.stdout, fmt=args.format, trust_bundle_pem=bundle)
+            return status(platform, admin, sys.stdout, fmt=args.format, trust_bundle_pem=bundle,
+                          deployed=None if args.no_deployed else _deployed_reader(platform, args))
         if admin is None:
             raise CaError(f"`passport ca {args.ca_command}` needs --spire-server-socket (the SPIRE server's admin "
                           "socket; in the server pod: /tmp/spire-server/private/api.sock)")
@@ -142,6 +151,25 @@ def cmd_ca(args: argparse.Namespace) -> int:
     except CaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
+
+
+def _deployed_reader(platform: Any, args: argparse.Namespace) -> Callable[[datetime], Any]:
+    """Reads the deployed certificates (the stack's state, its cluster) for `ca status`."""
+    import json
+
+    from components.ca_lifecycle import CaError
+    from components.ca_sources import read_deployed
+    from components.revoke import find_kubectl
+
+    state = None
+    if args.state:
+        try:
+            state = json.loads(Path(args.state).read_text())
+        except (OSError, ValueError) as exc:
+            raise CaError(f"--state {args.state}: not an exported stack state ({exc})") from None
+    root = Path(args.root).resolve()
+    kubectl = find_kubectl(args.kubectl_bin)
+    return lambda now: read_deployed(platform, root, now, state=state, kubectl=kubectl)
 
 
 def _binary(explicit: str | None) -> str:

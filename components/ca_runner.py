@@ -31,6 +31,7 @@ from components.ca_lifecycle import (
     server_state,
     stack_ttls,
 )
+from components.ca_sources import Deployed
 from components.ca_status import (
     StatusRow,
     cert_row,
@@ -127,17 +128,31 @@ def _require_spire(platform: Platform) -> None:
 
 
 def status(platform: Platform, admin: SpireAdmin | None, out: TextIO, *, fmt: str = "table",
-           trust_bundle_pem: str | None = None, clock: Clock = Clock()) -> int:
-    """Every authority in the stack's trust chain, where its key lives, and what happens next."""
+           trust_bundle_pem: str | None = None, clock: Clock = Clock(),
+           deployed: Callable[[datetime], Deployed] | None = None) -> int:
+    """Every authority in the stack's trust chain, where its key lives, and what happens next.
+
+    ``deployed`` reads the deployed certificates (Pulumi state, the cluster; see
+    :func:`components.ca_sources.read_deployed`): their rows replace the configuration's
+    placeholders of the same layer; a source it could not read is a note, never an error."""
     now = clock.now()
     rows: list[StatusRow] = []
+    found = deployed(now) if deployed is not None else Deployed()
+    covered = {r.layer for r in found.rows}
     if trust_bundle_pem:  # the deployed roots (e.g. `pulumi stack output trustBundlePem`): their dates
         custody = {"tls": "pulumi-tls", "vault-pki": "Vault PKI", "aws-pca": "AWS Private CA"}.get(
             platform.config.trust.upstream, "")
         for i, pem in enumerate(pem_blocks(trust_bundle_pem)):
             rows.append(cert_row("root" if i == 0 else "previous-root", custody, "deployed", pem,
                                  "" if i == 0 else "remove from trust.previousRoots after the overlap"))
-    rows += [r for r in config_rows(platform, now) if not (trust_bundle_pem and r.layer == "root")]
+    if trust_bundle_pem:  # the roots given by hand stand for the state's
+        covered.add("root")
+        found.rows = [r for r in found.rows if r.layer != "root"]
+    rows += found.rows
+    deployed_anchors = {r.id.split()[0] for r in found.rows if r.layer == "linkerd-anchor"}
+    rows += [r for r in config_rows(platform, now) if r.layer not in covered
+             # a generation configured but not deployed yet keeps its row
+             or (r.layer == "linkerd-anchor" and r.id not in deployed_anchors)]
     queried = False
     if platform.config.subsystems.spire and admin is not None:
         state = admin.state()
@@ -151,9 +166,10 @@ def status(platform: Platform, admin: SpireAdmin | None, out: TextIO, *, fmt: st
                            "pass --spire-server-socket to read them") for layer in ("spire-x509", "spire-jwt")]
     if fmt == "json":
         out.write(format_json(rows, now, stack=platform.stack, trust_domain=platform.config.trust_domain,
-                              spire_queried=queried))
+                              spire_queried=queried, notes=found.notes))
     else:
         out.write(format_table(rows, now))
+        out.writelines(f"note: {n}\n" for n in found.notes)
     return 0
 
 

@@ -171,9 +171,10 @@ def config_rows(platform: Any, now: datetime) -> list[StatusRow]:
                 "restart proxies, switch mesh.issuerAnchor, remove the old one (docs/mesh.md)"))
         issuer_key = ("pulumi-tls (Pulumi state) -> Secret linkerd-identity-issuer" if custody != "cert-manager"
                       else where.format(ns=m.control_plane_namespace))
+        renews = ("cert-manager renews it" if custody == "cert-manager" else "re-issued by `pulumi up`")
         rows.append(StatusRow(
             "linkerd-issuer", f"issuer ({m.signing_anchor})", issuer_key, f"lifetime {m.issuer_lifetime}",
-            next_action=f"re-issued by `pulumi up` within mesh.issuerEarlyRenewal ({m.issuer_early_renewal})"))
+            next_action=f"{renews} within mesh.issuerEarlyRenewal ({m.issuer_early_renewal})"))
         for pem in m.extra_trust_anchors_pem:
             rows.append(cert_row("linkerd-extra", "(outside this stack)", "in the bundle (mesh.extraTrustAnchorsPem)",
                                  pem, "remove once no proxy holds an issuer certificate under it"))
