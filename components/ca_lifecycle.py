@@ -343,13 +343,20 @@ def plan_compromise(state: ServerState, authority_id: str, *, x509_ttl: timedelt
     wanted = authority_id.strip().lower()
     if not wanted:
         raise CaError("--authority is empty: give an authority ID from `passport ca status`")
+    # an upstream's root is in the bundle too (a "bundle" row): its SKI names the upstream first
+    upstreams = {a.upstream_ski.lower(): a for a in state.of("x509") if a.upstream_ski and a.slot != "bundle"}
+    if wanted in upstreams:
+        return _plan_upstream(state, wanted, upstreams[wanted], x509_ttl)
     found = state.find(wanted)
     if found is None:
-        upstreams = {a.upstream_ski.lower(): a for a in state.of("x509") if a.upstream_ski}
-        if wanted in upstreams:
-            return _plan_upstream(state, wanted, upstreams[wanted], x509_ttl)
         known = ", ".join(f"{a.id} ({a.kind} {a.slot})" for a in state.authorities) or "none"
         raise CaError(f"unknown authority {authority_id!r}: this server has {known}")
+    if found.kind == "x509" and state.upstream and found.slot == "bundle":
+        old = state.slot("x509", "old")
+        raise CaError(f"{found.id} is an upstream root in the bundle that signs none of this server's X.509 "
+                      "authorities: SPIRE taints an upstream only while it signs the server's old authority "
+                      f"({old.upstream_ski if old is not None else 'none now'}), and keeps it in the bundle until it "
+                      "expires; revoke it where it lives (Vault PKI, AWS Private CA, the offline root's CRL)")
     if found.kind == "x509" and state.upstream:
         raise CaError(f"{found.id}: {_upstream_procedure(found.upstream_ski)}")
     if found.slot == "old" and not found.in_bundle:

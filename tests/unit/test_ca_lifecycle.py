@@ -256,6 +256,27 @@ def test_with_an_upstream_the_local_authority_cannot_be_tainted_and_the_order_is
     assert plan.kind == "upstream" and [x.name for x in plan.steps] == ["taint", "resign", "revoke"]
 
 
+def test_an_upstream_root_in_the_bundle_is_compromised_through_the_upstream_plan() -> None:
+    """aws-pca/tls whose root signs SPIRE's CA directly: the roots are in the bundle, so their SKIs
+    are also "bundle" rows; naming the old root must reach the upstream plan, not loop on the
+    "run compromise --authority <that SKI>" refusal."""
+    up1, up1_der = spire_ca(NOW - dt.timedelta(days=2), hours=24 * 30)
+    up2, up2_der = spire_ca(NOW - dt.timedelta(hours=1), hours=24 * 30)
+    up0, up0_der = spire_ca(NOW - dt.timedelta(days=9), hours=24 * 30)
+    s = state(x509_slots={"active": slot(B_ID, NOW + 60 * MIN, upstream=up2),
+                          "old": slot(A_ID, NOW + 60 * MIN, upstream=up1)},
+              x509_bundle=[(up0_der, False), (up1_der, False), (up2_der, False)])
+    assert s.find(up1) is not None and s.find(up1).slot == "bundle"  # type: ignore[union-attr]
+    plan = plan_compromise(s, up1.upper(), x509_ttl=MIN, jwt_ttl=MIN, now=NOW)
+    assert plan.kind == "upstream" and plan.authority_id == up1
+    with pytest.raises(CaError, match=rf"upstream {up2} signs the active X\.509 authority"):
+        plan_compromise(s, up2, x509_ttl=MIN, jwt_ttl=MIN, now=NOW)
+    with pytest.raises(CaError, match=rf"{up0} is an upstream root in the bundle that signs none of this server's "
+                                      rf"X\.509 authorities: .*old authority \({up1}\)") as refused:
+        plan_compromise(s, up0, x509_ttl=MIN, jwt_ttl=MIN, now=NOW)
+    assert f"compromise --authority {up0}" not in str(refused.value)
+
+
 # --------------------------------------------------------------------------- what a peer with the bundle accepts
 
 
