@@ -89,6 +89,8 @@ def add_ca_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                     "replacement (default 30s)")
     co.add_argument("--timeout", type=_duration, default=_duration("5m"),
                     help="bound on waiting for agents to re-sign after the taint (default 5m)")
+    co.add_argument("--state-dir", default=".pulumi-local/ca",
+                    help="where the agents' SVID serials from before the taint are kept until the revocation")
     co.set_defaults(func=cmd_ca)
 
     dr = group.add_parser("drill", help="quarterly drill: rotate and compromise on a throwaway local SPIRE server "
@@ -147,7 +149,7 @@ def cmd_ca(args: argparse.Namespace) -> int:
                           dry_run=args.dry_run, propagation=args.propagation, overlap=args.overlap,
                           wait_overlap=args.wait)
         return compromise(platform, admin, args.authority, sys.stdout, yes=args.yes, propagation=args.propagation,
-                          resign_timeout=args.timeout)
+                          resign_timeout=args.timeout, state_dir=Path(args.state_dir))
     except CaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT

@@ -272,8 +272,12 @@ def _save(path: Path, journal: Journal) -> None:
 
 def compromise(platform: Platform, admin: SpireAdmin, authority_id: str, out: TextIO, *, yes: bool = False,
                propagation: timedelta = timedelta(seconds=30), resign_timeout: timedelta = timedelta(minutes=5),
-               jwt_sync_wait: timedelta = timedelta(seconds=30), clock: Clock = Clock()) -> int:
-    """The incident path for one authority: (rotate away,) taint, wait (bounded), revoke."""
+               jwt_sync_wait: timedelta = timedelta(seconds=30), state_dir: Path = Path(".pulumi-local/ca"),
+               clock: Clock = Clock()) -> int:
+    """The incident path for one authority: (rotate away,) taint, wait (bounded), revoke.
+
+    The agents' X.509-SVID serials from before the taint are kept in ``state_dir`` until the
+    revocation, so a run interrupted after the taint resumes at the wait with them."""
     _require_spire(platform)
     ttls = stack_ttls(platform)
 
@@ -296,7 +300,8 @@ def compromise(platform: Platform, admin: SpireAdmin, authority_id: str, out: Te
         say("dry run: nothing was changed; run again with --yes to taint and revoke")
         return 0
     if plan.kind == "upstream":
-        _upstream_compromise(admin, plan, say, clock, resign_timeout)
+        _upstream_compromise(admin, state, plan, say, clock, resign_timeout,
+                             snapshot_path(state_dir, platform.stack, plan.authority_id))
         return 0
     kind: Kind = plan.kind
     target = plan.authority_id
@@ -312,10 +317,15 @@ def compromise(platform: Platform, admin: SpireAdmin, authority_id: str, out: Te
         state = admin.state()
     found = state.find(target)
     assert found is not None
-    serials = admin.agent_serials() if kind == "x509" and not found.tainted else {}
+    snapshot = snapshot_path(state_dir, platform.stack, target)
+    serials: dict[str, str] | None
     if not found.tainted:
+        serials = admin.agent_serials() if kind == "x509" else {}
+        _save_snapshot(snapshot, serials)
         admin.local("taint", kind, target)
         say(f"tainted    {target}: agents and workloads re-sign under the active authority at their next sync")
+    else:
+        serials = _load_snapshot(snapshot, say)
     tainted_at = clock.now()
     if kind == "x509":
         _wait_resigned(admin, serials, say, clock, resign_timeout)
@@ -329,16 +339,51 @@ def compromise(platform: Platform, admin: SpireAdmin, authority_id: str, out: Te
         raise CaError(f"revoked {target}, but the server's bundle still holds it")
     say(f"revoked    {target}: no longer in the bundle ({(clock.now() - tainted_at).total_seconds():.1f}s after "
         "the taint); peers that fetch the new bundle refuse what it signed")
+    snapshot.unlink(missing_ok=True)
     for line in plan.unrecallable:
         say(f"remember   {line}")
     return 0
 
 
-def _wait_resigned(admin: SpireAdmin, before: dict[str, str], say: Callable[[str], None], clock: Clock,
+def snapshot_path(state_dir: Path, stack: str, authority_id: str) -> Path:
+    """The agents' SVID serials taken just before tainting ``authority_id``."""
+    return state_dir / f"{stack}-compromise-{authority_id.strip().lower()}.json"
+
+
+def _save_snapshot(path: Path, serials: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"agent_serials": serials}, sort_keys=True) + "\n")
+
+
+def _load_snapshot(path: Path, say: Callable[[str], None]) -> dict[str, str] | None:
+    """The serials an earlier run saved before its taint; None when there are none to trust."""
+    try:
+        data = json.loads(path.read_text())
+        serials = data["agent_serials"]
+        if not isinstance(serials, dict):
+            raise TypeError("agent_serials is not an object")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        say(f"note       {path}: unreadable snapshot ({type(exc).__name__}); waiting the full timeout instead")
+        return None
+    say(f"resuming   the taint was set by an earlier run; its snapshot of {len(serials)} agent SVID(s): {path}")
+    return {str(k): str(v) for k, v in serials.items()}
+
+
+def _wait_resigned(admin: SpireAdmin, before: dict[str, str] | None, say: Callable[[str], None], clock: Clock,
                    timeout: timedelta) -> None:
-    """Until every agent attested before the taint holds a new X.509-SVID, or ``timeout``."""
+    """Until every agent attested before the taint holds a new X.509-SVID, or ``timeout``.
+
+    ``before`` None: the taint was set earlier and nothing says which SVIDs predate it, so the
+    whole (bounded) timeout is waited."""
+    if before is None:
+        say(f"waiting    {format_duration(max(1, int(timeout.total_seconds())))} (the whole --timeout): the "
+            "authority was already tainted and no snapshot of the agents' SVIDs from before it was found")
+        clock.sleep(timeout.total_seconds())
+        return
     if not before:
-        say("resigned   no agent SVIDs to wait for (none attested, or the taint was set by an earlier run)")
+        say("resigned   no agent SVIDs to wait for (no agent was attested at the taint)")
         return
     deadline = clock.now() + timeout
     waiting = sorted(before)
@@ -356,12 +401,30 @@ def _wait_resigned(admin: SpireAdmin, before: dict[str, str], say: Callable[[str
         clock.sleep(2.0)
 
 
-def _upstream_compromise(admin: SpireAdmin, plan: CompromisePlan, say: Callable[[str], None], clock: Clock,
-                         timeout: timedelta) -> None:
-    serials = admin.agent_serials()
-    admin.upstream("taint", plan.authority_id)
-    say(f"tainted    upstream {plan.authority_id}")
+def _upstream_compromise(admin: SpireAdmin, state: ServerState, plan: CompromisePlan, say: Callable[[str], None],
+                         clock: Clock, timeout: timedelta, snapshot: Path) -> None:
+    root = state.find(plan.authority_id)  # an upstream root signing SPIRE's CA directly is in the bundle
+    serials: dict[str, str] | None
+    if root is not None and root.tainted:
+        serials = _load_snapshot(snapshot, say)
+    else:  # an intermediate is not in the bundle: its taint shows only as the server's refusal to repeat it
+        prior = snapshot.read_text() if snapshot.is_file() else None
+        serials = admin.agent_serials()
+        _save_snapshot(snapshot, serials)
+        try:
+            admin.upstream("taint", plan.authority_id)
+            say(f"tainted    upstream {plan.authority_id}")
+        except CaError as exc:
+            if "already tainted" not in str(exc).lower():
+                raise
+            say(f"tainted    upstream {plan.authority_id} (already, by an earlier run)")
+            if prior is None:
+                snapshot.unlink()
+            else:
+                snapshot.write_text(prior)
+            serials = _load_snapshot(snapshot, say)
     _wait_resigned(admin, serials, say, clock, timeout)
     admin.upstream("revoke", plan.authority_id)
+    snapshot.unlink(missing_ok=True)
     say(f"revoked    upstream {plan.authority_id}: removed from the bundle; now revoke it where it lives "
         "(Vault PKI, AWS Private CA, the offline root's CRL) and drop it from trust.previousRoots")

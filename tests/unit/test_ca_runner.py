@@ -254,3 +254,84 @@ def test_the_drill_server_is_the_rendered_one_with_only_the_laptop_differences(s
     assert str(tmp_path) in plugins["KeyManager"][0]["disk"]["plugin_data"]["keys_path"]
     assert drill["health_checks"]["bind_address"] == "127.0.0.1"
     assert drill["telemetry"]["Prometheus"]["host"] == "127.0.0.1"
+
+
+# --------------------------------------------------------------------------- an interrupted compromise
+
+
+def _interrupt_at_first_sleep(fake: FakeClock) -> Clock:
+    def sleep(seconds: float) -> None:
+        raise KeyboardInterrupt  # Ctrl-C during the wait after the taint
+
+    return Clock(fake.now, sleep)
+
+
+def test_a_compromise_interrupted_after_the_taint_resumes_at_the_wait(local: Platform, tmp_path: Path) -> None:
+    spire = FakeSpire(slots={"x509": [Slot("x-b", "active"), Slot("x-a", "old")], "jwt": [Slot("j-a", "active")]},
+                      resign_on_taint=False)
+    fake = FakeClock()
+    with pytest.raises(KeyboardInterrupt):
+        compromise(local, spire, "x-a", io.StringIO(), yes=True, state_dir=tmp_path,  # type: ignore[arg-type]
+                   clock=_interrupt_at_first_sleep(fake))
+    assert spire.calls == ["taint x509 x-a"]
+    assert (tmp_path / "local-compromise-x-a.json").exists()
+    out = io.StringIO()
+    compromise(local, spire, "x-a", out, yes=True, state_dir=tmp_path, resign_timeout=timedelta(seconds=10),  # type: ignore[arg-type]
+               clock=fake.clock)
+    text = out.getvalue()
+    assert "no agent SVIDs to wait for" not in text
+    assert "snapshot of 1 agent SVID(s)" in text
+    assert "WARNING    1 agent(s) still hold an SVID from before the taint after 10s: spiffe://td/agent/1" in text
+    assert spire.calls == ["taint x509 x-a", "revoke x509 x-a"] and sum(fake.slept) == pytest.approx(10.0)
+    assert not (tmp_path / "local-compromise-x-a.json").exists()
+
+
+def test_an_already_tainted_authority_without_a_snapshot_waits_the_whole_timeout(local: Platform,
+                                                                                tmp_path: Path) -> None:
+    spire = FakeSpire(slots={"x509": [Slot("x-b", "active"), Slot("x-a", "old", tainted=True)],
+                             "jwt": [Slot("j-a", "active")]})
+    fake, out = FakeClock(), io.StringIO()
+    compromise(local, spire, "x-a", out, yes=True, state_dir=tmp_path, resign_timeout=timedelta(minutes=3),  # type: ignore[arg-type]
+               clock=fake.clock)
+    assert fake.slept == [180.0] and spire.calls == ["revoke x509 x-a"]
+    assert "(the whole --timeout): the authority was already tainted" in out.getvalue()
+
+
+@dataclass
+class UpstreamSpire(FakeSpire):
+    """Signs under an upstream root that is in the bundle (aws-pca / tls signing SPIRE's CA directly):
+    x-b (active) under up-new, x-a (old) under up-old. Tainting an upstream twice is refused, as
+    spire-server 1.15.3 refuses it ("root CA is already tainted")."""
+
+    upstream_tainted: set[str] = field(default_factory=set)
+    visible_roots: bool = True
+
+    def state(self) -> ServerState:
+        slots = (LocalAuthority("x509", "x-b", "active", upstream_ski="up-new"),
+                 LocalAuthority("x509", "x-a", "old", upstream_ski="up-old"))
+        roots = tuple(LocalAuthority("x509", r, "bundle", tainted=r in self.upstream_tainted, in_bundle=True)
+                      for r in ("up-old", "up-new")) if self.visible_roots else ()
+        return ServerState(self.trust_domain, slots + roots, 300)
+
+    def upstream(self, action: str, ski: str) -> None:
+        if action == "taint":
+            if ski in self.upstream_tainted:
+                raise CaError("spire-server upstreamauthority taint: rpc error: root CA is already tainted")
+            self.upstream_tainted.add(ski)
+        self.calls.append(f"upstream {action} {ski}")
+
+
+@pytest.mark.parametrize("visible_roots", [True, False])
+def test_an_interrupted_upstream_compromise_does_not_taint_again(local: Platform, tmp_path: Path,
+                                                                 visible_roots: bool) -> None:
+    spire = UpstreamSpire(resign_on_taint=False, visible_roots=visible_roots)
+    fake = FakeClock()
+    with pytest.raises(KeyboardInterrupt):
+        compromise(local, spire, "up-old", io.StringIO(), yes=True, state_dir=tmp_path,  # type: ignore[arg-type]
+                   clock=_interrupt_at_first_sleep(fake))
+    assert spire.calls == ["upstream taint up-old"]
+    out = io.StringIO()
+    compromise(local, spire, "up-old", out, yes=True, state_dir=tmp_path,  # type: ignore[arg-type]
+               resign_timeout=timedelta(seconds=10), clock=fake.clock)
+    assert spire.calls == ["upstream taint up-old", "upstream revoke up-old"]
+    assert "snapshot of 1 agent SVID(s)" in out.getvalue() and "WARNING    1 agent(s)" in out.getvalue()
