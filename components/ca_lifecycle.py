@@ -338,8 +338,11 @@ def _upstream_procedure(ski: str) -> str:
 
 
 def plan_compromise(state: ServerState, authority_id: str, *, x509_ttl: timedelta, jwt_ttl: timedelta,
-                    now: datetime) -> CompromisePlan:
-    """The incident path for one authority, or :class:`CaError` saying why it cannot be taken."""
+                    now: datetime, replicas: int = 1) -> CompromisePlan:
+    """The incident path for one authority, or :class:`CaError` saying why it cannot be taken.
+
+    ``replicas``: the stack's SPIRE servers; each has its own authorities, so one only the bundle
+    holds may be another server's."""
     wanted = authority_id.strip().lower()
     if not wanted:
         raise CaError("--authority is empty: give an authority ID from `passport ca status`")
@@ -359,6 +362,10 @@ def plan_compromise(state: ServerState, authority_id: str, *, x509_ttl: timedelt
                       "expires; revoke it where it lives (Vault PKI, AWS Private CA, the offline root's CRL)")
     if found.kind == "x509" and state.upstream:
         raise CaError(f"{found.id}: {_upstream_procedure(found.upstream_ski)}")
+    if found.slot == "bundle" and replicas > 1:
+        raise CaError(f"{found.id} is in the bundle but is none of this server's authorities: with {replicas} SPIRE "
+                      "server replicas it is likely another server's; run this against the server pod that holds it "
+                      "(its --spire-server-socket; `passport ca status` there lists it as active or old)")
     if found.slot == "old" and not found.in_bundle:
         raise CaError(f"{found.id} is already revoked: it is no longer in the bundle")
     if found.slot == "prepared":

@@ -159,7 +159,7 @@ def status(platform: Platform, admin: SpireAdmin | None, out: TextIO, *, fmt: st
         if state.trust_domain and state.trust_domain != platform.config.trust_domain:
             raise CaError(f"the SPIRE server's trust domain is {state.trust_domain!r}, not stack "
                           f"{platform.stack}'s {platform.config.trust_domain!r}")
-        rows += spire_rows(state, spire_key_custody(platform.config))
+        rows += spire_rows(state, spire_key_custody(platform.config), replicas=platform.config.spire.replicas)
         queried = True
     elif platform.config.subsystems.spire:
         rows += [StatusRow(layer, "(not queried)", spire_key_custody(platform.config),
@@ -176,8 +176,23 @@ def status(platform: Platform, admin: SpireAdmin | None, out: TextIO, *, fmt: st
 # --------------------------------------------------------------------------- rotate
 
 
-def journal_path(state_dir: Path, stack: str, kind: Kind) -> Path:
-    return state_dir / f"{stack}-{kind}.json"
+def journal_path(state_dir: Path, stack: str, kind: Kind, socket: str = "") -> Path:
+    """Per server socket: with several replicas each server has its own authorities and journal."""
+    return state_dir / f"{stack}-{kind}{_socket_key(socket)}.json"
+
+
+def _socket_key(socket: str) -> str:
+    import hashlib
+
+    return f"-{hashlib.sha256(socket.encode()).hexdigest()[:10]}" if socket else ""
+
+
+def _replicas_notice(platform: Platform, command: str, say: Callable[[str], None]) -> None:
+    n = platform.config.spire.replicas
+    if n > 1:
+        say(f"note: stack {platform.stack} runs {n} SPIRE server replicas, each with its own X.509 CA and JWT key "
+            f"(only the bundle is shared): this acts on the one server behind this socket; run `passport ca "
+            f"{command}` against each server pod's socket (--spire-server-socket)")
 
 
 def default_propagation(state: ServerState) -> timedelta:
@@ -193,7 +208,7 @@ def rotate(platform: Platform, admin: SpireAdmin, kind: Kind, out: TextIO, *, st
     _require_spire(platform)
     ttls = stack_ttls(platform)
     overlap = overlap if overlap is not None else (ttls.x509 if kind == "x509" else ttls.jwt)
-    path = journal_path(state_dir, platform.stack, kind)
+    path = journal_path(state_dir, platform.stack, kind, admin.socket)
     journal = None
     if path.exists():
         try:
@@ -206,6 +221,7 @@ def rotate(platform: Platform, admin: SpireAdmin, kind: Kind, out: TextIO, *, st
         out.write(text + "\n")
         out.flush()
 
+    _replicas_notice(platform, "rotate", say)
     printed = False
     while True:
         state = admin.state()
@@ -289,7 +305,9 @@ def compromise(platform: Platform, admin: SpireAdmin, authority_id: str, out: Te
     if state.trust_domain and state.trust_domain != platform.config.trust_domain:
         raise CaError(f"the SPIRE server's trust domain is {state.trust_domain!r}, not stack "
                       f"{platform.stack}'s {platform.config.trust_domain!r}")
-    plan = plan_compromise(state, authority_id, x509_ttl=ttls.x509, jwt_ttl=ttls.jwt, now=clock.now())
+    _replicas_notice(platform, "compromise", say)
+    plan = plan_compromise(state, authority_id, x509_ttl=ttls.x509, jwt_ttl=ttls.jwt, now=clock.now(),
+                           replicas=platform.config.spire.replicas)
     say(f"compromise of {plan.kind} authority {plan.authority_id} in stack {platform.stack}:")
     for step in plan.steps:
         say("  " + step.line(clock.now()))
@@ -301,7 +319,8 @@ def compromise(platform: Platform, admin: SpireAdmin, authority_id: str, out: Te
         return 0
     if plan.kind == "upstream":
         _upstream_compromise(admin, state, plan, say, clock, resign_timeout,
-                             snapshot_path(state_dir, platform.stack, plan.authority_id))
+                             snapshot_path(state_dir, platform.stack, plan.authority_id,
+                                                       admin.socket))
         return 0
     kind: Kind = plan.kind
     target = plan.authority_id
@@ -317,7 +336,7 @@ def compromise(platform: Platform, admin: SpireAdmin, authority_id: str, out: Te
         state = admin.state()
     found = state.find(target)
     assert found is not None
-    snapshot = snapshot_path(state_dir, platform.stack, target)
+    snapshot = snapshot_path(state_dir, platform.stack, target, admin.socket)
     serials: dict[str, str] | None
     if not found.tainted:
         serials = admin.agent_serials() if kind == "x509" else {}
@@ -345,9 +364,9 @@ def compromise(platform: Platform, admin: SpireAdmin, authority_id: str, out: Te
     return 0
 
 
-def snapshot_path(state_dir: Path, stack: str, authority_id: str) -> Path:
-    """The agents' SVID serials taken just before tainting ``authority_id``."""
-    return state_dir / f"{stack}-compromise-{authority_id.strip().lower()}.json"
+def snapshot_path(state_dir: Path, stack: str, authority_id: str, socket: str = "") -> Path:
+    """The agents' SVID serials taken just before tainting ``authority_id`` through ``socket``."""
+    return state_dir / f"{stack}-compromise-{authority_id.strip().lower()}{_socket_key(socket)}.json"
 
 
 def _save_snapshot(path: Path, serials: dict[str, str]) -> None:

@@ -65,8 +65,11 @@ def cert_row(layer: str, custody: str, state: str, pem: str, next_action: str) -
                      cert.not_valid_before_utc, cert.not_valid_after_utc, next_action)
 
 
-def spire_rows(state: ServerState, custody: str) -> list[StatusRow]:
-    """SPIRE's X.509 authorities and JWT keys, each with what happens to it next and when."""
+def spire_rows(state: ServerState, custody: str, *, replicas: int = 1) -> list[StatusRow]:
+    """SPIRE's X.509 authorities and JWT keys, each with what happens to it next and when.
+
+    With ``replicas`` > 1 every server has its own X.509 CA and JWT key and only the bundle is
+    shared: a bundle key that is none of the queried server's slots may be another server's."""
     rows = []
     for a in state.authorities:
         revoked = a.slot == "old" and not a.in_bundle
@@ -87,6 +90,9 @@ def spire_rows(state: ServerState, custody: str) -> list[StatusRow]:
             action = "none: peers that fetched the bundle since refuse what it signed"
         elif a.tainted:
             action = f"revoke: `passport ca compromise --authority {a.id} --yes`"
+        elif a.slot == "bundle" and replicas > 1 and not (a.kind == "x509" and state.upstream):
+            action, when = (f"another server's authority ({replicas} replicas: query each server pod), "
+                            "or retired and kept in the bundle until it expires"), a.expires_at
         else:
             action, when = "kept in the bundle until it expires", a.expires_at
         layer = "spire-x509" if a.kind == "x509" else "spire-jwt"

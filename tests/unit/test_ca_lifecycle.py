@@ -144,6 +144,23 @@ def test_status_rows_say_what_happens_next_and_when() -> None:
     assert (ja["time_left_seconds"], ja["not_before"], ja["state"]) == (22 * 3600, "2026-12-05T10:00:00Z", "active")
 
 
+def test_with_replicas_a_key_only_the_bundle_holds_may_be_another_servers() -> None:
+    """Each SPIRE server replica has its own CA and JWT key; through one pod's socket the others'
+    show only in the shared bundle: never claim they are merely kept until they expire."""
+    other = state(x509_slots={"active": slot(A_ID, A_NB + 24 * 60 * MIN)}, jwt_slots={"active": slot("jA", NOW)},
+                  x509_bundle=[(A_DER, False), (B_DER, False)], jwt_bundle=[("jA", False), ("jOther", False)])
+    one = {r.id: r for r in spire_rows(other, "disk")}
+    assert one[B_ID].next_action == one["jOther"].next_action == "kept in the bundle until it expires"
+    three = {r.id: r for r in spire_rows(other, "disk", replicas=3)}
+    for key in (B_ID, "jOther"):
+        assert three[key].next_action.startswith("another server's authority (3 replicas: query each server pod), "
+                                                 "or retired")
+    assert three[A_ID].next_action == one[A_ID].next_action  # the queried server's own rows are unchanged
+    with pytest.raises(CaError, match=rf"{B_ID} is in the bundle but is none of this server's authorities: with 3 "
+                                      r"SPIRE server replicas .* run this against the server pod that holds it"):
+        plan_compromise(other, B_ID, x509_ttl=MIN, jwt_ttl=MIN, now=NOW, replicas=3)
+
+
 # --------------------------------------------------------------------------- rotation
 
 

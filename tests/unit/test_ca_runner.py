@@ -39,6 +39,7 @@ class FakeSpire:
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(2))
     resign_on_taint: bool = True
     trust_domain: str = "local.agentpassport.internal"
+    socket: str = ""
 
     def state(self) -> ServerState:
         out = [LocalAuthority(k, s.id, s.state, NOW + timedelta(hours=20), NOW - timedelta(hours=1),  # type: ignore[arg-type]
@@ -335,3 +336,27 @@ def test_an_interrupted_upstream_compromise_does_not_taint_again(local: Platform
                resign_timeout=timedelta(seconds=10), clock=fake.clock)
     assert spire.calls == ["upstream taint up-old", "upstream revoke up-old"]
     assert "snapshot of 1 agent SVID(s)" in out.getvalue() and "WARNING    1 agent(s)" in out.getvalue()
+
+
+# --------------------------------------------------------------------------- several server replicas
+
+
+def test_with_replicas_each_server_socket_has_its_own_journal_and_the_command_says_so(local: Platform,
+                                                                                     tmp_path: Path) -> None:
+    import dataclasses
+
+    spire_cfg = local.config.spire.model_copy(update={"replicas": 3})
+    three = dataclasses.replace(local, config=local.config.model_copy(update={"spire": spire_cfg}))
+    pods = [FakeSpire(socket=f"/run/pod-{i}/api.sock") for i in range(2)]
+    outs = [io.StringIO(), io.StringIO()]
+    for spire, out in zip(pods, outs, strict=True):
+        rotate(three, spire, "x509", out, state_dir=tmp_path, clock=FakeClock().clock)  # type: ignore[arg-type]
+        assert spire.calls == ["prepare x509", "activate x509 x-2"]  # the second pod did not adopt the first's journal
+    journals = sorted(p.name for p in tmp_path.iterdir())
+    assert len(journals) == 2 and all(re.fullmatch(r"local-x509-[0-9a-f]{10}\.json", j) for j in journals)
+    assert outs[0].getvalue().startswith("note: stack local runs 3 SPIRE server replicas, each with its own X.509 CA "
+                                         "and JWT key")
+    assert "run `passport ca rotate` against each server pod's socket (--spire-server-socket)" in outs[0].getvalue()
+    single = io.StringIO()
+    rotate(local, FakeSpire(), "jwt", single, state_dir=tmp_path, dry_run=True, clock=FakeClock().clock)  # type: ignore[arg-type]
+    assert "replicas" not in single.getvalue()
