@@ -20,7 +20,11 @@ rotation of the trust domain's upstream CA ({upstream}) in stack {stack} (by han
      SPIRE's upstream bundle now trust both
   3. `passport ca rotate --stack {stack} --authority x509`: SPIRE's next CA is signed by the new upstream
   4. after the overlap (the longest X.509-SVID TTL, {ttl}): remove the old root from trust.previousRoots,
-     `pulumi up`; on a compromise, `passport ca compromise --authority <old upstream subject key ID> --yes` first
+     `pulumi up` (Vault cert auth and Roles Anywhere stop trusting it; the upstream no longer offers it)
+  5. at once, before SPIRE prepares its next CA (`passport ca status`): `passport ca compromise --stack {stack}
+     --authority <old root subject key ID> --yes` (spire-server upstreamauthority taint, then
+     revoke -subjectKeyID): SPIRE keeps an upstream root in its bundle until it expires or is revoked, so
+     until then agents, Envoy and every workload still trust it. On a compromise, do 4 and 5 without the wait.
 """
 
 LINKERD_ROTATION = """\

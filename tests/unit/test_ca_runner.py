@@ -229,6 +229,14 @@ def test_rotation_procedures_for_what_is_rotated_by_hand() -> None:
             assert code == 2 and "has no upstream CA (trust.upstream: spire)" in err.getvalue()
         else:
             assert code == 0 and expected in out.getvalue()
+    # every upstream rotation ends with SPIRE's own revocation: dropping previousRoots leaves SPIRE's bundle as is
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["ca", "rotate", "--stack", "staging", "--authority", "upstream"]) == 0
+    steps = out.getvalue()
+    assert steps.index("remove the old root from trust.previousRoots") < steps.index(
+        "upstreamauthority taint, then\n     revoke -subjectKeyID")
+    assert "SPIRE keeps an upstream root in its bundle until it expires or is revoked" in steps
 
 
 def test_a_damaged_journal_is_one_clear_error(local: Platform, tmp_path: Path) -> None:
