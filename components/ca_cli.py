@@ -142,7 +142,10 @@ def cmd_ca(args: argparse.Namespace) -> int:
         if args.spire_server_socket:
             admin = SpireAdmin(_binary(args.spire_server_bin), args.spire_server_socket)
         if args.ca_command == "status":
-            bundle = Path(args.trust_bundle).read_text() if args.trust_bundle else None
+            try:
+                bundle = Path(args.trust_bundle).read_text() if args.trust_bundle else None
+            except (OSError, ValueError) as exc:
+                raise CaError(f"--trust-bundle {args.trust_bundle}: cannot be read ({exc})") from None
             return status(platform, admin, sys.stdout, fmt=args.format, trust_bundle_pem=bundle,
                           deployed=None if args.no_deployed else _deployed_reader(platform, args))
         if admin is None:
@@ -173,6 +176,9 @@ def _deployed_reader(platform: Any, args: argparse.Namespace) -> Callable[[datet
             state = json.loads(Path(args.state).read_text())
         except (OSError, ValueError) as exc:
             raise CaError(f"--state {args.state}: not an exported stack state ({exc})") from None
+        if not isinstance(state, dict):
+            raise CaError(f"--state {args.state}: not an exported stack state (a JSON {type(state).__name__}, "
+                          "not the object `pulumi stack export` writes)")
     root = Path(args.root).resolve()
     kubectl = find_kubectl(args.kubectl_bin)
     return lambda now: read_deployed(platform, root, now, state=state, kubectl=kubectl)

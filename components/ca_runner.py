@@ -143,8 +143,11 @@ def status(platform: Platform, admin: SpireAdmin | None, out: TextIO, *, fmt: st
         custody = {"tls": "pulumi-tls", "vault-pki": "Vault PKI", "aws-pca": "AWS Private CA"}.get(
             platform.config.trust.upstream, "")
         for i, pem in enumerate(pem_blocks(trust_bundle_pem)):
-            rows.append(cert_row("root" if i == 0 else "previous-root", custody, "deployed", pem,
-                                 "" if i == 0 else "remove from trust.previousRoots after the overlap"))
+            try:
+                rows.append(cert_row("root" if i == 0 else "previous-root", custody, "deployed", pem,
+                                     "" if i == 0 else "remove from trust.previousRoots after the overlap"))
+            except CaError as exc:
+                raise CaError(f"--trust-bundle, certificate {i + 1}: {exc}") from None
     if trust_bundle_pem:  # the roots given by hand stand for the state's
         covered.add("root")
         found.rows = [r for r in found.rows if r.layer != "root"]

@@ -16,6 +16,7 @@ from typing import Any
 from cryptography import x509
 
 from components.ca_lifecycle import (
+    CaError,
     ServerState,
     human_duration,
     iso_time,
@@ -60,7 +61,10 @@ class StatusRow:
 
 
 def cert_row(layer: str, custody: str, state: str, pem: str, next_action: str) -> StatusRow:
-    cert = x509.load_pem_x509_certificate(pem.encode())
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+    except ValueError as exc:
+        raise CaError(f"{layer}: not a PEM certificate ({exc})") from None
     return StatusRow(layer, ski_hex(cert) or cert.subject.rfc4514_string(), custody, state,
                      cert.not_valid_before_utc, cert.not_valid_after_utc, next_action)
 
