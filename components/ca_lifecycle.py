@@ -353,7 +353,9 @@ def plan_compromise(state: ServerState, authority_id: str, *, x509_ttl: timedelt
     found = state.find(wanted)
     if found is None:
         known = ", ".join(f"{a.id} ({a.kind} {a.slot})" for a in state.authorities) or "none"
-        raise CaError(f"unknown authority {authority_id!r}: this server has {known}")
+        elsewhere = (f"; with {replicas} SPIRE server replicas it may be another server's: run this against the "
+                     "server pod that holds it (its --spire-server-socket)") if replicas > 1 else ""
+        raise CaError(f"unknown authority {authority_id!r}: this server has {known}{elsewhere}")
     if found.kind == "x509" and state.upstream and found.slot == "bundle":
         old = state.slot("x509", "old")
         raise CaError(f"{found.id} is an upstream root in the bundle that signs none of this server's X.509 "

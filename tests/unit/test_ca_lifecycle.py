@@ -159,6 +159,9 @@ def test_with_replicas_a_key_only_the_bundle_holds_may_be_another_servers() -> N
     with pytest.raises(CaError, match=rf"{B_ID} is in the bundle but is none of this server's authorities: with 3 "
                                       r"SPIRE server replicas .* run this against the server pod that holds it"):
         plan_compromise(other, B_ID, x509_ttl=MIN, jwt_ttl=MIN, now=NOW, replicas=3)
+    with pytest.raises(CaError, match=r"unknown authority 'jGone': this server has .*; with 3 SPIRE server replicas "
+                                      r"it may be another server's: run this against the server pod that holds it"):
+        plan_compromise(other, "jGone", x509_ttl=MIN, jwt_ttl=MIN, now=NOW, replicas=3)
 
 
 # --------------------------------------------------------------------------- rotation
