@@ -203,6 +203,7 @@ class AwsFederation(pulumi.ComponentResource):
         self.profile_arns = _output_map(profile_arns)
         self.register_outputs({
             "trustAnchorArn": self.trust_anchor_arn,
+            "trustAnchorArns": self.trust_anchor_arns,
             "oidcProviderArn": self.oidc_provider_arn,
             "profileArns": self.profile_arns,
             "roleArns": self.role_arns,

@@ -20,7 +20,11 @@ rotation of the trust domain's upstream CA ({upstream}) in stack {stack} (by han
      SPIRE's upstream bundle now trust both
   3. `passport ca rotate --stack {stack} --authority x509`: SPIRE's next CA is signed by the new upstream
   4. after the overlap (the longest X.509-SVID TTL, {ttl}): remove the old root from trust.previousRoots,
-     `pulumi up`; on a compromise, `passport ca compromise --authority <old upstream subject key ID> --yes` first
+     `pulumi up` (Vault cert auth and Roles Anywhere stop trusting it; the upstream no longer offers it)
+  5. at once, before SPIRE prepares its next CA (`passport ca status`): `passport ca compromise --stack {stack}
+     --authority <old root subject key ID> --yes` (spire-server upstreamauthority taint, then
+     revoke -subjectKeyID): SPIRE keeps an upstream root in its bundle until it expires or is revoked, so
+     until then agents, Envoy and every workload still trust it. On a compromise, do 4 and 5 without the wait.
 """
 
 LINKERD_ROTATION = """\
@@ -89,6 +93,8 @@ def add_ca_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                     "replacement (default 30s)")
     co.add_argument("--timeout", type=_duration, default=_duration("5m"),
                     help="bound on waiting for agents to re-sign after the taint (default 5m)")
+    co.add_argument("--state-dir", default=".pulumi-local/ca",
+                    help="where the agents' SVID serials from before the taint are kept until the revocation")
     co.set_defaults(func=cmd_ca)
 
     dr = group.add_parser("drill", help="quarterly drill: rotate and compromise on a throwaway local SPIRE server "
@@ -136,7 +142,10 @@ def cmd_ca(args: argparse.Namespace) -> int:
         if args.spire_server_socket:
             admin = SpireAdmin(_binary(args.spire_server_bin), args.spire_server_socket)
         if args.ca_command == "status":
-            bundle = Path(args.trust_bundle).read_text() if args.trust_bundle else None
+            try:
+                bundle = Path(args.trust_bundle).read_text() if args.trust_bundle else None
+            except (OSError, ValueError) as exc:
+                raise CaError(f"--trust-bundle {args.trust_bundle}: cannot be read ({exc})") from None
             return status(platform, admin, sys.stdout, fmt=args.format, trust_bundle_pem=bundle,
                           deployed=None if args.no_deployed else _deployed_reader(platform, args))
         if admin is None:
@@ -147,7 +156,7 @@ def cmd_ca(args: argparse.Namespace) -> int:
                           dry_run=args.dry_run, propagation=args.propagation, overlap=args.overlap,
                           wait_overlap=args.wait)
         return compromise(platform, admin, args.authority, sys.stdout, yes=args.yes, propagation=args.propagation,
-                          resign_timeout=args.timeout)
+                          resign_timeout=args.timeout, state_dir=Path(args.state_dir))
     except CaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INPUT
@@ -167,6 +176,9 @@ def _deployed_reader(platform: Any, args: argparse.Namespace) -> Callable[[datet
             state = json.loads(Path(args.state).read_text())
         except (OSError, ValueError) as exc:
             raise CaError(f"--state {args.state}: not an exported stack state ({exc})") from None
+        if not isinstance(state, dict):
+            raise CaError(f"--state {args.state}: not an exported stack state (a JSON {type(state).__name__}, "
+                          "not the object `pulumi stack export` writes)")
     root = Path(args.root).resolve()
     kubectl = find_kubectl(args.kubectl_bin)
     return lambda now: read_deployed(platform, root, now, state=state, kubectl=kubectl)

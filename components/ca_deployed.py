@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -75,8 +75,11 @@ def _component_type(parent_urn: str) -> str:
 
 def _resources(state: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The resources of ``pulumi stack export`` output (or of its ``deployment`` alone)."""
+    if not isinstance(state, Mapping):
+        return []
     deployment = state.get("deployment", state)
-    return list(deployment.get("resources") or []) if isinstance(deployment, Mapping) else []
+    resources = deployment.get("resources") if isinstance(deployment, Mapping) else None
+    return [r for r in resources if isinstance(r, Mapping)] if isinstance(resources, list) else []
 
 
 def find_certificates(state: Mapping[str, Any]) -> tuple[list[Found], list[str]]:
@@ -111,9 +114,12 @@ def find_certificates(state: Mapping[str, Any]) -> tuple[list[Found], list[str]]
         chain = outputs.get("certificateChain")
         if res.get("type") == "aws:acmpca/certificateAuthority:CertificateAuthority" and isinstance(chain, str):
             roots = pem_blocks(chain)
-            if roots:  # the offline root that signed the subordinate: the last of its chain
-                found.append(Found(component, f"{name} (chain)", custody,
-                                   x509.load_pem_x509_certificate(roots[-1].encode())))
+            try:
+                if roots:  # the offline root that signed the subordinate: the last of its chain
+                    found.append(Found(component, f"{name} (chain)", custody,
+                                       x509.load_pem_x509_certificate(roots[-1].encode())))
+            except ValueError as exc:
+                notes.append(f"{name}: the last of its certificateChain is not a certificate ({exc})")
     return found, notes
 
 
@@ -268,7 +274,11 @@ def cluster_rows(secrets: Mapping[str, Mapping[str, Any] | str], profile: Linker
             state = f"signed by {profile.signing_anchor}"
             action = "cert-manager renews it (mesh.issuerEarlyRenewal)"
             before = timedelta(hours=profile.issuer_early_renewal_hours)
-        planned, not_ready = certificate_status((certificates or {}).get(where))
+        try:
+            planned, not_ready = certificate_status((certificates or {}).get(where))
+        except ValueError as exc:
+            notes.append(f"cluster: Certificate {where}: {exc}; the date shown follows the rule instead")
+            planned, not_ready = None, ""
         if planned is not None:
             action, before = "cert-manager renews it (its Certificate's status.renewalTime)", \
                 cert.not_valid_after_utc - planned
@@ -283,10 +293,19 @@ def certificate_status(certificate: Mapping[str, Any] | str | None) -> tuple[dat
     """(status.renewalTime, why it is not Ready or '') of a cert-manager Certificate."""
     if not isinstance(certificate, Mapping):
         return None, ""
-    status = certificate.get("status") or {}
+    status = certificate.get("status")
+    if not isinstance(status, Mapping):
+        return None, ""
     renewal = status.get("renewalTime")
-    when = datetime.fromisoformat(str(renewal).replace("Z", "+00:00")) if renewal else None
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
+    try:
+        when = datetime.fromisoformat(str(renewal).replace("Z", "+00:00")) if renewal else None
+    except ValueError:
+        raise ValueError(f"status.renewalTime {renewal!r} is not an RFC 3339 time") from None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    conditions = status.get("conditions")
+    ready = next((c for c in conditions if isinstance(c, Mapping) and c.get("type") == "Ready"),
+                 None) if isinstance(conditions, list) else None
     why = "" if ready is None or ready.get("status") == "True" else str(ready.get("message") or
                                                                        ready.get("reason") or "")
     return when, why

@@ -325,7 +325,7 @@ def drill(platform: Platform, out: TextIO, *, binary: str, agent_binary: str | N
                 target = old_of(kind)
                 mark = len(log.getvalue())
                 compromise(platform, admin, target, log, yes=True, resign_timeout=timedelta(seconds=60),
-                           jwt_sync_wait=timedelta(seconds=1), clock=clock)
+                           jwt_sync_wait=timedelta(seconds=1), state_dir=tmp / "journal", clock=clock)
                 svids[f"revoked-{kind}"] = target
                 resigned = [x.split(None, 1)[1] for x in log.getvalue()[mark:].splitlines()
                             if x.startswith(("resigned", "WARNING"))]

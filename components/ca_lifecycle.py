@@ -338,20 +338,36 @@ def _upstream_procedure(ski: str) -> str:
 
 
 def plan_compromise(state: ServerState, authority_id: str, *, x509_ttl: timedelta, jwt_ttl: timedelta,
-                    now: datetime) -> CompromisePlan:
-    """The incident path for one authority, or :class:`CaError` saying why it cannot be taken."""
+                    now: datetime, replicas: int = 1) -> CompromisePlan:
+    """The incident path for one authority, or :class:`CaError` saying why it cannot be taken.
+
+    ``replicas``: the stack's SPIRE servers; each has its own authorities, so one only the bundle
+    holds may be another server's."""
     wanted = authority_id.strip().lower()
     if not wanted:
         raise CaError("--authority is empty: give an authority ID from `passport ca status`")
+    # an upstream's root is in the bundle too (a "bundle" row): its SKI names the upstream first
+    upstreams = {a.upstream_ski.lower(): a for a in state.of("x509") if a.upstream_ski and a.slot != "bundle"}
+    if wanted in upstreams:
+        return _plan_upstream(state, wanted, upstreams[wanted], x509_ttl)
     found = state.find(wanted)
     if found is None:
-        upstreams = {a.upstream_ski.lower(): a for a in state.of("x509") if a.upstream_ski}
-        if wanted in upstreams:
-            return _plan_upstream(state, wanted, upstreams[wanted], x509_ttl)
         known = ", ".join(f"{a.id} ({a.kind} {a.slot})" for a in state.authorities) or "none"
-        raise CaError(f"unknown authority {authority_id!r}: this server has {known}")
+        elsewhere = (f"; with {replicas} SPIRE server replicas it may be another server's: run this against the "
+                     "server pod that holds it (its --spire-server-socket)") if replicas > 1 else ""
+        raise CaError(f"unknown authority {authority_id!r}: this server has {known}{elsewhere}")
+    if found.kind == "x509" and state.upstream and found.slot == "bundle":
+        old = state.slot("x509", "old")
+        raise CaError(f"{found.id} is an upstream root in the bundle that signs none of this server's X.509 "
+                      "authorities: SPIRE taints an upstream only while it signs the server's old authority "
+                      f"({old.upstream_ski if old is not None else 'none now'}), and keeps it in the bundle until it "
+                      "expires; revoke it where it lives (Vault PKI, AWS Private CA, the offline root's CRL)")
     if found.kind == "x509" and state.upstream:
         raise CaError(f"{found.id}: {_upstream_procedure(found.upstream_ski)}")
+    if found.slot == "bundle" and replicas > 1:
+        raise CaError(f"{found.id} is in the bundle but is none of this server's authorities: with {replicas} SPIRE "
+                      "server replicas it is likely another server's; run this against the server pod that holds it "
+                      "(its --spire-server-socket; `passport ca status` there lists it as active or old)")
     if found.slot == "old" and not found.in_bundle:
         raise CaError(f"{found.id} is already revoked: it is no longer in the bundle")
     if found.slot == "prepared":

@@ -143,8 +143,11 @@ def status(platform: Platform, admin: SpireAdmin | None, out: TextIO, *, fmt: st
         custody = {"tls": "pulumi-tls", "vault-pki": "Vault PKI", "aws-pca": "AWS Private CA"}.get(
             platform.config.trust.upstream, "")
         for i, pem in enumerate(pem_blocks(trust_bundle_pem)):
-            rows.append(cert_row("root" if i == 0 else "previous-root", custody, "deployed", pem,
-                                 "" if i == 0 else "remove from trust.previousRoots after the overlap"))
+            try:
+                rows.append(cert_row("root" if i == 0 else "previous-root", custody, "deployed", pem,
+                                     "" if i == 0 else "remove from trust.previousRoots after the overlap"))
+            except CaError as exc:
+                raise CaError(f"--trust-bundle, certificate {i + 1}: {exc}") from None
     if trust_bundle_pem:  # the roots given by hand stand for the state's
         covered.add("root")
         found.rows = [r for r in found.rows if r.layer != "root"]
@@ -159,7 +162,7 @@ def status(platform: Platform, admin: SpireAdmin | None, out: TextIO, *, fmt: st
         if state.trust_domain and state.trust_domain != platform.config.trust_domain:
             raise CaError(f"the SPIRE server's trust domain is {state.trust_domain!r}, not stack "
                           f"{platform.stack}'s {platform.config.trust_domain!r}")
-        rows += spire_rows(state, spire_key_custody(platform.config))
+        rows += spire_rows(state, spire_key_custody(platform.config), replicas=platform.config.spire.replicas)
         queried = True
     elif platform.config.subsystems.spire:
         rows += [StatusRow(layer, "(not queried)", spire_key_custody(platform.config),
@@ -176,8 +179,23 @@ def status(platform: Platform, admin: SpireAdmin | None, out: TextIO, *, fmt: st
 # --------------------------------------------------------------------------- rotate
 
 
-def journal_path(state_dir: Path, stack: str, kind: Kind) -> Path:
-    return state_dir / f"{stack}-{kind}.json"
+def journal_path(state_dir: Path, stack: str, kind: Kind, socket: str = "") -> Path:
+    """Per server socket: with several replicas each server has its own authorities and journal."""
+    return state_dir / f"{stack}-{kind}{_socket_key(socket)}.json"
+
+
+def _socket_key(socket: str) -> str:
+    import hashlib
+
+    return f"-{hashlib.sha256(socket.encode()).hexdigest()[:10]}" if socket else ""
+
+
+def _replicas_notice(platform: Platform, command: str, say: Callable[[str], None]) -> None:
+    n = platform.config.spire.replicas
+    if n > 1:
+        say(f"note: stack {platform.stack} runs {n} SPIRE server replicas, each with its own X.509 CA and JWT key "
+            f"(only the bundle is shared): this acts on the one server behind this socket; run `passport ca "
+            f"{command}` against each server pod's socket (--spire-server-socket)")
 
 
 def default_propagation(state: ServerState) -> timedelta:
@@ -193,7 +211,7 @@ def rotate(platform: Platform, admin: SpireAdmin, kind: Kind, out: TextIO, *, st
     _require_spire(platform)
     ttls = stack_ttls(platform)
     overlap = overlap if overlap is not None else (ttls.x509 if kind == "x509" else ttls.jwt)
-    path = journal_path(state_dir, platform.stack, kind)
+    path = journal_path(state_dir, platform.stack, kind, admin.socket)
     journal = None
     if path.exists():
         try:
@@ -206,6 +224,7 @@ def rotate(platform: Platform, admin: SpireAdmin, kind: Kind, out: TextIO, *, st
         out.write(text + "\n")
         out.flush()
 
+    _replicas_notice(platform, "rotate", say)
     printed = False
     while True:
         state = admin.state()
@@ -272,8 +291,12 @@ def _save(path: Path, journal: Journal) -> None:
 
 def compromise(platform: Platform, admin: SpireAdmin, authority_id: str, out: TextIO, *, yes: bool = False,
                propagation: timedelta = timedelta(seconds=30), resign_timeout: timedelta = timedelta(minutes=5),
-               jwt_sync_wait: timedelta = timedelta(seconds=30), clock: Clock = Clock()) -> int:
-    """The incident path for one authority: (rotate away,) taint, wait (bounded), revoke."""
+               jwt_sync_wait: timedelta = timedelta(seconds=30), state_dir: Path = Path(".pulumi-local/ca"),
+               clock: Clock = Clock()) -> int:
+    """The incident path for one authority: (rotate away,) taint, wait (bounded), revoke.
+
+    The agents' X.509-SVID serials from before the taint are kept in ``state_dir`` until the
+    revocation, so a run interrupted after the taint resumes at the wait with them."""
     _require_spire(platform)
     ttls = stack_ttls(platform)
 
@@ -285,7 +308,9 @@ def compromise(platform: Platform, admin: SpireAdmin, authority_id: str, out: Te
     if state.trust_domain and state.trust_domain != platform.config.trust_domain:
         raise CaError(f"the SPIRE server's trust domain is {state.trust_domain!r}, not stack "
                       f"{platform.stack}'s {platform.config.trust_domain!r}")
-    plan = plan_compromise(state, authority_id, x509_ttl=ttls.x509, jwt_ttl=ttls.jwt, now=clock.now())
+    _replicas_notice(platform, "compromise", say)
+    plan = plan_compromise(state, authority_id, x509_ttl=ttls.x509, jwt_ttl=ttls.jwt, now=clock.now(),
+                           replicas=platform.config.spire.replicas)
     say(f"compromise of {plan.kind} authority {plan.authority_id} in stack {platform.stack}:")
     for step in plan.steps:
         say("  " + step.line(clock.now()))
@@ -296,7 +321,9 @@ def compromise(platform: Platform, admin: SpireAdmin, authority_id: str, out: Te
         say("dry run: nothing was changed; run again with --yes to taint and revoke")
         return 0
     if plan.kind == "upstream":
-        _upstream_compromise(admin, plan, say, clock, resign_timeout)
+        _upstream_compromise(admin, state, plan, say, clock, resign_timeout,
+                             snapshot_path(state_dir, platform.stack, plan.authority_id,
+                                                       admin.socket))
         return 0
     kind: Kind = plan.kind
     target = plan.authority_id
@@ -312,10 +339,15 @@ def compromise(platform: Platform, admin: SpireAdmin, authority_id: str, out: Te
         state = admin.state()
     found = state.find(target)
     assert found is not None
-    serials = admin.agent_serials() if kind == "x509" and not found.tainted else {}
+    snapshot = snapshot_path(state_dir, platform.stack, target, admin.socket)
+    serials: dict[str, str] | None
     if not found.tainted:
+        serials = admin.agent_serials() if kind == "x509" else {}
+        _save_snapshot(snapshot, serials)
         admin.local("taint", kind, target)
         say(f"tainted    {target}: agents and workloads re-sign under the active authority at their next sync")
+    else:
+        serials = _load_snapshot(snapshot, say)
     tainted_at = clock.now()
     if kind == "x509":
         _wait_resigned(admin, serials, say, clock, resign_timeout)
@@ -329,16 +361,51 @@ def compromise(platform: Platform, admin: SpireAdmin, authority_id: str, out: Te
         raise CaError(f"revoked {target}, but the server's bundle still holds it")
     say(f"revoked    {target}: no longer in the bundle ({(clock.now() - tainted_at).total_seconds():.1f}s after "
         "the taint); peers that fetch the new bundle refuse what it signed")
+    snapshot.unlink(missing_ok=True)
     for line in plan.unrecallable:
         say(f"remember   {line}")
     return 0
 
 
-def _wait_resigned(admin: SpireAdmin, before: dict[str, str], say: Callable[[str], None], clock: Clock,
+def snapshot_path(state_dir: Path, stack: str, authority_id: str, socket: str = "") -> Path:
+    """The agents' SVID serials taken just before tainting ``authority_id`` through ``socket``."""
+    return state_dir / f"{stack}-compromise-{authority_id.strip().lower()}{_socket_key(socket)}.json"
+
+
+def _save_snapshot(path: Path, serials: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"agent_serials": serials}, sort_keys=True) + "\n")
+
+
+def _load_snapshot(path: Path, say: Callable[[str], None]) -> dict[str, str] | None:
+    """The serials an earlier run saved before its taint; None when there are none to trust."""
+    try:
+        data = json.loads(path.read_text())
+        serials = data["agent_serials"]
+        if not isinstance(serials, dict):
+            raise TypeError("agent_serials is not an object")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        say(f"note       {path}: unreadable snapshot ({type(exc).__name__}); waiting the full timeout instead")
+        return None
+    say(f"resuming   the taint was set by an earlier run; its snapshot of {len(serials)} agent SVID(s): {path}")
+    return {str(k): str(v) for k, v in serials.items()}
+
+
+def _wait_resigned(admin: SpireAdmin, before: dict[str, str] | None, say: Callable[[str], None], clock: Clock,
                    timeout: timedelta) -> None:
-    """Until every agent attested before the taint holds a new X.509-SVID, or ``timeout``."""
+    """Until every agent attested before the taint holds a new X.509-SVID, or ``timeout``.
+
+    ``before`` None: the taint was set earlier and nothing says which SVIDs predate it, so the
+    whole (bounded) timeout is waited."""
+    if before is None:
+        say(f"waiting    {format_duration(max(1, int(timeout.total_seconds())))} (the whole --timeout): the "
+            "authority was already tainted and no snapshot of the agents' SVIDs from before it was found")
+        clock.sleep(timeout.total_seconds())
+        return
     if not before:
-        say("resigned   no agent SVIDs to wait for (none attested, or the taint was set by an earlier run)")
+        say("resigned   no agent SVIDs to wait for (no agent was attested at the taint)")
         return
     deadline = clock.now() + timeout
     waiting = sorted(before)
@@ -356,12 +423,30 @@ def _wait_resigned(admin: SpireAdmin, before: dict[str, str], say: Callable[[str
         clock.sleep(2.0)
 
 
-def _upstream_compromise(admin: SpireAdmin, plan: CompromisePlan, say: Callable[[str], None], clock: Clock,
-                         timeout: timedelta) -> None:
-    serials = admin.agent_serials()
-    admin.upstream("taint", plan.authority_id)
-    say(f"tainted    upstream {plan.authority_id}")
+def _upstream_compromise(admin: SpireAdmin, state: ServerState, plan: CompromisePlan, say: Callable[[str], None],
+                         clock: Clock, timeout: timedelta, snapshot: Path) -> None:
+    root = state.find(plan.authority_id)  # an upstream root signing SPIRE's CA directly is in the bundle
+    serials: dict[str, str] | None
+    if root is not None and root.tainted:
+        serials = _load_snapshot(snapshot, say)
+    else:  # an intermediate is not in the bundle: its taint shows only as the server's refusal to repeat it
+        prior = snapshot.read_text() if snapshot.is_file() else None
+        serials = admin.agent_serials()
+        _save_snapshot(snapshot, serials)
+        try:
+            admin.upstream("taint", plan.authority_id)
+            say(f"tainted    upstream {plan.authority_id}")
+        except CaError as exc:
+            if "already tainted" not in str(exc).lower():
+                raise
+            say(f"tainted    upstream {plan.authority_id} (already, by an earlier run)")
+            if prior is None:
+                snapshot.unlink()
+            else:
+                snapshot.write_text(prior)
+            serials = _load_snapshot(snapshot, say)
     _wait_resigned(admin, serials, say, clock, timeout)
     admin.upstream("revoke", plan.authority_id)
+    snapshot.unlink(missing_ok=True)
     say(f"revoked    upstream {plan.authority_id}: removed from the bundle; now revoke it where it lives "
         "(Vault PKI, AWS Private CA, the offline root's CRL) and drop it from trust.previousRoots")

@@ -16,6 +16,7 @@ from typing import Any
 from cryptography import x509
 
 from components.ca_lifecycle import (
+    CaError,
     ServerState,
     human_duration,
     iso_time,
@@ -60,13 +61,19 @@ class StatusRow:
 
 
 def cert_row(layer: str, custody: str, state: str, pem: str, next_action: str) -> StatusRow:
-    cert = x509.load_pem_x509_certificate(pem.encode())
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+    except ValueError as exc:
+        raise CaError(f"{layer}: not a PEM certificate ({exc})") from None
     return StatusRow(layer, ski_hex(cert) or cert.subject.rfc4514_string(), custody, state,
                      cert.not_valid_before_utc, cert.not_valid_after_utc, next_action)
 
 
-def spire_rows(state: ServerState, custody: str) -> list[StatusRow]:
-    """SPIRE's X.509 authorities and JWT keys, each with what happens to it next and when."""
+def spire_rows(state: ServerState, custody: str, *, replicas: int = 1) -> list[StatusRow]:
+    """SPIRE's X.509 authorities and JWT keys, each with what happens to it next and when.
+
+    With ``replicas`` > 1 every server has its own X.509 CA and JWT key and only the bundle is
+    shared: a bundle key that is none of the queried server's slots may be another server's."""
     rows = []
     for a in state.authorities:
         revoked = a.slot == "old" and not a.in_bundle
@@ -87,6 +94,9 @@ def spire_rows(state: ServerState, custody: str) -> list[StatusRow]:
             action = "none: peers that fetched the bundle since refuse what it signed"
         elif a.tainted:
             action = f"revoke: `passport ca compromise --authority {a.id} --yes`"
+        elif a.slot == "bundle" and replicas > 1 and not (a.kind == "x509" and state.upstream):
+            action, when = (f"another server's authority ({replicas} replicas: query each server pod), "
+                            "or retired and kept in the bundle until it expires"), a.expires_at
         else:
             action, when = "kept in the bundle until it expires", a.expires_at
         layer = "spire-x509" if a.kind == "x509" else "spire-jwt"

@@ -79,8 +79,9 @@ class CiFederation(pulumi.ComponentResource):
                                                audit_non_hmac_request_keys=["role"]),
             opts=child,
         )
-        # the pipeline logs in a few times per run: a retry loop must not reach Vault unthrottled
-        vault.QuotaRateLimit(f"{name}-vault-quota", name=f"{p.policy_name}-login",
+        # the pipeline logs in a few times per run: a retry loop must not reach Vault unthrottled; the
+        # agent-passport- prefix is what AgentPassportVaultQuotaRejecting selects (name=~"agent-passport-.*")
+        vault.QuotaRateLimit(f"{name}-vault-quota", name=f"agent-passport-{p.policy_name}-login",
                              path=backend.path.apply(lambda path: f"auth/{path or p.mount}/login"),
                              rate=CI_LOGIN_RATE, interval=1, opts=child)
         policy = vault.Policy(f"{name}-vault-policy", name=p.policy_name, policy=p.policy_hcl, opts=child)

@@ -311,3 +311,76 @@ def test_with_an_upstream_ca_the_local_authority_is_rotated_and_the_compromise_p
         code, _, err = dev("compromise", "--authority", old.upstream_ski, "--yes")
         assert code == 2 and f"upstream {old.upstream_ski} signs the active X.509 authority" in err
         assert admin.state().find(old.id) == old  # nothing was tainted or revoked
+
+
+def test_an_upstream_root_that_signs_spire_directly_is_rotated_out_of_spires_bundle(tmp_path: Path) -> None:
+    """trust.upstream tls/aws-pca with the root signing SPIRE's CA: after a new upstream and a
+    rotation, the old root (a bundle row and the old authority's upstream) goes through the
+    upstream compromise plan; a run interrupted after the taint resumes without tainting again
+    (the server refuses a second taint: "root CA is already tainted"); once the upstream no longer
+    returns the old root (previousRoots removed first), the next CA does not bring it back."""
+    import datetime as dt
+    import subprocess
+
+    from cryptography.hazmat.primitives import serialization
+
+    from components.ca_lifecycle import ski_hex
+    from components.ca_runner import compromise
+    from components.render.trust import trust_profile
+    from tests.support.spire_server import local_server_conf, server_process, wait_healthy
+    from tests.unit.test_trust_x509 import _chain
+
+    binary = str(require_tool("spire-server"))
+    pem = serialization.Encoding.PEM
+    profile = trust_profile(load_platform("dev").config)
+    old_root, new_root = (_chain(profile, 24, now=dt.datetime.now(dt.UTC)).root for _ in range(2))
+    upstream = tmp_path / "upstream"
+    upstream.mkdir()
+
+    def serve(root: object, bundle: list[object]) -> None:  # what the disk UpstreamAuthority reads
+        (upstream / "chain.pem").write_bytes(root.cert.public_bytes(pem))  # type: ignore[attr-defined]
+        (upstream / "bundle.pem").write_bytes(b"".join(r.cert.public_bytes(pem) for r in bundle))  # type: ignore[attr-defined]
+        (upstream / "key.pem").write_bytes(root.key.private_bytes(  # type: ignore[attr-defined]
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+    serve(old_root, [old_root])
+    conf, sock = local_server_conf(tmp_path, upstream)
+    (tmp_path / "server.conf").write_text(json.dumps(conf))
+    with server_process(tmp_path / "server.conf", tmp_path / "server.log") as proc:
+        wait_healthy(proc, sock, tmp_path / "server.log")
+        admin = SpireAdmin(binary, str(sock))
+        old_ski = ski_hex(old_root.cert)
+
+        def dev(*args: str) -> tuple[int, str, str]:
+            return passport("ca", *args, "--stack", "dev", "--spire-server-socket", str(sock),
+                            "--spire-server-bin", binary, "--state-dir", str(tmp_path / "ca"))
+
+        serve(new_root, [old_root, new_root])  # the new upstream, the old root in previousRoots
+        code, _, err = dev("rotate", "--authority", "x509", "--propagation", "1s", "--overlap", "1s", "--wait")
+        assert code == 0, err
+        old = admin.state().slot("x509", "old")
+        assert old is not None and old.upstream_ski == old_ski
+        serve(new_root, [new_root])  # previousRoots emptied, `pulumi up`
+
+        class Interrupted(SpireAdmin):
+            def upstream(self, action: str, ski: str) -> None:
+                if action == "revoke":
+                    raise KeyboardInterrupt  # Ctrl-C after the taint (no agent here, so no wait to cut)
+                super().upstream(action, ski)
+
+        with pytest.raises(KeyboardInterrupt):
+            compromise(load_platform("dev"), Interrupted(binary, str(sock)), old_ski, io.StringIO(), yes=True,
+                       state_dir=tmp_path / "ca")
+        root = admin.state().find(old_ski)
+        assert root is not None and root.tainted
+        again = subprocess.run([binary, "upstreamauthority", "taint", "-subjectKeyID", old_ski, "-socketPath",
+                                str(sock)], capture_output=True, text=True, timeout=30, check=False)
+        assert again.returncode != 0 and "already tainted" in again.stderr + again.stdout
+
+        code, out, err = dev("compromise", "--authority", old_ski, "--yes", "--timeout", "1s")
+        assert code == 0, err
+        assert "(the whole --timeout)" not in out and "snapshot of 0 agent SVID(s)" in out
+        assert f"revoked    upstream {old_ski}" in out
+        assert admin.state().find(old_ski) is None
+        admin.prepare("x509")  # SPIRE's next CA: the upstream no longer returns the old root
+        assert admin.state().find(old_ski) is None

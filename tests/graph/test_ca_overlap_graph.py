@@ -218,3 +218,22 @@ def test_shard_roles_trust_every_anchor_of_the_base_during_the_rotation() -> Non
 def agent_roles_of(graph: Graph) -> list[Captured]:
     federations = graph.of_type("agentpassport:aws:AwsFederation")
     return [r for f in federations for r in graph.children_of(f.urn) if r.type == ROLE]
+
+
+def test_the_federation_component_registers_every_trust_anchor(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``trustAnchorArns`` (the current and the previous roots' anchors) is one of AwsFederation's
+    registered outputs, beside ``trustAnchorArn``."""
+    from components.aws import AwsFederation
+
+    registered: list[dict[str, Any]] = []
+    original = AwsFederation.register_outputs
+
+    def record(self: AwsFederation, outputs: dict[str, Any]) -> None:
+        registered.append(dict(outputs))
+        original(self, outputs)
+
+    monkeypatch.setattr(AwsFederation, "register_outputs", record)
+    staging_variant(tmp_path, [OLD_ROOT])
+    (outputs,) = registered
+    assert outputs["trustAnchorArns"] is not None and outputs["trustAnchorArn"] is not None

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from components.ca_deployed import SECRET_SIG, cluster_rows, state_rows
+from components.ca_deployed import SECRET_SIG, cluster_rows, find_certificates, state_rows
 from components.ca_lifecycle import iso_time
 from components.ca_runner import Clock, status
 from components.ca_sources import Deployed, export_state, read_deployed
@@ -369,3 +369,61 @@ def test_an_anchor_generation_configured_but_not_deployed_keeps_its_row(dev: Pla
     anchors = [(r["id"].split()[0], r["not_after"] is not None) for r in json.loads(out.getvalue())["authorities"]
                if r["layer"] == "linkerd-anchor"]
     assert anchors == [(gen, True), ("g9", False)]
+
+
+# --------------------------------------------------------------------------- bad input: never a traceback
+
+
+def test_bad_state_chain_renewal_time_and_trust_bundle_are_notes_or_one_line_errors(
+        dev: Platform, tmp_path: Path) -> None:
+    import contextlib
+
+    from components import cli
+
+    def run(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(["ca", "status", "--stack", "dev", *args])
+        return code, out.getvalue(), err.getvalue()
+
+    state = tmp_path / "state.json"
+    for text, kind in (("[]", "list"), ('"x"', "str"), ("3", "int")):
+        state.write_text(text)
+        code, _, err = run("--state", str(state))
+        assert (code, err) == (2, f"error: --state {state}: not an exported stack state (a JSON {kind}, not the "
+                                  "object `pulumi stack export` writes)\n")
+    assert find_certificates([]) == ([], [])  # type: ignore[arg-type]
+    assert find_certificates({"deployment": {"resources": ["x", 3]}}) == ([], [])
+
+    root, root_key = make_ca("Root", start=NOW - timedelta(days=1), hours=24 * 3650)
+    inter, _ = make_ca("Inter", start=NOW - timedelta(days=1), hours=24 * 365, signer=(root, root_key))
+    trust = component("agentpassport:trust:TrustDomain", "trust")
+    pca = exported(trust, child(trust, "aws:acmpca/certificateAuthority:CertificateAuthority", "trust-pca",
+                                {"certificate": pem(inter), "certificateChain": "-----BEGIN CERTIFICATE-----\nAAAA\n"
+                                 "-----END CERTIFICATE-----\n"}))
+    found, notes = find_certificates(pca)
+    assert [f.name for f in found] == ["trust-pca"]
+    assert notes[0].startswith("trust-pca: the last of its certificateChain is not a certificate (")
+
+    profile = linkerd_identity_profile(load_platform("local").config)
+    anchor, anchor_key = make_ca("root", start=NOW - timedelta(days=30), hours=24 * 90)
+    issuer, _ = make_ca("identity", start=NOW - timedelta(hours=10), hours=48, signer=(anchor, anchor_key))
+    anchor_at = f"cert-manager/linkerd-trust-anchor-{profile.signing_anchor}"
+    issuer_at = "linkerd/linkerd-identity-issuer"
+    rows, notes = cluster_rows({anchor_at: tls_secret(anchor, anchor), issuer_at: tls_secret(issuer, anchor)},
+                               profile, NOW, {anchor_at: {"status": {"renewalTime": "next tuesday"}},
+                                              issuer_at: {"status": {"renewalTime": "2026-12-06T00:00:00"}}})
+    assert notes == [f"cluster: Certificate {anchor_at}: status.renewalTime 'next tuesday' is not an RFC 3339 "
+                     "time; the date shown follows the rule instead"]
+    assert rows[0].next_date == anchor.not_valid_after_utc - (anchor.not_valid_after_utc
+                                                               - anchor.not_valid_before_utc) / 3
+    assert rows[1].next_date == datetime(2026, 12, 6, tzinfo=UTC)  # no offset: UTC, as cert-manager writes it
+
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_text(pem(root) + "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+    code, _, err = run("--no-deployed", "--trust-bundle", str(bundle))
+    assert code == 2 and err.startswith("error: --trust-bundle, certificate 2: previous-root: not a PEM certificate (")
+    assert len(err.splitlines()) == 1
+    bundle.write_bytes(b"\xff\xfe")
+    code, _, err = run("--no-deployed", "--trust-bundle", str(bundle))
+    assert code == 2 and err.startswith(f"error: --trust-bundle {bundle}: cannot be read (")

@@ -144,6 +144,26 @@ def test_status_rows_say_what_happens_next_and_when() -> None:
     assert (ja["time_left_seconds"], ja["not_before"], ja["state"]) == (22 * 3600, "2026-12-05T10:00:00Z", "active")
 
 
+def test_with_replicas_a_key_only_the_bundle_holds_may_be_another_servers() -> None:
+    """Each SPIRE server replica has its own CA and JWT key; through one pod's socket the others'
+    show only in the shared bundle: never claim they are merely kept until they expire."""
+    other = state(x509_slots={"active": slot(A_ID, A_NB + 24 * 60 * MIN)}, jwt_slots={"active": slot("jA", NOW)},
+                  x509_bundle=[(A_DER, False), (B_DER, False)], jwt_bundle=[("jA", False), ("jOther", False)])
+    one = {r.id: r for r in spire_rows(other, "disk")}
+    assert one[B_ID].next_action == one["jOther"].next_action == "kept in the bundle until it expires"
+    three = {r.id: r for r in spire_rows(other, "disk", replicas=3)}
+    for key in (B_ID, "jOther"):
+        assert three[key].next_action.startswith("another server's authority (3 replicas: query each server pod), "
+                                                 "or retired")
+    assert three[A_ID].next_action == one[A_ID].next_action  # the queried server's own rows are unchanged
+    with pytest.raises(CaError, match=rf"{B_ID} is in the bundle but is none of this server's authorities: with 3 "
+                                      r"SPIRE server replicas .* run this against the server pod that holds it"):
+        plan_compromise(other, B_ID, x509_ttl=MIN, jwt_ttl=MIN, now=NOW, replicas=3)
+    with pytest.raises(CaError, match=r"unknown authority 'jGone': this server has .*; with 3 SPIRE server replicas "
+                                      r"it may be another server's: run this against the server pod that holds it"):
+        plan_compromise(other, "jGone", x509_ttl=MIN, jwt_ttl=MIN, now=NOW, replicas=3)
+
+
 # --------------------------------------------------------------------------- rotation
 
 
@@ -254,6 +274,27 @@ def test_with_an_upstream_the_local_authority_cannot_be_tainted_and_the_order_is
         plan_compromise(s, "up2", x509_ttl=MIN, jwt_ttl=MIN, now=NOW)
     plan = plan_compromise(s, "up1", x509_ttl=MIN, jwt_ttl=MIN, now=NOW)
     assert plan.kind == "upstream" and [x.name for x in plan.steps] == ["taint", "resign", "revoke"]
+
+
+def test_an_upstream_root_in_the_bundle_is_compromised_through_the_upstream_plan() -> None:
+    """aws-pca/tls whose root signs SPIRE's CA directly: the roots are in the bundle, so their SKIs
+    are also "bundle" rows; naming the old root must reach the upstream plan, not loop on the
+    "run compromise --authority <that SKI>" refusal."""
+    up1, up1_der = spire_ca(NOW - dt.timedelta(days=2), hours=24 * 30)
+    up2, up2_der = spire_ca(NOW - dt.timedelta(hours=1), hours=24 * 30)
+    up0, up0_der = spire_ca(NOW - dt.timedelta(days=9), hours=24 * 30)
+    s = state(x509_slots={"active": slot(B_ID, NOW + 60 * MIN, upstream=up2),
+                          "old": slot(A_ID, NOW + 60 * MIN, upstream=up1)},
+              x509_bundle=[(up0_der, False), (up1_der, False), (up2_der, False)])
+    assert s.find(up1) is not None and s.find(up1).slot == "bundle"  # type: ignore[union-attr]
+    plan = plan_compromise(s, up1.upper(), x509_ttl=MIN, jwt_ttl=MIN, now=NOW)
+    assert plan.kind == "upstream" and plan.authority_id == up1
+    with pytest.raises(CaError, match=rf"upstream {up2} signs the active X\.509 authority"):
+        plan_compromise(s, up2, x509_ttl=MIN, jwt_ttl=MIN, now=NOW)
+    with pytest.raises(CaError, match=rf"{up0} is an upstream root in the bundle that signs none of this server's "
+                                      rf"X\.509 authorities: .*old authority \({up1}\)") as refused:
+        plan_compromise(s, up0, x509_ttl=MIN, jwt_ttl=MIN, now=NOW)
+    assert f"compromise --authority {up0}" not in str(refused.value)
 
 
 # --------------------------------------------------------------------------- what a peer with the bundle accepts

@@ -39,6 +39,7 @@ class FakeSpire:
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(2))
     resign_on_taint: bool = True
     trust_domain: str = "local.agentpassport.internal"
+    socket: str = ""
 
     def state(self) -> ServerState:
         out = [LocalAuthority(k, s.id, s.state, NOW + timedelta(hours=20), NOW - timedelta(hours=1),  # type: ignore[arg-type]
@@ -228,6 +229,14 @@ def test_rotation_procedures_for_what_is_rotated_by_hand() -> None:
             assert code == 2 and "has no upstream CA (trust.upstream: spire)" in err.getvalue()
         else:
             assert code == 0 and expected in out.getvalue()
+    # every upstream rotation ends with SPIRE's own revocation: dropping previousRoots leaves SPIRE's bundle as is
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert cli.main(["ca", "rotate", "--stack", "staging", "--authority", "upstream"]) == 0
+    steps = out.getvalue()
+    assert steps.index("remove the old root from trust.previousRoots") < steps.index(
+        "upstreamauthority taint, then\n     revoke -subjectKeyID")
+    assert "SPIRE keeps an upstream root in its bundle until it expires or is revoked" in steps
 
 
 def test_a_damaged_journal_is_one_clear_error(local: Platform, tmp_path: Path) -> None:
@@ -254,3 +263,108 @@ def test_the_drill_server_is_the_rendered_one_with_only_the_laptop_differences(s
     assert str(tmp_path) in plugins["KeyManager"][0]["disk"]["plugin_data"]["keys_path"]
     assert drill["health_checks"]["bind_address"] == "127.0.0.1"
     assert drill["telemetry"]["Prometheus"]["host"] == "127.0.0.1"
+
+
+# --------------------------------------------------------------------------- an interrupted compromise
+
+
+def _interrupt_at_first_sleep(fake: FakeClock) -> Clock:
+    def sleep(seconds: float) -> None:
+        raise KeyboardInterrupt  # Ctrl-C during the wait after the taint
+
+    return Clock(fake.now, sleep)
+
+
+def test_a_compromise_interrupted_after_the_taint_resumes_at_the_wait(local: Platform, tmp_path: Path) -> None:
+    spire = FakeSpire(slots={"x509": [Slot("x-b", "active"), Slot("x-a", "old")], "jwt": [Slot("j-a", "active")]},
+                      resign_on_taint=False)
+    fake = FakeClock()
+    with pytest.raises(KeyboardInterrupt):
+        compromise(local, spire, "x-a", io.StringIO(), yes=True, state_dir=tmp_path,  # type: ignore[arg-type]
+                   clock=_interrupt_at_first_sleep(fake))
+    assert spire.calls == ["taint x509 x-a"]
+    assert (tmp_path / "local-compromise-x-a.json").exists()
+    out = io.StringIO()
+    compromise(local, spire, "x-a", out, yes=True, state_dir=tmp_path, resign_timeout=timedelta(seconds=10),  # type: ignore[arg-type]
+               clock=fake.clock)
+    text = out.getvalue()
+    assert "no agent SVIDs to wait for" not in text
+    assert "snapshot of 1 agent SVID(s)" in text
+    assert "WARNING    1 agent(s) still hold an SVID from before the taint after 10s: spiffe://td/agent/1" in text
+    assert spire.calls == ["taint x509 x-a", "revoke x509 x-a"] and sum(fake.slept) == pytest.approx(10.0)
+    assert not (tmp_path / "local-compromise-x-a.json").exists()
+
+
+def test_an_already_tainted_authority_without_a_snapshot_waits_the_whole_timeout(local: Platform,
+                                                                                tmp_path: Path) -> None:
+    spire = FakeSpire(slots={"x509": [Slot("x-b", "active"), Slot("x-a", "old", tainted=True)],
+                             "jwt": [Slot("j-a", "active")]})
+    fake, out = FakeClock(), io.StringIO()
+    compromise(local, spire, "x-a", out, yes=True, state_dir=tmp_path, resign_timeout=timedelta(minutes=3),  # type: ignore[arg-type]
+               clock=fake.clock)
+    assert fake.slept == [180.0] and spire.calls == ["revoke x509 x-a"]
+    assert "(the whole --timeout): the authority was already tainted" in out.getvalue()
+
+
+@dataclass
+class UpstreamSpire(FakeSpire):
+    """Signs under an upstream root that is in the bundle (aws-pca / tls signing SPIRE's CA directly):
+    x-b (active) under up-new, x-a (old) under up-old. Tainting an upstream twice is refused, as
+    spire-server 1.15.3 refuses it ("root CA is already tainted")."""
+
+    upstream_tainted: set[str] = field(default_factory=set)
+    visible_roots: bool = True
+
+    def state(self) -> ServerState:
+        slots = (LocalAuthority("x509", "x-b", "active", upstream_ski="up-new"),
+                 LocalAuthority("x509", "x-a", "old", upstream_ski="up-old"))
+        roots = tuple(LocalAuthority("x509", r, "bundle", tainted=r in self.upstream_tainted, in_bundle=True)
+                      for r in ("up-old", "up-new")) if self.visible_roots else ()
+        return ServerState(self.trust_domain, slots + roots, 300)
+
+    def upstream(self, action: str, ski: str) -> None:
+        if action == "taint":
+            if ski in self.upstream_tainted:
+                raise CaError("spire-server upstreamauthority taint: rpc error: root CA is already tainted")
+            self.upstream_tainted.add(ski)
+        self.calls.append(f"upstream {action} {ski}")
+
+
+@pytest.mark.parametrize("visible_roots", [True, False])
+def test_an_interrupted_upstream_compromise_does_not_taint_again(local: Platform, tmp_path: Path,
+                                                                 visible_roots: bool) -> None:
+    spire = UpstreamSpire(resign_on_taint=False, visible_roots=visible_roots)
+    fake = FakeClock()
+    with pytest.raises(KeyboardInterrupt):
+        compromise(local, spire, "up-old", io.StringIO(), yes=True, state_dir=tmp_path,  # type: ignore[arg-type]
+                   clock=_interrupt_at_first_sleep(fake))
+    assert spire.calls == ["upstream taint up-old"]
+    out = io.StringIO()
+    compromise(local, spire, "up-old", out, yes=True, state_dir=tmp_path,  # type: ignore[arg-type]
+               resign_timeout=timedelta(seconds=10), clock=fake.clock)
+    assert spire.calls == ["upstream taint up-old", "upstream revoke up-old"]
+    assert "snapshot of 1 agent SVID(s)" in out.getvalue() and "WARNING    1 agent(s)" in out.getvalue()
+
+
+# --------------------------------------------------------------------------- several server replicas
+
+
+def test_with_replicas_each_server_socket_has_its_own_journal_and_the_command_says_so(local: Platform,
+                                                                                     tmp_path: Path) -> None:
+    import dataclasses
+
+    spire_cfg = local.config.spire.model_copy(update={"replicas": 3})
+    three = dataclasses.replace(local, config=local.config.model_copy(update={"spire": spire_cfg}))
+    pods = [FakeSpire(socket=f"/run/pod-{i}/api.sock") for i in range(2)]
+    outs = [io.StringIO(), io.StringIO()]
+    for spire, out in zip(pods, outs, strict=True):
+        rotate(three, spire, "x509", out, state_dir=tmp_path, clock=FakeClock().clock)  # type: ignore[arg-type]
+        assert spire.calls == ["prepare x509", "activate x509 x-2"]  # the second pod did not adopt the first's journal
+    journals = sorted(p.name for p in tmp_path.iterdir())
+    assert len(journals) == 2 and all(re.fullmatch(r"local-x509-[0-9a-f]{10}\.json", j) for j in journals)
+    assert outs[0].getvalue().startswith("note: stack local runs 3 SPIRE server replicas, each with its own X.509 CA "
+                                         "and JWT key")
+    assert "run `passport ca rotate` against each server pod's socket (--spire-server-socket)" in outs[0].getvalue()
+    single = io.StringIO()
+    rotate(local, FakeSpire(), "jwt", single, state_dir=tmp_path, dry_run=True, clock=FakeClock().clock)  # type: ignore[arg-type]
+    assert "replicas" not in single.getvalue()

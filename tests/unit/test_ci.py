@@ -6,6 +6,7 @@ static secret."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -194,6 +195,9 @@ def test_graph_staging_has_the_federation(stack_graph: Callable[[str], Graph]) -
     assert sorted(r.type for r in children) == sorted([JWT_BACKEND, JWT_ROLE, POLICY, OIDC, ROLE, QUOTA])
     quota = next(r for r in children if r.type == QUOTA)
     assert (quota.inputs["path"], quota.inputs["rate"]) == ("auth/jwt-github/login", 5)
+    # named so that AgentPassportVaultQuotaRejecting (name=~"agent-passport-.*") fires for it too
+    assert quota.inputs["name"] == "agent-passport-passport-ci-login"
+    assert re.fullmatch("agent-passport-.*", quota.inputs["name"])
     backend = next(r for r in children if r.type == JWT_BACKEND)
     assert backend.inputs["path"] == "jwt-github"
     assert backend.inputs["boundIssuer"] == "https://token.actions.githubusercontent.com"
