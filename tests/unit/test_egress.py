@@ -367,3 +367,78 @@ def test_a_proxy_uid_that_another_agents_process_runs_as_is_an_identity_collisio
     (problem,) = info.value.problems
     assert problem.field == "spec.platform.vm.egressProxyUid" and problem.file.endswith("agent-1.yaml")
     assert "one host process can match both this agent's SPIRE selectors and those of agent 'a'" in problem.message
+
+
+# --------------------------------------------------------------------------- one proxied agent per host
+
+
+def _ec2(name: str, tags: str, uid: int, *, account: str = "111122223333", region: str = "eu-west-1") -> str:
+    return agent(name, "", http("ledger", "GET", "{exact: /x}"), platform=(
+        f"vm: {{attestation: aws_iid, awsAccountId: '{account}', awsRegion: {region}, "
+        f"awsInstanceTags: {tags}, workloadSelectors: ['unix:uid:{uid}']}}"))
+
+
+@pytest.mark.parametrize(("tags_a", "tags_b"), [
+    ("{role: batch}", "{role: batch}"),                      # identical
+    ("{role: batch}", "{role: batch, team: fin}"),           # subset
+    ("{role: batch, team: fin}", "{team: fin}"),             # superset
+    ("{role: batch}", "{team: fin}"),                        # one instance can carry both tags
+])
+def test_two_vm_proxies_that_one_instance_can_match_are_refused(tmp_path: Path, tags_a: str, tags_b: str) -> None:
+    platform = make_platform(tmp_path, _ec2("vm-a", tags_a, 1001), _ec2("vm-b", tags_b, 2002))
+    (problem,) = egress_problems(platform)
+    assert problem.file.endswith("agent-1.yaml") and problem.field == "spec.platform.vm.awsInstanceTags"
+    assert problem.message.startswith("agent 'vm-b' and agent 'vm-a' (")
+    assert "would both listen on 127.0.0.1:15001" in problem.message
+    assert "an egress host runs exactly one proxied agent" in problem.message
+    with pytest.raises(ManifestError):
+        compile_egress(platform)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    (("{role: batch}", "111122223333", "eu-west-1"), ("{role: other}", "111122223333", "eu-west-1")),
+    (("{role: batch}", "111122223333", "eu-west-1"), ("{role: batch}", "444455556666", "eu-west-1")),
+    (("{role: batch}", "111122223333", "eu-west-1"), ("{role: batch}", "111122223333", "us-east-1")),
+])
+def test_vm_proxies_on_hosts_no_instance_can_share_are_fine(tmp_path: Path, a: tuple[str, str, str],
+                                                             b: tuple[str, str, str]) -> None:
+    platform = make_platform(tmp_path, _ec2("vm-a", a[0], 1001, account=a[1], region=a[2]),
+                             _ec2("vm-b", b[0], 2002, account=b[1], region=b[2]))
+    assert egress_problems(platform) == []
+    assert [p.name for p in compile_egress(platform).proxies] == ["vm-a", "vm-b"]
+
+
+def test_two_windows_proxies_on_one_host_group_are_refused(tmp_path: Path) -> None:
+    win = "windows: {{gmsaAccount: {gmsa}, hostGroup: {group}}}"
+    same = make_platform(tmp_path / "same",
+                         agent("win-a", "", http("ledger", "GET", "{exact: /x}"),
+                               platform=win.format(gmsa="gmsa-a", group="WinHosts")),
+                         agent("win-b", "", http("ledger", "GET", "{exact: /y}"),
+                               platform=win.format(gmsa="gmsa-b", group="winhosts")))
+    (problem,) = egress_problems(same)
+    assert problem.file.endswith("agent-1.yaml") and problem.field == "spec.platform.windows.hostGroup"
+    assert "agent 'win-b' and agent 'win-a'" in problem.message and "host group 'winhosts'" in problem.message
+    apart = make_platform(tmp_path / "apart",
+                          agent("win-a", "", http("ledger", "GET", "{exact: /x}"),
+                                platform=win.format(gmsa="gmsa-a", group="HostsA")),
+                          agent("win-b", "", http("ledger", "GET", "{exact: /y}"),
+                                platform=win.format(gmsa="gmsa-b", group="HostsB")))
+    assert egress_problems(apart) == []
+
+
+def test_windows_ssm_target_tags_that_one_host_can_match_are_refused(tmp_path: Path) -> None:
+    a = agent("win-a", "", http("ledger", "GET", "{exact: /x}"),
+              platform="windows: {gmsaAccount: gmsa-a, hostGroup: HostsA, ssmTargetTags: {role: web}}")
+    b = agent("win-b", "", http("ledger", "GET", "{exact: /y}"),
+              platform="windows: {gmsaAccount: gmsa-b, hostGroup: HostsB, ssmTargetTags: {role: web, tier: front}}")
+    (problem,) = egress_problems(make_platform(tmp_path, a, b))
+    assert problem.field == "spec.platform.windows.ssmTargetTags"
+    assert "agent 'win-b' and agent 'win-a'" in problem.message
+
+
+def test_an_agent_without_http_grants_may_share_a_proxied_agents_host(tmp_path: Path) -> None:
+    vault = "    - vault: {path: secret/data/x, capabilities: [read]}\n"
+    other = agent("vm-b", "", vault, platform=(
+        "vm: {attestation: aws_iid, awsAccountId: '111122223333', awsRegion: eu-west-1, "
+        "awsInstanceTags: {role: batch}, workloadSelectors: ['unix:uid:2002']}"))
+    assert egress_problems(make_platform(tmp_path, _ec2("vm-a", "{role: batch}", 1001), other)) == []
