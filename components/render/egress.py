@@ -63,8 +63,10 @@ LOOPBACK = "127.0.0.1"
 MAX_DOWNSTREAM_CONNECTIONS = 1024
 IDLE_TIMEOUT = "60s"
 NOT_GRANTED_BODY = "no grant of this agent on the requested service (Host header); nothing was sent\n"
-WINDOWS_DIR = "C:\\ProgramData\\AgentPassport\\egress"
-"""Where the Windows DSC script writes each agent's egress bootstrap and Envoy's logs."""
+WINDOWS_ROOT = "C:\\ProgramData\\AgentPassport"
+WINDOWS_DIR = f"{WINDOWS_ROOT}\\egress"
+"""Where the Windows DSC script writes each agent's egress bootstrap and Envoy's logs (both
+folders get a protected ACL: SYSTEM and Administrators; the gMSA reads and adds its log files)."""
 Os = Literal["linux", "windows"]
 Loc = tuple[str | int, ...]
 
@@ -411,7 +413,7 @@ def _gateway_cluster(proxy: EgressProxy, route: EgressRoute) -> dict[str, Any]:
 
 def windows_paths(agent: str) -> dict[str, str]:
     """The files of one agent's egress proxy on a Windows host."""
-    return {"dir": WINDOWS_DIR, "config": f"{WINDOWS_DIR}\\{agent}.json",
+    return {"root": WINDOWS_ROOT, "dir": WINDOWS_DIR, "config": f"{WINDOWS_DIR}\\{agent}.json",
             "access_log": f"{WINDOWS_DIR}\\{agent}-access.log", "log": f"{WINDOWS_DIR}\\{agent}-envoy.log"}
 
 

@@ -279,7 +279,7 @@ def test_the_windows_dsc_installs_the_rendered_config_and_runs_envoy_under_the_g
     platform = fleet(tmp_path / "m")
     script = _dsc(platform, "win")
     # The config the host gets is the rendered bootstrap, byte for byte, as one quoted literal...
-    (written,) = re.findall(r"WriteAllText\('C:\\ProgramData\\AgentPassport\\egress\\win\.json', '(.*?)', ", script)
+    (written,) = re.findall(r"GetBytes\('((?:[^']|'')*)'\)", script)
     host_config = json.loads(written.replace("''", "'"))
     assert host_config == compile_egress(platform).bootstrap("win")
     # ... which a real Envoy accepts as it lands on the host (JSON, its named pipe, its log file).
@@ -310,6 +310,37 @@ def test_windows_agents_without_http_grants_get_no_proxy(tmp_path: Path) -> None
     script = _dsc(platform, "win")
     assert "Egress" not in script and "envoy" not in script.lower()
     assert compile_egress(platform).proxies == ()
+
+
+def test_the_windows_egress_folder_gets_a_protected_acl_and_a_fresh_config(tmp_path: Path) -> None:
+    script = _dsc(fleet(tmp_path / "m"), "win")
+    step = script[script.index("Script 'EgressConfig'"):script.index("Script 'EgressService'")]
+    test, set_ = step[step.index("TestScript"):step.index("SetScript")], step[step.index("SetScript"):]
+    root, folder = "'C:\\ProgramData\\AgentPassport'", "'C:\\ProgramData\\AgentPassport\\egress'"
+    config = "'C:\\ProgramData\\AgentPassport\\egress\\win.json'"
+    # Set: Administrators own both folders; no inherited entry (Users may write under ProgramData).
+    assert "$acl.SetOwner($admins)" in set_ and "$acl.SetAccessRuleProtection($true, $false)" in set_
+    assert set_.index("AddAccessRule((& $rule $admins 'FullControl' $tree $none))") < \
+        set_.index(f"Set-Acl -LiteralPath {root} -AclObject $acl") < \
+        set_.index("AddAccessRule((& $rule $gmsa 'ReadAndExecute, Synchronize' $tree $none))") < \
+        set_.index(f"Set-Acl -LiteralPath {folder} -AclObject $acl")
+    assert "[System.Security.Principal.NTAccount]::new('CORP\\gmsa-win$')" in set_
+    assert "AddAccessRule((& $rule $gmsa 'CreateFiles' $here $none))" in set_  # its logs, this folder only
+    assert re.findall(r"AddAccessRule\(\(& \$rule \$(\w+) '([^']*)'", set_) == [
+        ("system", "FullControl"), ("admins", "FullControl"), ("gmsa", "ReadAndExecute, Synchronize"),
+        ("gmsa", "CreateFiles"), ("creatorOwner", "Modify")]
+    # ... and the config is deleted and created anew in that folder (CreateNew), never written over.
+    assert set_.index(f"Set-Acl -LiteralPath {folder}") < set_.index(f"Remove-Item -LiteralPath {config} -Force") \
+        < set_.index(f"[System.IO.File]::Open({config}, [System.IO.FileMode]::CreateNew")
+    assert "WriteAllText" not in step
+    # Test: both folders protected and owned by SYSTEM/Administrators, no other writer, the file's owner.
+    assert f"foreach ($dir in @({root}, {folder}))" in test
+    assert "if (-not $acl.AreAccessRulesProtected) { return $false }" in test
+    assert "if ($acl.GetOwner($sidType).Value -notin @($system, $admins)) { return $false }" in test
+    assert "return $false  # Users, Everyone, Authenticated Users" in test
+    assert f"if ((Get-Acl -LiteralPath {config}).GetOwner($sidType).Value -notin @($system, $admins))" in test
+    assert "$system = 'S-1-5-18'; $admins = 'S-1-5-32-544'; $creatorOwner = 'S-1-3-0'" in test
+    assert "'ReadAndExecute, CreateFiles, Synchronize'" in test
 
 
 @needs_parser
