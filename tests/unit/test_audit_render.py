@@ -300,9 +300,16 @@ def test_roles_anywhere_uses_the_collectors_own_svid() -> None:
 
 
 def test_iam_role_is_append_only_and_trusts_one_principal() -> None:
-    policy = ra.collector_policy("audit-b", "agentpassport", "prod", "arn:aws:kms:us-east-1:111122223333:key/k")
+    key = "arn:aws:kms:us-east-1:111122223333:key/k"
+    policy = ra.collector_policy("audit-b", "agentpassport", "prod", key, "us-east-1")
     actions = sorted(a for s in policy["Statement"] for a in s["Action"])
-    assert actions == ["kms:GenerateDataKey", "s3:PutObject"]
+    assert actions == ["kms:Decrypt", "kms:GenerateDataKey", "s3:PutObject"]
+    # multipart uploads (objects above 8 MiB) need kms:Decrypt, and only through S3 in the region
+    (decrypt,) = [s for s in policy["Statement"] if s["Action"] == ["kms:Decrypt"]]
+    assert decrypt["Resource"] == [key] and decrypt["Effect"] == "Allow"
+    assert decrypt["Condition"] == {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
+    assert [s["Action"] for s in ra.collector_policy("b", "p", "dev", None, "eu-west-1")["Statement"]] == [
+        ["s3:PutObject"]]
     assert policy["Statement"][0]["Resource"] == ["arn:aws:s3:::audit-b/agentpassport/prod/*"]
     irsa = ra.irsa_trust_policy(PROVIDER, "agentpassport-audit")["Statement"][0]
     assert irsa["Condition"]["StringEquals"] == {
