@@ -179,6 +179,29 @@ def egress_problems(platform: Platform) -> list[Problem]:
     return out
 
 
+def open_network_warnings(platform: Platform) -> list[Problem]:
+    """Out-of-mesh callers without ``spec.sourceNetworks``: not an error, but Linkerd then admits
+    *every* network (0.0.0.0/0 and ::/0) to the gateway ports of the services they call
+    (:func:`components.render.mesh.service_objects`), and only the gateway's Envoy (mTLS) and
+    OPA stand between the network and each request."""
+    if not platform.config.subsystems.mesh:
+        return []
+    out: list[Problem] = []
+    for a in out_of_mesh_callers(platform):
+        if a.manifest.spec.source_networks:
+            continue
+        gated = sorted({g.service for _, g in a.grants_of("http")
+                        if (svc := platform.service(g.service)) is not None and svc.manifest.spec.gateway})
+        if gated:
+            out.append(_problem(a, ("spec", "sourceNetworks"),
+                                f"agent {a.name!r} runs outside the mesh and sets no sourceNetworks, so the "
+                                "outside-mesh NetworkAuthentication of the gateway of "
+                                f"{', '.join(repr(s) for s in gated)} admits every network (0.0.0.0/0, ::/0) "
+                                "to the gateway port; Envoy's mTLS and OPA still decide every request. Set "
+                                "spec.sourceNetworks to the networks of the agent's hosts"))
+    return out
+
+
 def _host_selector(platform: Platform, a: ResolvedAgent) -> tuple[dict[str, str] | None, Loc, str] | None:
     """The single-valued facts of the hosts an out-of-mesh agent's proxy is installed on (OS,
     account, region, tags, exclusive node selectors), the field that selects them, and how to

@@ -473,3 +473,28 @@ def test_an_agent_without_http_grants_may_share_a_proxied_agents_host(tmp_path: 
         "vm: {attestation: aws_iid, awsAccountId: '111122223333', awsRegion: eu-west-1, "
         "awsInstanceTags: {role: batch}, workloadSelectors: ['unix:uid:2002']}"))
     assert egress_problems(make_platform(tmp_path, _ec2("vm-a", "{role: batch}", 1001), other)) == []
+
+
+# --------------------------------------------------------------------------- open networks
+
+
+def test_an_outside_caller_without_source_networks_is_a_validate_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from components.cli import main
+    from components.render.egress import open_network_warnings
+
+    open_doc = agent("vmbox", "", http("ledger", "GET", "{exact: /x}"), platform=LINUX_VM)
+    (warning,) = open_network_warnings(make_platform(tmp_path / "open", open_doc))
+    assert warning.field == "spec.sourceNetworks" and warning.file.endswith("agent-0.yaml")
+    assert warning.message.startswith("agent 'vmbox' runs outside the mesh and sets no sourceNetworks")
+    assert "gateway of 'ledger' admits every network (0.0.0.0/0, ::/0)" in warning.message
+    # passport validate says so, and still succeeds
+    assert main(["validate", str(tmp_path / "open"), "--stack", "dev"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("warning: ") and "agent 'vmbox' runs outside the mesh" in captured.err
+    assert captured.out.startswith("ok: 1 agents")
+    # with its networks, or in the mesh, nothing to say
+    netted = open_doc.replace("  platform:", "  sourceNetworks: ['10.20.0.0/16']\n  platform:")
+    assert open_network_warnings(make_platform(tmp_path / "netted", netted)) == []
+    pod = agent("podbox", "team-a", http("ledger", "GET", "{exact: /x}"))
+    assert open_network_warnings(make_platform(tmp_path / "pod", pod)) == []
