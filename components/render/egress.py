@@ -36,7 +36,8 @@ selects: it needs no entry of its own.
 Enforcement: the gateway decides every request (Envoy mTLS + OPA on the caller's SPIFFE ID), as
 for mesh callers; Linkerd does not see these callers. A service without a gateway has only
 Linkerd's route policy, which cannot admit a caller without a mesh identity, so grants of
-out-of-mesh agents on it are refused (:func:`egress_problems`).
+out-of-mesh agents on it are refused (:func:`egress_problems`). Every proxy listens on the same
+port, so an egress host runs exactly one proxied agent (:func:`components.collisions.egress_host_problems`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from components.collisions import exclusive_values, first_compatible
 from components.durations import seconds
 from components.errors import ManifestError, Problem
 from components.manifest.loader import format_loc
@@ -68,7 +68,6 @@ WINDOWS_DIR = f"{WINDOWS_ROOT}\\egress"
 """Where the Windows DSC script writes each agent's egress bootstrap and Envoy's logs (both
 folders get a protected ACL: SYSTEM and Administrators; the gMSA reads and adds its log files)."""
 Os = Literal["linux", "windows"]
-Loc = tuple[str | int, ...]
 
 _HCM_TYPE = (
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
@@ -175,7 +174,8 @@ def egress_problems(platform: Platform) -> list[Problem]:
                                 "the agent's SPIFFE ID; SPIRE identifies it by uid, and the agent's workload "
                                 "selectors name no (non-root) unix:uid: set egressProxyUid to the uid the proxy "
                                 "runs as"))
-    out += shared_host_problems(platform)
+    # Two proxied agents on one host (one listener port): components.collisions.egress_host_problems,
+    # over the whole environment (agents of two shards can share hosts).
     return out
 
 
@@ -199,74 +199,6 @@ def open_network_warnings(platform: Platform) -> list[Problem]:
                                 f"{', '.join(repr(s) for s in gated)} admits every network (0.0.0.0/0, ::/0) "
                                 "to the gateway port; Envoy's mTLS and OPA still decide every request. Set "
                                 "spec.sourceNetworks to the networks of the agent's hosts"))
-    return out
-
-
-def _host_selector(platform: Platform, a: ResolvedAgent) -> tuple[dict[str, str] | None, Loc, str] | None:
-    """The single-valued facts of the hosts an out-of-mesh agent's proxy is installed on (OS,
-    account, region, tags, exclusive node selectors), the field that selects them, and how to
-    name it; None for join_token VMs (the operator hands each host its own token, so nothing here
-    says which hosts they are)."""
-    p = a.manifest.spec.platform
-    if p.vm is not None:
-        if p.vm.attestation != "aws_iid":
-            return None
-        facts = exclusive_values(p.vm.aws_instance_tags, [f"aws_iid:region:{p.vm.aws_region}", *p.vm.node_selectors],
-                                 [])
-        if facts is not None:
-            facts = {**facts, "os": "linux", "account": p.vm.aws_account_id or ""}
-        return facts, ("spec", "platform", "vm", "awsInstanceTags"), "awsInstanceTags"
-    if p.windows is not None and p.windows.pod is None:
-        tags = p.windows.ssm_target_tags or {"agentpassport:host-group": p.windows.host_group}
-        facts = exclusive_values(tags, [f"aws_iid:region:{platform.config.aws.region}"], [])
-        if facts is not None:
-            facts = {**facts, "os": "windows"}
-        field = "ssmTargetTags" if p.windows.ssm_target_tags else "hostGroup"
-        return facts, ("spec", "platform", "windows", field), field
-    return None
-
-
-def shared_host_problems(platform: Platform) -> list[Problem]:
-    """Two out-of-mesh agents whose egress proxies could land on one host.
-
-    Every proxy listens on the same ``127.0.0.1:<authz.egressPort>``: on a shared host the second
-    cannot bind, and the second agent's client reaches the first agent's proxy, which presents the
-    *first* agent's SVID to the gateway. So an egress host runs exactly one proxied agent, and two
-    agents are refused when one host could match both: the same Windows ``hostGroup``, or host
-    selectors (aws_iid tags and node selectors, Windows SSM target tags) with no single-valued key
-    (tag key, region, account) set to two different values — identical tag sets, one a subset of
-    the other, or tags on different keys that one instance can carry together.
-    """
-    port = platform.config.authz.egress_port
-    kept = [(a, s) for a in out_of_mesh_callers(platform) if (s := _host_selector(platform, a)) is not None]
-    out: list[Problem] = []
-    groups: dict[str, ResolvedAgent] = {}
-    reported: set[str] = set()
-    for a, _ in kept:
-        win = a.manifest.spec.platform.windows
-        if win is None:
-            continue
-        first = groups.setdefault(win.host_group.lower(), a)
-        if first is not a:
-            reported.add(a.name)
-            out.append(_problem(a, ("spec", "platform", "windows", "hostGroup"),
-                                f"agent {a.name!r} and agent {first.name!r} ({first.source.file}) both have http "
-                                f"grants and run on host group {win.host_group!r}: their egress proxies would both "
-                                f"listen on 127.0.0.1:{port}, "
-                                "and one agent's calls would leave with the other's identity; an egress host "
-                                "runs exactly one proxied agent: give each its own host group"))
-    firsts = first_compatible([s[0] for _, s in kept])
-    for j, i in sorted(firsts.items()):
-        a, (_, loc, field) = kept[j]
-        if a.name in reported:
-            continue
-        first = kept[i][0]
-        out.append(_problem(a, loc, f"agent {a.name!r} and agent {first.name!r} ({first.source.file}) both have "
-                                    f"http grants, and one host can match both agents' {field}: their egress "
-                                    f"proxies would both listen on 127.0.0.1:{port}, and one agent's calls would "
-                                    "leave with the other's identity; an egress host runs exactly one proxied "
-                                    f"agent: give the two a {field} key with different values (e.g. "
-                                    "agentpassport:role: <agent>)"))
     return out
 
 

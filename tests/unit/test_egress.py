@@ -403,6 +403,15 @@ def test_a_proxy_uid_that_another_agents_process_runs_as_is_an_identity_collisio
 # --------------------------------------------------------------------------- one proxied agent per host
 
 
+def refused(path: Path, *docs: str, stack: str = "dev") -> list[Any]:
+    """The problems the platform model refuses ``docs`` with (it checks the whole environment)."""
+    from components.errors import PassportError
+
+    with pytest.raises(PassportError) as info:
+        make_platform(path, *docs, stack=stack)
+    return list(info.value.problems)
+
+
 def _ec2(name: str, tags: str, uid: int, *, account: str = "111122223333", region: str = "eu-west-1") -> str:
     return agent(name, "", http("ledger", "GET", "{exact: /x}"), platform=(
         f"vm: {{attestation: aws_iid, awsAccountId: '{account}', awsRegion: {region}, "
@@ -416,14 +425,11 @@ def _ec2(name: str, tags: str, uid: int, *, account: str = "111122223333", regio
     ("{role: batch}", "{team: fin}"),                        # one instance can carry both tags
 ])
 def test_two_vm_proxies_that_one_instance_can_match_are_refused(tmp_path: Path, tags_a: str, tags_b: str) -> None:
-    platform = make_platform(tmp_path, _ec2("vm-a", tags_a, 1001), _ec2("vm-b", tags_b, 2002))
-    (problem,) = egress_problems(platform)
+    (problem,) = refused(tmp_path, _ec2("vm-a", tags_a, 1001), _ec2("vm-b", tags_b, 2002))
     assert problem.file.endswith("agent-1.yaml") and problem.field == "spec.platform.vm.awsInstanceTags"
     assert problem.message.startswith("agent 'vm-b' and agent 'vm-a' (")
     assert "would both listen on 127.0.0.1:15001" in problem.message
     assert "an egress host runs exactly one proxied agent" in problem.message
-    with pytest.raises(ManifestError):
-        compile_egress(platform)
 
 
 @pytest.mark.parametrize(("a", "b"), [
@@ -441,12 +447,11 @@ def test_vm_proxies_on_hosts_no_instance_can_share_are_fine(tmp_path: Path, a: t
 
 def test_two_windows_proxies_on_one_host_group_are_refused(tmp_path: Path) -> None:
     win = "windows: {{gmsaAccount: {gmsa}, hostGroup: {group}}}"
-    same = make_platform(tmp_path / "same",
+    (problem,) = refused(tmp_path / "same",
                          agent("win-a", "", http("ledger", "GET", "{exact: /x}"),
                                platform=win.format(gmsa="gmsa-a", group="WinHosts")),
                          agent("win-b", "", http("ledger", "GET", "{exact: /y}"),
                                platform=win.format(gmsa="gmsa-b", group="winhosts")))
-    (problem,) = egress_problems(same)
     assert problem.file.endswith("agent-1.yaml") and problem.field == "spec.platform.windows.hostGroup"
     assert "agent 'win-b' and agent 'win-a'" in problem.message and "host group 'winhosts'" in problem.message
     apart = make_platform(tmp_path / "apart",
@@ -462,7 +467,7 @@ def test_windows_ssm_target_tags_that_one_host_can_match_are_refused(tmp_path: P
               platform="windows: {gmsaAccount: gmsa-a, hostGroup: HostsA, ssmTargetTags: {role: web}}")
     b = agent("win-b", "", http("ledger", "GET", "{exact: /y}"),
               platform="windows: {gmsaAccount: gmsa-b, hostGroup: HostsB, ssmTargetTags: {role: web, tier: front}}")
-    (problem,) = egress_problems(make_platform(tmp_path, a, b))
+    (problem,) = refused(tmp_path, a, b)
     assert problem.field == "spec.platform.windows.ssmTargetTags"
     assert "agent 'win-b' and agent 'win-a'" in problem.message
 
@@ -498,3 +503,15 @@ def test_an_outside_caller_without_source_networks_is_a_validate_warning(
     assert open_network_warnings(make_platform(tmp_path / "netted", netted)) == []
     pod = agent("podbox", "team-a", http("ledger", "GET", "{exact: /x}"))
     assert open_network_warnings(make_platform(tmp_path / "pod", pod)) == []
+
+
+def test_two_shards_agents_on_one_host_are_refused_by_either_shard(tmp_path: Path) -> None:
+    from components.shard import hash_bucket
+
+    names = [f"vm-{i}" for i in range(20)]
+    here = next(n for n in names if hash_bucket(n, 2) == 0)
+    there = next(n for n in names if hash_bucket(n, 2) == 1)
+    docs = (_ec2(here, "{role: batch}", 1001), _ec2(there, "{role: batch}", 2002))
+    for shard in ("prod-shard-0", "prod-shard-1"):
+        (problem,) = refused(tmp_path / shard, *docs, stack=shard)
+        assert "an egress host runs exactly one proxied agent" in problem.message
