@@ -326,6 +326,12 @@ def test_the_windows_egress_folder_gets_a_protected_acl_and_a_fresh_config(tmp_p
         set_.index(f"Set-Acl -LiteralPath {folder} -AclObject $acl")
     assert "[System.Security.Principal.NTAccount]::new('CORP\\gmsa-win$')" in set_
     assert "AddAccessRule((& $rule $gmsa 'CreateFiles' $here $none))" in set_  # its logs, this folder only
+    # a folder a user pre-created is handed to Administrators before its ACL is replaced
+    assert f"foreach ($dir in @({root}, {folder}))" in set_ and "& $takeown /F $dir /A | Out-Null" in set_
+    assert set_.index("& $takeown /F $dir /A") < set_.index(f"Set-Acl -LiteralPath {root}")
+    # what a user left in the folder goes; the test finds it
+    assert "$trusted = @($system.Value, $admins.Value, $gmsa.Value)" in set_ and "Remove-Item -Force -Recurse" in set_
+    assert "-notin @($system, $admins, $gmsa)) {\n                        return $false" in test
     assert re.findall(r"AddAccessRule\(\(& \$rule \$(\w+) '([^']*)'", set_) == [
         ("system", "FullControl"), ("admins", "FullControl"), ("gmsa", "ReadAndExecute, Synchronize"),
         ("gmsa", "CreateFiles"), ("creatorOwner", "Modify")]
