@@ -239,6 +239,15 @@ def _platform(pods: Path) -> Platform:
     return Platform(base.stack, cfg, base.config_file, base.agents, base.services)
 
 
+def _keys_of(value: Any) -> set[str]:
+    """Every mapping key of a parsed document, at any depth."""
+    if isinstance(value, dict):
+        return set(map(str, value)) | {k for v in value.values() for k in _keys_of(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys_of(v)}
+    return set()
+
+
 def _documents(s3: Any) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Every object's JSON lines, by dataset: (key, document)."""
     out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
@@ -279,7 +288,9 @@ def test_collector_ships_real_engine_logs_into_object_lock(tmp_path: Path) -> No
         conf = ra.collector_config(platform, target, endpoint=endpoint, state_dir=str(tmp_path / "state"),
                                    telemetry_host="127.0.0.1", telemetry_port=free_port())
         conf_text = dump_yaml(conf)
-        assert "access_key" not in conf_text and "testing" not in conf_text  # the config holds no key
+        # the config holds no key: no key setting anywhere (the masking patterns name such keys in
+        # their text, as values), and not the dummy key the environment carries
+        assert not _keys_of(conf) & {"access_key", "secret_key", "session_token"} and "testing" not in conf_text
         (tmp_path / "collector.yaml").write_text(conf_text)
         env = {"PATH": os.environ.get("PATH", ""), "K8S_NODE_NAME": "node-e2e",
                "AWS_EC2_METADATA_DISABLED": "true", **DUMMY_ENV}
