@@ -49,7 +49,7 @@ class AuditPipelineArgs:
     """The stack's Object Lock bucket (AuditTrail); None: ``audit.bucket``."""
 
     kms_key_arn: pulumi.Input[str] | None = None
-    """The bucket's KMS key (AuditTrail), for the role's kms:GenerateDataKey."""
+    """The bucket's KMS key (AuditTrail), for the role's kms:GenerateDataKey and kms:Decrypt (through S3)."""
 
     trust_anchor_arn: pulumi.Input[str] | None = None
     """The stack's Roles Anywhere trust anchor (AwsFederation); None: ``audit.trustAnchorArn``."""
@@ -84,7 +84,7 @@ class AuditPipeline(pulumi.ComponentResource):
         if a.role_arn is not None:
             role_arn = pulumi.Output.from_input(a.role_arn)
         else:
-            role_arn, created_profile = self._role(name, platform, bucket, key, anchor, child)
+            role_arn, created_profile = self._role(name, platform, bucket, key, anchor, static.region, child)
             if created_profile is not None and a.profile_arn is None:
                 profile_arn = created_profile
 
@@ -112,7 +112,7 @@ class AuditPipeline(pulumi.ComponentResource):
         self.register_outputs({"roleArn": self.role_arn, "bucket": self.bucket, "prefix": self.prefix})
 
     def _role(self, name: str, platform: Platform, bucket: pulumi.Output[str], key: pulumi.Output[str | None],
-              anchor: pulumi.Output[str],
+              anchor: pulumi.Output[str], region: str,
               child: pulumi.ResourceOptions) -> tuple[pulumi.Output[str], pulumi.Output[str] | None]:
         from pulumi_aws import eks, iam, rolesanywhere
 
@@ -134,7 +134,7 @@ class AuditPipeline(pulumi.ComponentResource):
             name="agentpassport-audit-write",
             role=role.id,
             policy=pulumi.Output.all(bucket, key).apply(
-                lambda v: json.dumps(collector_policy(v[0], a.prefix, platform.stack, v[1]), sort_keys=True)),
+                lambda v: json.dumps(collector_policy(v[0], a.prefix, platform.stack, v[1], region), sort_keys=True)),
             opts=child,
         )
         profile_arn: pulumi.Output[str] | None = None

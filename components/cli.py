@@ -46,7 +46,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
             raise result
         return result
 
+    from components.render.egress import open_network_warnings
+
     found = Problems((), ())
+    warnings: set[str] = set()
     with activity(f"validating stack {stacks[0]}" if stacks else "validating", total=len(stacks)) as step:
         for i, stack in enumerate(stacks):
             try:
@@ -59,8 +62,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
             result = compile(platform)
             if isinstance(result, Problems):
                 found += result
+            else:
+                warnings.update(str(w) for w in open_network_warnings(platform))
     if found.problems:
         raise found.error()
+    for warning in sorted(warnings):
+        print(f"warning: {warning}", file=sys.stderr)
     if not loaded:
         manifests(args.paths or ["agents"])
     sets = [m for m in loaded.values() if isinstance(m, ManifestSet)]

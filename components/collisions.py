@@ -389,5 +389,78 @@ def identity_problems(cfg: StackConfig, config_file: str, services: Sequence[Sou
             f"({_where(earlier, earlier_loc)}): no single-valued selector (region, a tag key, unix:uid, "
             "windows:user_name, ...) differs, so that process would hold both identities and both agents' "
             "AWS roles; give the agent its own instance tag value or workload selector (e.g. another unix:uid)"))
+    out.extend(egress_host_problems(cfg, agents))
     return out
 
+
+# --------------------------------------------------------------------------- one egress proxy per host
+#
+# Every egress proxy (components/render/egress.py) listens on the same 127.0.0.1:<authz.egressPort>.
+# On a host running two, the second cannot bind, and the second agent's client reaches the first
+# agent's proxy, which presents the *first* agent's SVID to the gateway: one agent's calls leave
+# with the other's identity. So an egress host runs exactly one proxied agent, across the whole
+# environment (two shards' agents can share hosts).
+
+
+def _egress_host(a: SourcedAgent, cfg: StackConfig) -> tuple[dict[str, str] | None, Loc, str] | None:
+    """The single-valued facts of the hosts an active out-of-mesh agent with http grants runs its
+    egress proxy on (OS, account, region, tags, exclusive node selectors), the field that selects
+    them and its name; None for any other agent, and for join_token VMs (the operator hands each
+    host its own token: nothing here says which hosts they are)."""
+    m = a.manifest.spec
+    if m.suspended or not any(g.http is not None for g in m.grants):
+        return None
+    p = m.platform
+    if p.vm is not None:
+        if p.vm.attestation != "aws_iid":
+            return None
+        facts = exclusive_values(p.vm.aws_instance_tags, [f"aws_iid:region:{p.vm.aws_region}", *p.vm.node_selectors],
+                                 [])
+        if facts is not None:
+            facts = {**facts, "os": "linux", "account": p.vm.aws_account_id or ""}
+        return facts, ("spec", "platform", "vm", "awsInstanceTags"), "awsInstanceTags"
+    if p.windows is not None and p.windows.pod is None:
+        tags = p.windows.ssm_target_tags or {"agentpassport:host-group": p.windows.host_group}
+        facts = exclusive_values(tags, [f"aws_iid:region:{cfg.aws.region}"], [])
+        if facts is not None:
+            facts = {**facts, "os": "windows"}
+        field = "ssmTargetTags" if p.windows.ssm_target_tags else "hostGroup"
+        return facts, ("spec", "platform", "windows", field), field
+    return None
+
+
+def egress_host_problems(cfg: StackConfig, agents: Sequence[tuple[SourcedAgent, AgentIdentity]]) -> list[Problem]:
+    """Two active out-of-mesh agents with http grants whose egress proxies one host could run:
+    the same Windows ``hostGroup``, or host selectors (aws_iid tags with account, region and
+    single-valued node selectors; Windows SSM target tags) with no single-valued key set to two
+    different values: identical tag sets, one a subset of the other, or tags on different keys
+    that one instance can carry together."""
+    port = cfg.authz.egress_port
+    hazard = (f"their egress proxies would both listen on 127.0.0.1:{port}, and one agent's calls would leave "
+              "with the other's SPIFFE ID; an egress host runs exactly one proxied agent")
+    kept = [(a, h) for a, _ in agents if (h := _egress_host(a, cfg)) is not None]
+    out: list[Problem] = []
+    groups: dict[str, SourcedAgent] = {}
+    reported: set[int] = set()
+    group_loc: Loc = ("spec", "platform", "windows", "hostGroup")
+    for j, (a, _) in enumerate(kept):
+        win = a.manifest.spec.platform.windows
+        if win is None:
+            continue
+        first = groups.setdefault(win.host_group.lower(), a)
+        if first is not a:
+            reported.add(j)
+            out.append(agent_problem(
+                a, group_loc,
+                f"agent {a.name!r} and agent {first.name!r} ({_where(first, group_loc)}) both have http grants "
+                f"and run on host group {win.host_group!r}: {hazard}: give each its own host group"))
+    for j, i in sorted(first_compatible([h[0] for _, h in kept]).items()):
+        if j in reported:
+            continue
+        (a, (_, loc, field)), (first, (_, first_loc, _)) = kept[j], kept[i]
+        out.append(agent_problem(
+            a, loc,
+            f"agent {a.name!r} and agent {first.name!r} ({_where(first, first_loc)}) both have http grants, and "
+            f"one host can match both agents' {field}: {hazard}: give the two a {field} key with different "
+            "values (e.g. agentpassport:role: <agent>)"))
+    return out

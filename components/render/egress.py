@@ -36,7 +36,8 @@ selects: it needs no entry of its own.
 Enforcement: the gateway decides every request (Envoy mTLS + OPA on the caller's SPIFFE ID), as
 for mesh callers; Linkerd does not see these callers. A service without a gateway has only
 Linkerd's route policy, which cannot admit a caller without a mesh identity, so grants of
-out-of-mesh agents on it are refused (:func:`egress_problems`).
+out-of-mesh agents on it are refused (:func:`egress_problems`). Every proxy listens on the same
+port, so an egress host runs exactly one proxied agent (:func:`components.collisions.egress_host_problems`).
 """
 
 from __future__ import annotations
@@ -62,8 +63,10 @@ LOOPBACK = "127.0.0.1"
 MAX_DOWNSTREAM_CONNECTIONS = 1024
 IDLE_TIMEOUT = "60s"
 NOT_GRANTED_BODY = "no grant of this agent on the requested service (Host header); nothing was sent\n"
-WINDOWS_DIR = "C:\\ProgramData\\AgentPassport\\egress"
-"""Where the Windows DSC script writes each agent's egress bootstrap and Envoy's logs."""
+WINDOWS_ROOT = "C:\\ProgramData\\AgentPassport"
+WINDOWS_DIR = f"{WINDOWS_ROOT}\\egress"
+"""Where the Windows DSC script writes each agent's egress bootstrap and Envoy's logs (both
+folders get a protected ACL: SYSTEM and Administrators; the gMSA reads and adds its log files)."""
 Os = Literal["linux", "windows"]
 
 _HCM_TYPE = (
@@ -171,6 +174,31 @@ def egress_problems(platform: Platform) -> list[Problem]:
                                 "the agent's SPIFFE ID; SPIRE identifies it by uid, and the agent's workload "
                                 "selectors name no (non-root) unix:uid: set egressProxyUid to the uid the proxy "
                                 "runs as"))
+    # Two proxied agents on one host (one listener port): components.collisions.egress_host_problems,
+    # over the whole environment (agents of two shards can share hosts).
+    return out
+
+
+def open_network_warnings(platform: Platform) -> list[Problem]:
+    """Out-of-mesh callers without ``spec.sourceNetworks``: not an error, but Linkerd then admits
+    *every* network (0.0.0.0/0 and ::/0) to the gateway ports of the services they call
+    (:func:`components.render.mesh.service_objects`), and only the gateway's Envoy (mTLS) and
+    OPA stand between the network and each request."""
+    if not platform.config.subsystems.mesh:
+        return []
+    out: list[Problem] = []
+    for a in out_of_mesh_callers(platform):
+        if a.manifest.spec.source_networks:
+            continue
+        gated = sorted({g.service for _, g in a.grants_of("http")
+                        if (svc := platform.service(g.service)) is not None and svc.manifest.spec.gateway})
+        if gated:
+            out.append(_problem(a, ("spec", "sourceNetworks"),
+                                f"agent {a.name!r} runs outside the mesh and sets no sourceNetworks, so the "
+                                "outside-mesh NetworkAuthentication of the gateway of "
+                                f"{', '.join(repr(s) for s in gated)} admits every network (0.0.0.0/0, ::/0) "
+                                "to the gateway port; Envoy's mTLS and OPA still decide every request. Set "
+                                "spec.sourceNetworks to the networks of the agent's hosts"))
     return out
 
 
@@ -340,7 +368,7 @@ def _gateway_cluster(proxy: EgressProxy, route: EgressRoute) -> dict[str, Any]:
 
 def windows_paths(agent: str) -> dict[str, str]:
     """The files of one agent's egress proxy on a Windows host."""
-    return {"dir": WINDOWS_DIR, "config": f"{WINDOWS_DIR}\\{agent}.json",
+    return {"root": WINDOWS_ROOT, "dir": WINDOWS_DIR, "config": f"{WINDOWS_DIR}\\{agent}.json",
             "access_log": f"{WINDOWS_DIR}\\{agent}-access.log", "log": f"{WINDOWS_DIR}\\{agent}-envoy.log"}
 
 

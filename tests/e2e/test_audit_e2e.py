@@ -57,6 +57,9 @@ CALLER = "spiffe://dev.agentpassport.internal/ns/agents/sa/cortex"
 DUMMY_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": REGION}
 POD_UID = "0a1b2c3d-0000-4000-8000-00000000000"
 PERSON = "alice-operator"
+QUERY_SECRET = "qs-0f3c9a7e5b1d"
+"""A credential in a query string (OAuth's access_token=): masked in url.original and event.original."""
+REQUEST_PATH = f"/v1/orders?limit=5&access_token={QUERY_SECRET}"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -139,7 +142,7 @@ def _opa_lines(tmp: Path) -> list[str]:
         wait_until(lambda: _up(port) or proc.poll() is not None, 30, "opa to listen")
         request = {"input": {"attributes": {
             "source": {"principal": CALLER, "address": {"socketAddress": {"address": "10.1.2.3"}}},
-            "request": {"http": {"method": "GET", "path": "/v1/orders?limit=5", "headers": {
+            "request": {"http": {"method": "GET", "path": REQUEST_PATH, "headers": {
                 "authorization": f"Bearer {TOKEN}", "traceparent": TRACEPARENT, "x-request-id": "req-1"}}}}}}
         status, _ = _http_ok(port, "/v1/data/agentpassport/authz/decision", "POST", json.dumps(request),
                              {"Content-Type": "application/json"})
@@ -179,7 +182,7 @@ def _envoy_lines(tmp: Path) -> list[str]:
         try:
             wait_until(lambda: _up(port) or proc.poll() is not None, 60, "envoy to listen")
             assert proc.poll() is None, log.read_text()
-            status, _ = _http_ok(port, "/v1/orders?limit=5", headers={
+            status, _ = _http_ok(port, REQUEST_PATH, headers={
                 "traceparent": TRACEPARENT, "x-request-id": "req-1", "authorization": f"Bearer {TOKEN}"})
             assert status == 200
             wait_until(lambda: "duration_ms" in access.read_text(), 10, "envoy's access log line")
@@ -236,6 +239,15 @@ def _platform(pods: Path) -> Platform:
     return Platform(base.stack, cfg, base.config_file, base.agents, base.services)
 
 
+def _keys_of(value: Any) -> set[str]:
+    """Every mapping key of a parsed document, at any depth."""
+    if isinstance(value, dict):
+        return set(map(str, value)) | {k for v in value.values() for k in _keys_of(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys_of(v)}
+    return set()
+
+
 def _documents(s3: Any) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Every object's JSON lines, by dataset: (key, document)."""
     out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
@@ -276,7 +288,9 @@ def test_collector_ships_real_engine_logs_into_object_lock(tmp_path: Path) -> No
         conf = ra.collector_config(platform, target, endpoint=endpoint, state_dir=str(tmp_path / "state"),
                                    telemetry_host="127.0.0.1", telemetry_port=free_port())
         conf_text = dump_yaml(conf)
-        assert "access_key" not in conf_text and "testing" not in conf_text  # the config holds no key
+        # the config holds no key: no key setting anywhere (the masking patterns name such keys in
+        # their text, as values), and not the dummy key the environment carries
+        assert not _keys_of(conf) & {"access_key", "secret_key", "session_token"} and "testing" not in conf_text
         (tmp_path / "collector.yaml").write_text(conf_text)
         env = {"PATH": os.environ.get("PATH", ""), "K8S_NODE_NAME": "node-e2e",
                "AWS_EC2_METADATA_DISABLED": "true", **DUMMY_ENV}
@@ -325,6 +339,8 @@ def test_collector_ships_real_engine_logs_into_object_lock(tmp_path: Path) -> No
         everything = json.dumps(docs)
         assert TOKEN not in everything and TOKEN.split(".")[1] not in everything
         assert "correct-horse-battery" not in everything
+        assert QUERY_SECRET not in everything and "access_token=[masked]" in decision["event"]["original"]
+        assert "access_token=[masked]" in access["url"]["original"]
 
         # ---- retention set on every object: COMPLIANCE until a day from now
         for dataset, items in docs.items():

@@ -49,7 +49,8 @@ def test_irsa_collector_appends_to_the_stacks_own_bucket() -> None:
     assert trust["Statement"][0]["Principal"] == {"Federated": PROVIDER}
     (inline,) = [p for p in graph.of_type(POLICY) if p.inputs.get("name") == "agentpassport-audit-write"]
     statements = json.loads(inline.inputs["policy"])["Statement"]
-    assert [s["Action"] for s in statements] == [["s3:PutObject"], ["kms:GenerateDataKey"]]
+    assert [s["Action"] for s in statements] == [["s3:PutObject"], ["kms:GenerateDataKey"], ["kms:Decrypt"]]
+    assert statements[2]["Condition"] == {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
     bucket = statements[0]["Resource"][0]
     assert bucket.startswith("arn:aws:s3:::") and bucket.endswith("/agentpassport/prod/*")
     (cm,) = [r for r in graph.of_type("kubernetes:core/v1:ConfigMap")

@@ -173,6 +173,44 @@ CASES = [
                              "env": [{"name": "AWS_REGION", "value": "us-east-1"},
                                      {"name": "AWS_CONFIG_FILE", "value": "/etc/x/aws-config"}]}]}}})
     """, []),
+    Case("audit-collector-no-keys", "keys-in-json-a-secret-and-env-from", """
+        import base64
+        json_conf = json.dumps({"receivers": {"filelog": {}}, "exporters": {"awss3": {"s3uploader": {
+            "region": "us-east-1", "access_key": "${env:KEY_ID}", "secret_key": "${env:KEY}"}}}})
+        k8s.core.v1.ConfigMap("collector-json", data={"config.json": json_conf})
+        yaml_conf = "exporters:\\n  awss3:\\n    s3uploader: {Secret-Key: abc, session_token: xyz}\\n"
+        k8s.core.v1.Secret("collector-secret",
+            data={"config.yaml": base64.b64encode(yaml_conf.encode()).decode()},
+            string_data={"config.json": json_conf})
+        k8s.apps.v1.DaemonSet("audit-collector", metadata={"name": "agentpassport-audit-collector"}, spec={
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "agentpassport-audit-collector"}},
+            "template": {"metadata": {"labels": {"app.kubernetes.io/name": "agentpassport-audit-collector"}},
+                         "spec": {"containers": [{
+                             "name": "collector", "image": "otel/opentelemetry-collector-contrib:0.165.0",
+                             "envFrom": [{"configMapRef": {"name": "settings"}},
+                                         {"secretRef": {"name": "aws-keys"}}]}]}}})
+    """, [("collector-json", "collector config 'collector-json' carries AWS keys: data[config.json]: "
+                            "access_key, secret_key"),
+          ("collector-secret", "collector config 'collector-secret' carries AWS keys: data[config.yaml]: "
+                              "secret_key, session_token; stringData[config.json]: access_key, secret_key"),
+          ("audit-collector", "collector container 'collector' of 'audit-collector' takes its environment "
+                              "from Secret 'aws-keys' (envFrom secretRef)")]),
+    Case("audit-collector-no-keys", "json-config-and-secret-without-keys", """
+        import base64
+        json_conf = json.dumps({"receivers": {"filelog": {}}, "exporters": {"awss3": {"s3uploader": {
+            "region": "us-east-1", "s3_bucket": "audit", "access_key": ""}}}})
+        k8s.core.v1.ConfigMap("collector-json", data={"config.json": json_conf,
+                                                      "other.json": json.dumps({"access_key": "not-a-collector"})})
+        k8s.core.v1.Secret("collector-secret",
+            data={"config.json": base64.b64encode(json_conf.encode()).decode(), "blob": "////"},
+            string_data={"token": "access_key: a-value-outside-any-collector-config"})
+        k8s.apps.v1.DaemonSet("audit-collector", metadata={"name": "agentpassport-audit-collector"}, spec={
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "agentpassport-audit-collector"}},
+            "template": {"metadata": {"labels": {"app.kubernetes.io/name": "agentpassport-audit-collector"}},
+                         "spec": {"containers": [{
+                             "name": "collector", "image": "otel/opentelemetry-collector-contrib:0.165.0",
+                             "envFrom": [{"configMapRef": {"name": "settings"}}]}]}}})
+    """, []),
     # ---------------------------------------------------------------- vault-no-stored-db-password
     Case("vault-no-stored-db-password", "password-in-state", """
         vault.database.SecretBackendConnection("db-main", backend="db-main", name="main", postgresql={

@@ -150,8 +150,9 @@ def test_sources_follow_the_subsystems_and_the_overrides() -> None:
 def test_statements_mask_first_map_every_rename_and_emit_the_document() -> None:
     platform = _irsa()
     statements = ra.log_statements(platform)
-    assert [s.startswith("replace_pattern(log.body") for s in statements[:3]] == [True, True, True]
-    assert statements[3].startswith('set(log.cache["raw"], ParseJSON(log.body))')
+    n = len(ra.MASK_PATTERNS)
+    assert [s.startswith("replace_pattern(log.body") for s in statements[:n]] == [True] * n
+    assert statements[n].startswith('set(log.cache["raw"], ParseJSON(log.body))')
     assert statements[-1] == 'set(log.body, log.cache["doc"])'
     joined = "\n".join(statements)
     for dataset, renames in FIELD_RENAMES.items():
@@ -181,10 +182,52 @@ def test_credentials_are_masked_by_the_patterns_the_collector_runs() -> None:
         "token in text: bearer abcdefghijklmnop": "token in text: bearer [masked]",
     }
     for line, want in lines.items():
-        out = line
-        for pattern, replacement in ra.MASK_PATTERNS:  # Go RE2 and Python agree on these
-            out = re.sub(pattern, replacement.replace("$1", r"\1"), out)
-        assert out == want
+        assert mask(line) == want
+
+
+def mask(line: str) -> str:
+    """The collector's masking, in order (Go RE2 and Python agree on these patterns; ``$1`` is the
+    only group a replacement uses, and nothing else in it is special to Go)."""
+    for pattern, replacement in ra.MASK_PATTERNS:
+        line = re.sub(pattern, lambda m, r=replacement: r.replace("$1", m.group(1)), line)
+    return line
+
+
+SECRET = "s3cr3tVALUE42"
+
+
+@pytest.mark.parametrize(("line", "want"), [
+    # (A) credentials in query strings: url.original, event.original, Go's \u0026 for &
+    ('{"url":"/v1/x?access_token=' + SECRET + '&limit=5"}', '{"url":"/v1/x?access_token=[masked]&limit=5"}'),
+    ('{"path":"/v1/x?limit=5\\u0026api_key=' + SECRET + '"}', '{"path":"/v1/x?limit=5\\u0026api_key=[masked]"}'),
+    ("GET /cb?code=" + SECRET + "&state=abc HTTP/1.1", "GET /cb?code=[masked]&state=abc HTTP/1.1"),
+    ('{"u":"/x?password=' + SECRET + ';token=' + SECRET + '"}', '{"u":"/x?password=[masked];token=[masked]"}'),
+    ('{"u":"/b/k?X-Amz-Signature=' + SECRET + '&secret=' + SECRET + '"}',
+     '{"u":"/b/k?X-Amz-Signature=[masked]&secret=[masked]"}'),
+    ('{"u":"/x?keyword=ok&signature=' + SECRET + '#f"}', '{"u":"/x?keyword=ok&signature=[masked]#f"}'),
+    # OPA's parsed_query: the whole object
+    ('{"input":{"parsed_query":{"access_token":["' + SECRET + '"],"limit":["5"]},"parsed_path":["v1"]}}',
+     '{"input":{"parsed_query":"[masked]","parsed_path":["v1"]}}'),
+    # (B) a header as a list (Envoy/OPA headers maps, Go's http.Header)
+    ('{"authorization":["Basic ' + SECRET + '"],"x":1}', '{"authorization":"[masked]","x":1}'),
+    ('{"Cookie": ["a=' + SECRET + '", "b=' + SECRET + '"]}', '{"Cookie": "[masked]"}'),
+    # (C) a JSON document logged inside a JSON string
+    ('{"msg":"{\\"authorization\\":\\"Basic ' + SECRET + '\\",\\"a\\":1}"}',
+     '{"msg":"{\\"authorization\\":\\"[masked]\\",\\"a\\":1}"}'),
+    ('{"msg":"{\\"password\\": [\\"' + SECRET + '\\"]}"}', '{"msg":"{\\"password\\": \\"[masked]\\"}"}'),
+    # (D) credential keys, any case; an object under such a key (Vault's "secret") is kept
+    ('{"password":"' + SECRET + '","passwd":"' + SECRET + '","Client_Secret":"' + SECRET + '"}',
+     '{"password":"[masked]","passwd":"[masked]","Client_Secret":"[masked]"}'),
+    ('{"token":"' + SECRET + '","secret":{"lease_id":"db/creds/x/1"}}',
+     '{"token":"[masked]","secret":{"lease_id":"db/creds/x/1"}}'),
+    ("login password=" + SECRET + " user=svc", "login password=[masked] user=svc"),
+    ("max_token=5 n=1", "max_token=5 n=1"),  # not a credential key, only its suffix
+])
+def test_every_form_of_credential_is_masked(line: str, want: str) -> None:
+    out = mask(line)
+    assert out == want
+    if out.startswith("{"):
+        json.loads(out)  # the line is still the JSON the collector parses next
 
 
 def test_vault_paths_that_name_a_person_are_redacted() -> None:
@@ -257,9 +300,16 @@ def test_roles_anywhere_uses_the_collectors_own_svid() -> None:
 
 
 def test_iam_role_is_append_only_and_trusts_one_principal() -> None:
-    policy = ra.collector_policy("audit-b", "agentpassport", "prod", "arn:aws:kms:us-east-1:111122223333:key/k")
+    key = "arn:aws:kms:us-east-1:111122223333:key/k"
+    policy = ra.collector_policy("audit-b", "agentpassport", "prod", key, "us-east-1")
     actions = sorted(a for s in policy["Statement"] for a in s["Action"])
-    assert actions == ["kms:GenerateDataKey", "s3:PutObject"]
+    assert actions == ["kms:Decrypt", "kms:GenerateDataKey", "s3:PutObject"]
+    # multipart uploads (objects above 8 MiB) need kms:Decrypt, and only through S3 in the region
+    (decrypt,) = [s for s in policy["Statement"] if s["Action"] == ["kms:Decrypt"]]
+    assert decrypt["Resource"] == [key] and decrypt["Effect"] == "Allow"
+    assert decrypt["Condition"] == {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
+    assert [s["Action"] for s in ra.collector_policy("b", "p", "dev", None, "eu-west-1")["Statement"]] == [
+        ["s3:PutObject"]]
     assert policy["Statement"][0]["Resource"] == ["arn:aws:s3:::audit-b/agentpassport/prod/*"]
     irsa = ra.irsa_trust_policy(PROVIDER, "agentpassport-audit")["Statement"][0]
     assert irsa["Condition"]["StringEquals"] == {

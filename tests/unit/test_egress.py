@@ -279,7 +279,7 @@ def test_the_windows_dsc_installs_the_rendered_config_and_runs_envoy_under_the_g
     platform = fleet(tmp_path / "m")
     script = _dsc(platform, "win")
     # The config the host gets is the rendered bootstrap, byte for byte, as one quoted literal...
-    (written,) = re.findall(r"WriteAllText\('C:\\ProgramData\\AgentPassport\\egress\\win\.json', '(.*?)', ", script)
+    (written,) = re.findall(r"GetBytes\('((?:[^']|'')*)'\)", script)
     host_config = json.loads(written.replace("''", "'"))
     assert host_config == compile_egress(platform).bootstrap("win")
     # ... which a real Envoy accepts as it lands on the host (JSON, its named pipe, its log file).
@@ -310,6 +310,43 @@ def test_windows_agents_without_http_grants_get_no_proxy(tmp_path: Path) -> None
     script = _dsc(platform, "win")
     assert "Egress" not in script and "envoy" not in script.lower()
     assert compile_egress(platform).proxies == ()
+
+
+def test_the_windows_egress_folder_gets_a_protected_acl_and_a_fresh_config(tmp_path: Path) -> None:
+    script = _dsc(fleet(tmp_path / "m"), "win")
+    step = script[script.index("Script 'EgressConfig'"):script.index("Script 'EgressService'")]
+    test, set_ = step[step.index("TestScript"):step.index("SetScript")], step[step.index("SetScript"):]
+    root, folder = "'C:\\ProgramData\\AgentPassport'", "'C:\\ProgramData\\AgentPassport\\egress'"
+    config = "'C:\\ProgramData\\AgentPassport\\egress\\win.json'"
+    # Set: Administrators own both folders; no inherited entry (Users may write under ProgramData).
+    assert "$acl.SetOwner($admins)" in set_ and "$acl.SetAccessRuleProtection($true, $false)" in set_
+    assert set_.index("AddAccessRule((& $rule $admins 'FullControl' $tree $none))") < \
+        set_.index(f"Set-Acl -LiteralPath {root} -AclObject $acl") < \
+        set_.index("AddAccessRule((& $rule $gmsa 'ReadAndExecute, Synchronize' $tree $none))") < \
+        set_.index(f"Set-Acl -LiteralPath {folder} -AclObject $acl")
+    assert "[System.Security.Principal.NTAccount]::new('CORP\\gmsa-win$')" in set_
+    assert "AddAccessRule((& $rule $gmsa 'CreateFiles' $here $none))" in set_  # its logs, this folder only
+    # a folder a user pre-created is handed to Administrators before its ACL is replaced
+    assert f"foreach ($dir in @({root}, {folder}))" in set_ and "& $takeown /F $dir /A | Out-Null" in set_
+    assert set_.index("& $takeown /F $dir /A") < set_.index(f"Set-Acl -LiteralPath {root}")
+    # what a user left in the folder goes; the test finds it
+    assert "$trusted = @($system.Value, $admins.Value, $gmsa.Value)" in set_ and "Remove-Item -Force -Recurse" in set_
+    assert "-notin @($system, $admins, $gmsa)) {\n                        return $false" in test
+    assert re.findall(r"AddAccessRule\(\(& \$rule \$(\w+) '([^']*)'", set_) == [
+        ("system", "FullControl"), ("admins", "FullControl"), ("gmsa", "ReadAndExecute, Synchronize"),
+        ("gmsa", "CreateFiles"), ("creatorOwner", "Modify")]
+    # ... and the config is deleted and created anew in that folder (CreateNew), never written over.
+    assert set_.index(f"Set-Acl -LiteralPath {folder}") < set_.index(f"Remove-Item -LiteralPath {config} -Force") \
+        < set_.index(f"[System.IO.File]::Open({config}, [System.IO.FileMode]::CreateNew")
+    assert "WriteAllText" not in step
+    # Test: both folders protected and owned by SYSTEM/Administrators, no other writer, the file's owner.
+    assert f"foreach ($dir in @({root}, {folder}))" in test
+    assert "if (-not $acl.AreAccessRulesProtected) { return $false }" in test
+    assert "if ($acl.GetOwner($sidType).Value -notin @($system, $admins)) { return $false }" in test
+    assert "return $false  # Users, Everyone, Authenticated Users" in test
+    assert f"if ((Get-Acl -LiteralPath {config}).GetOwner($sidType).Value -notin @($system, $admins))" in test
+    assert "$system = 'S-1-5-18'; $admins = 'S-1-5-32-544'; $creatorOwner = 'S-1-3-0'" in test
+    assert "'ReadAndExecute, CreateFiles, Synchronize'" in test
 
 
 @needs_parser
@@ -367,3 +404,120 @@ def test_a_proxy_uid_that_another_agents_process_runs_as_is_an_identity_collisio
     (problem,) = info.value.problems
     assert problem.field == "spec.platform.vm.egressProxyUid" and problem.file.endswith("agent-1.yaml")
     assert "one host process can match both this agent's SPIRE selectors and those of agent 'a'" in problem.message
+
+
+# --------------------------------------------------------------------------- one proxied agent per host
+
+
+def refused(path: Path, *docs: str, stack: str = "dev") -> list[Any]:
+    """The problems the platform model refuses ``docs`` with (it checks the whole environment)."""
+    from components.errors import PassportError
+
+    with pytest.raises(PassportError) as info:
+        make_platform(path, *docs, stack=stack)
+    return list(info.value.problems)
+
+
+def _ec2(name: str, tags: str, uid: int, *, account: str = "111122223333", region: str = "eu-west-1") -> str:
+    return agent(name, "", http("ledger", "GET", "{exact: /x}"), platform=(
+        f"vm: {{attestation: aws_iid, awsAccountId: '{account}', awsRegion: {region}, "
+        f"awsInstanceTags: {tags}, workloadSelectors: ['unix:uid:{uid}']}}"))
+
+
+@pytest.mark.parametrize(("tags_a", "tags_b"), [
+    ("{role: batch}", "{role: batch}"),                      # identical
+    ("{role: batch}", "{role: batch, team: fin}"),           # subset
+    ("{role: batch, team: fin}", "{team: fin}"),             # superset
+    ("{role: batch}", "{team: fin}"),                        # one instance can carry both tags
+])
+def test_two_vm_proxies_that_one_instance_can_match_are_refused(tmp_path: Path, tags_a: str, tags_b: str) -> None:
+    (problem,) = refused(tmp_path, _ec2("vm-a", tags_a, 1001), _ec2("vm-b", tags_b, 2002))
+    assert problem.file.endswith("agent-1.yaml") and problem.field == "spec.platform.vm.awsInstanceTags"
+    assert problem.message.startswith("agent 'vm-b' and agent 'vm-a' (")
+    assert "would both listen on 127.0.0.1:15001" in problem.message
+    assert "an egress host runs exactly one proxied agent" in problem.message
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    (("{role: batch}", "111122223333", "eu-west-1"), ("{role: other}", "111122223333", "eu-west-1")),
+    (("{role: batch}", "111122223333", "eu-west-1"), ("{role: batch}", "444455556666", "eu-west-1")),
+    (("{role: batch}", "111122223333", "eu-west-1"), ("{role: batch}", "111122223333", "us-east-1")),
+])
+def test_vm_proxies_on_hosts_no_instance_can_share_are_fine(tmp_path: Path, a: tuple[str, str, str],
+                                                             b: tuple[str, str, str]) -> None:
+    platform = make_platform(tmp_path, _ec2("vm-a", a[0], 1001, account=a[1], region=a[2]),
+                             _ec2("vm-b", b[0], 2002, account=b[1], region=b[2]))
+    assert egress_problems(platform) == []
+    assert [p.name for p in compile_egress(platform).proxies] == ["vm-a", "vm-b"]
+
+
+def test_two_windows_proxies_on_one_host_group_are_refused(tmp_path: Path) -> None:
+    win = "windows: {{gmsaAccount: {gmsa}, hostGroup: {group}}}"
+    (problem,) = refused(tmp_path / "same",
+                         agent("win-a", "", http("ledger", "GET", "{exact: /x}"),
+                               platform=win.format(gmsa="gmsa-a", group="WinHosts")),
+                         agent("win-b", "", http("ledger", "GET", "{exact: /y}"),
+                               platform=win.format(gmsa="gmsa-b", group="winhosts")))
+    assert problem.file.endswith("agent-1.yaml") and problem.field == "spec.platform.windows.hostGroup"
+    assert "agent 'win-b' and agent 'win-a'" in problem.message and "host group 'winhosts'" in problem.message
+    apart = make_platform(tmp_path / "apart",
+                          agent("win-a", "", http("ledger", "GET", "{exact: /x}"),
+                                platform=win.format(gmsa="gmsa-a", group="HostsA")),
+                          agent("win-b", "", http("ledger", "GET", "{exact: /y}"),
+                                platform=win.format(gmsa="gmsa-b", group="HostsB")))
+    assert egress_problems(apart) == []
+
+
+def test_windows_ssm_target_tags_that_one_host_can_match_are_refused(tmp_path: Path) -> None:
+    a = agent("win-a", "", http("ledger", "GET", "{exact: /x}"),
+              platform="windows: {gmsaAccount: gmsa-a, hostGroup: HostsA, ssmTargetTags: {role: web}}")
+    b = agent("win-b", "", http("ledger", "GET", "{exact: /y}"),
+              platform="windows: {gmsaAccount: gmsa-b, hostGroup: HostsB, ssmTargetTags: {role: web, tier: front}}")
+    (problem,) = refused(tmp_path, a, b)
+    assert problem.field == "spec.platform.windows.ssmTargetTags"
+    assert "agent 'win-b' and agent 'win-a'" in problem.message
+
+
+def test_an_agent_without_http_grants_may_share_a_proxied_agents_host(tmp_path: Path) -> None:
+    vault = "    - vault: {path: secret/data/x, capabilities: [read]}\n"
+    other = agent("vm-b", "", vault, platform=(
+        "vm: {attestation: aws_iid, awsAccountId: '111122223333', awsRegion: eu-west-1, "
+        "awsInstanceTags: {role: batch}, workloadSelectors: ['unix:uid:2002']}"))
+    assert egress_problems(make_platform(tmp_path, _ec2("vm-a", "{role: batch}", 1001), other)) == []
+
+
+# --------------------------------------------------------------------------- open networks
+
+
+def test_an_outside_caller_without_source_networks_is_a_validate_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from components.cli import main
+    from components.render.egress import open_network_warnings
+
+    open_doc = agent("vmbox", "", http("ledger", "GET", "{exact: /x}"), platform=LINUX_VM)
+    (warning,) = open_network_warnings(make_platform(tmp_path / "open", open_doc))
+    assert warning.field == "spec.sourceNetworks" and warning.file.endswith("agent-0.yaml")
+    assert warning.message.startswith("agent 'vmbox' runs outside the mesh and sets no sourceNetworks")
+    assert "gateway of 'ledger' admits every network (0.0.0.0/0, ::/0)" in warning.message
+    # passport validate says so, and still succeeds
+    assert main(["validate", str(tmp_path / "open"), "--stack", "dev"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("warning: ") and "agent 'vmbox' runs outside the mesh" in captured.err
+    assert captured.out.startswith("ok: 1 agents")
+    # with its networks, or in the mesh, nothing to say
+    netted = open_doc.replace("  platform:", "  sourceNetworks: ['10.20.0.0/16']\n  platform:")
+    assert open_network_warnings(make_platform(tmp_path / "netted", netted)) == []
+    pod = agent("podbox", "team-a", http("ledger", "GET", "{exact: /x}"))
+    assert open_network_warnings(make_platform(tmp_path / "pod", pod)) == []
+
+
+def test_two_shards_agents_on_one_host_are_refused_by_either_shard(tmp_path: Path) -> None:
+    from components.shard import hash_bucket
+
+    names = [f"vm-{i}" for i in range(20)]
+    here = next(n for n in names if hash_bucket(n, 2) == 0)
+    there = next(n for n in names if hash_bucket(n, 2) == 1)
+    docs = (_ec2(here, "{role: batch}", 1001), _ec2(there, "{role: batch}", 2002))
+    for shard in ("prod-shard-0", "prod-shard-1"):
+        (problem,) = refused(tmp_path / shard, *docs, stack=shard)
+        assert "an egress host runs exactly one proxied agent" in problem.message

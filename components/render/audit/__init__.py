@@ -141,7 +141,7 @@ def audit_artifacts(platform: Platform) -> Iterable[Artifact]:
     target = compile_audit(platform)
     out = kubernetes_artifacts(SUBSYSTEM, audit_objects(platform, target))
     out.append(Artifact("audit/collector.yaml", dump_yaml(collector_config(platform, target))))
-    policy = collector_policy(target.bucket, cfg.audit.prefix, platform.stack, target.kms_key_arn)
+    policy = collector_policy(target.bucket, cfg.audit.prefix, platform.stack, target.kms_key_arn, target.region)
     out.append(Artifact("audit/collector-policy.json", dump_json(policy)))
     out.append(Artifact("audit/collector-trust-policy.json",
                         dump_json(collector_trust_policy(cfg, target.trust_anchor_arn or TRUST_ANCHOR_PLACEHOLDER))))

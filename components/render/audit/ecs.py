@@ -18,12 +18,37 @@ from components.render.rego import gateway_services
 
 CREDENTIAL_HEADERS = ("authorization", "proxy-authorization", "cookie", "set-cookie", "x-vault-token",
                       "x-api-key", "x-amz-security-token")
+CREDENTIAL_KEYS = ("password", "passwd", "secret", "token", "client_secret", "access_token", "refresh_token",
+                   "id_token", "api_key", "apikey", "private_key", "secret_key", "session_token",
+                   "aws_secret_access_key", "aws_session_token")
+"""JSON keys whose string (or list of strings) value is a credential wherever they appear."""
+CREDENTIAL_QUERY = (r"[a-z0-9_.-]*(?:token|secret|password|passwd|signature|api[_-]?key|apikey)"
+                    r"|pwd|sig|code|key|auth|x-amz-credential")
+"""Query parameters whose value is a credential: any name ending in token, secret, password,
+signature or api_key (access_token, client_secret, X-Amz-Signature, ...), and OAuth's code."""
+
+_NAMES = "|".join(re.escape(h) for h in (*CREDENTIAL_HEADERS, *CREDENTIAL_KEYS))
+_STR = r'"(?:[^"\\]|\\.)*"'
+"""A JSON string."""
+_ESC_STR = r'\\"(?:[^"\\]|\\[^"])*\\"'
+"""A JSON string inside a JSON string (``\"...\"``: a document logged as text)."""
 MASK_PATTERNS: tuple[tuple[str, str], ...] = (
-    # "authorization": "Bearer abc"  (JSON, any case) -> "authorization": "[masked]"
-    (r'(?i)("(?:' + "|".join(re.escape(h) for h in CREDENTIAL_HEADERS) + r')"\s*:\s*)"(?:[^"\\]|\\.)*"',
+    # "authorization": "Bearer abc" or ["Basic xyz"], "password": "..."  (JSON, any case)
+    #   -> "authorization": "[masked]"  (a key with an object value, e.g. Vault's "secret", is kept)
+    (rf'(?i)("(?:{_NAMES})"\s*:\s*)(?:{_STR}|\[\s*(?:{_STR}\s*(?:,\s*{_STR}\s*)*)?\])',
      '$1"' + MASKED + '"'),
+    # the same inside an escaped JSON string: {\"authorization\":\"Basic xyz\"}
+    (rf'(?i)(\\"(?:{_NAMES})\\"\s*:\s*)(?:{_ESC_STR}|\[\s*(?:{_ESC_STR}\s*(?:,\s*{_ESC_STR}\s*)*)?\])',
+     '$1\\"' + MASKED + '\\"'),
+    # OPA's parsed_query (every query parameter, as lists): the whole object
+    (r'("parsed_query"\s*:\s*)\{(?:[^{}"]|' + _STR + r')*\}', '$1"' + MASKED + '"'),
+    # ?access_token=abc&... / \u0026api_key=... (Go's JSON escapes &) in any URL or path
+    (r"(?i)((?:[?&;]|\\u0026)(?:" + CREDENTIAL_QUERY + r")=)[^&;\s\"#\\]*", "$1" + MASKED),
     # authorization=Bearer abc / Authorization: Basic xyz (text)
     (r"(?i)((?:" + "|".join(re.escape(h) for h in CREDENTIAL_HEADERS) + r")\s*[=:]\s*)[^\s,;\"}]+(\s+[^\s,;\"}]+)?",
+     "$1" + MASKED),
+    # password=hunter2 / secret: abc (text; one word, so what follows is kept)
+    (r"(?i)(\b(?:" + "|".join(re.escape(k) for k in CREDENTIAL_KEYS) + r")\s*[=:]\s*)[^\s,;&\"}]+",
      "$1" + MASKED),
     # a bearer token anywhere else
     (r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}", "$1" + MASKED),

@@ -20,9 +20,15 @@ def collector_role_name(stack: str) -> str:
     return f"agentpassport-{stack}-audit-collector"[:64]
 
 
-def collector_policy(bucket: str, prefix: str, stack: str, kms_key_arn: str | None) -> dict[str, Any]:
+def collector_policy(bucket: str, prefix: str, stack: str, kms_key_arn: str | None, region: str) -> dict[str, Any]:
     """Append-only: PutObject under the stack's prefix, nothing else (no read, delete, retention
-    or governance bypass)."""
+    or governance bypass).
+
+    With the bucket's KMS key: kms:GenerateDataKey for every object, and kms:Decrypt, which S3
+    asks for on the caller's behalf in a multipart upload (the exporter's uploader splits objects
+    above 8 MiB: each part is encrypted under the data key S3 decrypts again). Both only through
+    S3 in the bucket's region (kms:ViaService), so the role cannot decrypt anything directly.
+    """
     statements: list[dict[str, Any]] = [{
         "Sid": "WriteAuditObjects",
         "Effect": "Allow",
@@ -30,8 +36,11 @@ def collector_policy(bucket: str, prefix: str, stack: str, kms_key_arn: str | No
         "Resource": [f"arn:aws:s3:::{bucket}/{prefix}/{stack}/*"],
     }]
     if kms_key_arn is not None:
+        via_s3 = {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}}
         statements.append({"Sid": "EncryptWithAuditKey", "Effect": "Allow",
                            "Action": ["kms:GenerateDataKey"], "Resource": [kms_key_arn]})
+        statements.append({"Sid": "MultipartUploadWithAuditKey", "Effect": "Allow",
+                           "Action": ["kms:Decrypt"], "Resource": [kms_key_arn], "Condition": via_s3})
     return {"Version": POLICY_VERSION, "Statement": statements}
 
 

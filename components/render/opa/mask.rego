@@ -13,3 +13,7 @@ mask contains "/input/attributes/request/http/body"
 mask contains "/input/attributes/request/http/rawBody"
 
 mask contains "/input/parsed_body"
+
+# every query parameter (access_token=, api_key=, code=, ...); the path keeps the query, masked by the
+# audit collector
+mask contains "/input/parsed_query"
