@@ -155,6 +155,16 @@ reason := concat("", [
 	entry.agent, service, concat("; ", failures),
 ])
 
+# Whatever happens above, the gateway gets a denial, never an undefined result.
+default decision := {
+	"allowed": false,
+	"body": "forbidden by Agent Passport policy\n",
+	"dynamic_metadata": {"allowed": false, "reason": "denied: no decision"},
+	"headers": {"content-type": "text/plain"},
+	"http_status": 403,
+	"reason": "denied: no decision",
+}
+
 # The opa-envoy-plugin result object: allowed, headers, http_status, body, dynamic_metadata.
 decision := {
 	"allowed": true,
