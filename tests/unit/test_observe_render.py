@@ -395,6 +395,23 @@ def _path(doc: dict[str, Any], path: str) -> tuple[Any, str]:
     return cur, parts[-1]
 
 
+def java_replacement(replacement: str) -> str:
+    """A Java ``Matcher.replaceAll`` replacement (``$1``, ``\\$``) as a Python ``re.sub`` one."""
+    out, i = [], 0
+    while i < len(replacement):
+        c = replacement[i]
+        if c == "\\" and i + 1 < len(replacement):
+            out.append(replacement[i + 1].replace("\\", "\\\\"))
+            i += 2
+        elif c == "$" and i + 1 < len(replacement) and replacement[i + 1].isdigit():
+            out.append(f"\\g<{replacement[i + 1]}>")
+            i += 2
+        else:
+            out.append("\\\\" if c == "\\" else c)
+            i += 1
+    return "".join(out)
+
+
 def _get(doc: dict[str, Any], path: str) -> Any:
     parent, last = _path(doc, path)
     if isinstance(parent, list) and last.isdigit():
@@ -494,9 +511,12 @@ def _run_processor(kind: str, body: dict[str, Any], doc: dict[str, Any]) -> None
         _set(doc, "@timestamp", dt.datetime.fromisoformat(text).astimezone(dt.UTC).isoformat())
     elif kind == "gsub":
         value = _get(doc, body["field"])
+        if value is None and body.get("ignore_missing"):
+            return
         if not isinstance(value, str):
             raise _Fail(f"field [{body['field']}] is not a string")
-        _set(doc, body.get("target_field", body["field"]), re.sub(body["pattern"], body["replacement"], value))
+        _set(doc, body.get("target_field", body["field"]),
+             re.sub(body["pattern"], java_replacement(body["replacement"]), value))
     elif kind == "dissect":
         for key, value in _dissect(body["pattern"], str(_get(doc, body["field"]))).items():
             _set(doc, key, value)
