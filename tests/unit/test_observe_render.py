@@ -885,3 +885,29 @@ def test_logstash_filter_masks_query_credentials_with_the_shared_pattern() -> No
     # what Ruby's gsub does with it, in Python's re (same syntax, \1 back-reference)
     pattern, replacement = re.findall(r'"message", \'([^\']*)\', \'([^\']*)\'', conf)[0]
     assert re.sub(pattern, replacement, SECRET_PATH) == MASKED_PATH
+
+
+def test_query_mask_pattern_compiles_and_masks_in_java(tmp_path: Path) -> None:
+    """Elasticsearch's gsub is java.util.regex: the shared pattern and replacement run there as they
+    do in Python (only where a JDK is installed: Elasticsearch itself is not part of the tests)."""
+    from components.render import credentials as cr
+
+    java = shutil.which("java")
+    if java is None:
+        pytest.skip("no java on PATH (the Java regex check needs a JDK 11+)")
+    (tmp_path / "pattern.txt").write_text(cr.QUERY_MASK_PATTERN, encoding="utf-8")
+    (tmp_path / "line.txt").write_text(SECRET_PATH + "\n" + json.dumps({"p": SECRET_PATH}).replace("&", "\\u0026"),
+                                       encoding="utf-8")
+    (tmp_path / "Mask.java").write_text(
+        "import java.nio.file.*;\n"
+        "public class Mask { public static void main(String[] a) throws Exception {\n"
+        "  String p = Files.readString(Path.of(a[0])), r = a[2];\n"
+        "  System.out.print(java.util.regex.Pattern.compile(p).matcher(Files.readString(Path.of(a[1])))"
+        ".replaceAll(r)); } }\n", encoding="utf-8")
+    proc = subprocess.run([java, str(tmp_path / "Mask.java"), str(tmp_path / "pattern.txt"),
+                           str(tmp_path / "line.txt"), cr.QUERY_MASK_REPLACEMENT_JAVA],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.split("\n")
+    assert first == MASKED_PATH
+    assert json.loads(second) == {"p": MASKED_PATH}
