@@ -395,6 +395,23 @@ def _path(doc: dict[str, Any], path: str) -> tuple[Any, str]:
     return cur, parts[-1]
 
 
+def java_replacement(replacement: str) -> str:
+    """A Java ``Matcher.replaceAll`` replacement (``$1``, ``\\$``) as a Python ``re.sub`` one."""
+    out, i = [], 0
+    while i < len(replacement):
+        c = replacement[i]
+        if c == "\\" and i + 1 < len(replacement):
+            out.append(replacement[i + 1].replace("\\", "\\\\"))
+            i += 2
+        elif c == "$" and i + 1 < len(replacement) and replacement[i + 1].isdigit():
+            out.append(f"\\g<{replacement[i + 1]}>")
+            i += 2
+        else:
+            out.append("\\\\" if c == "\\" else c)
+            i += 1
+    return "".join(out)
+
+
 def _get(doc: dict[str, Any], path: str) -> Any:
     parent, last = _path(doc, path)
     if isinstance(parent, list) and last.isdigit():
@@ -494,9 +511,12 @@ def _run_processor(kind: str, body: dict[str, Any], doc: dict[str, Any]) -> None
         _set(doc, "@timestamp", dt.datetime.fromisoformat(text).astimezone(dt.UTC).isoformat())
     elif kind == "gsub":
         value = _get(doc, body["field"])
+        if value is None and body.get("ignore_missing"):
+            return
         if not isinstance(value, str):
             raise _Fail(f"field [{body['field']}] is not a string")
-        _set(doc, body.get("target_field", body["field"]), re.sub(body["pattern"], body["replacement"], value))
+        _set(doc, body.get("target_field", body["field"]),
+             re.sub(body["pattern"], java_replacement(body["replacement"]), value))
     elif kind == "dissect":
         for key, value in _dissect(body["pattern"], str(_get(doc, body["field"]))).items():
             _set(doc, key, value)
@@ -795,3 +815,99 @@ def test_storm_alerts_take_their_thresholds_from_the_capacity_section() -> None:
     assert rules["AgentPassportVaultDbChurnNearCapacity"].endswith("[1m])) > 40")
     assert rules["AgentPassportVaultLeasesHigh"].endswith("> 20000")
     assert 'name=~"agent-passport-.*"' in rules["AgentPassportVaultQuotaRejecting"]
+
+
+# --------------------------------------------------------------------------- credentials in query strings
+
+QUERY_SECRETS = ("eyJhbGciOiJSUzI1NiJ9.e30.c2ln", "k-123", "hunter2", "c2lnbmF0dXJl")
+SECRET_PATH = ("/api/slack/message?access_token=eyJhbGciOiJSUzI1NiJ9.e30.c2ln&api_key=k-123"
+               "&password=hunter2&X-Amz-Signature=c2lnbmF0dXJl&page=2")
+MASKED_PATH = ("/api/slack/message?access_token=[masked]&api_key=[masked]&password=[masked]"
+               "&X-Amz-Signature=[masked]&page=2")
+
+
+def test_query_mask_regexes_mask_credentials_and_keep_the_rest_in_python() -> None:
+    """The pattern and each engine's replacement, run by Python's re (the syntax the engines share)."""
+    from components.render import credentials as cr
+
+    java, ruby = java_replacement(cr.QUERY_MASK_REPLACEMENT_JAVA), cr.QUERY_MASK_REPLACEMENT_RUBY
+    go = cr.QUERY_MASK_REPLACEMENT_GO.replace("${1}", "\\g<1>")
+    escaped = json.dumps({"path": SECRET_PATH})  # not Go-escaped: & stays &
+    go_json = escaped.replace("&", "\\u0026")  # as Go's encoding/json writes it
+    for replacement in (java, ruby, go):
+        assert re.sub(cr.QUERY_MASK_PATTERN, replacement, SECRET_PATH) == MASKED_PATH
+        assert re.sub(cr.QUERY_MASK_PATTERN, replacement, escaped) == json.dumps({"path": MASKED_PATH})
+        masked = re.sub(cr.QUERY_MASK_PATTERN, replacement, go_json)
+        assert json.loads(masked) == {"path": MASKED_PATH}
+        assert re.sub(cr.QUERY_MASK_PATTERN, replacement, "/x?page=2&sort=asc") == "/x?page=2&sort=asc"
+        assert re.sub(cr.QUERY_MASK_PATTERN, replacement, "/x?code=abc#frag") == "/x?code=[masked]#frag"
+
+
+def test_ingest_pipeline_masks_query_credentials_before_anything_is_kept() -> None:
+    pipeline = ob.ingest_pipeline(_platform("dev"))
+    from components.render import credentials as cr
+
+    gsubs = {p["gsub"]["field"]: p["gsub"] for p in pipeline["processors"] if "gsub" in p
+             and p["gsub"]["pattern"] == cr.QUERY_MASK_PATTERN}
+    assert set(gsubs) == {"message", "event.original", "url.original"}
+    assert all(g["replacement"] == "$1[masked]" and g["ignore_missing"] for g in gsubs.values())
+    # the first processor that reads the raw line masks it
+    first = next(p for p in pipeline["processors"] if "message" in (next(iter(p.values())).get("field"),
+                                                                    next(iter(p.values())).get("copy_from")))
+    assert first == {"gsub": gsubs["message"]}
+    line = _opa_line(True)
+    line["input"]["attributes"]["request"]["http"]["path"] = SECRET_PATH
+    for raw in (json.dumps(line), json.dumps(line).replace("&", "\\u0026")):
+        doc = _ingest(pipeline, raw)
+        assert doc["url"]["original"] == MASKED_PATH
+        assert doc["url"]["path"] == "/api/slack/message"
+        stored = json.dumps(doc)
+        assert not any(secret in stored for secret in QUERY_SECRETS), stored
+        assert "page=2" in doc["event"]["original"]
+    envoy = _ingest(pipeline, {"time": "2026-11-20T10:00:00.100Z", "spiffe_id": CORTEX, "method": "GET",
+                               "path": SECRET_PATH, "status": 200, "authz_allowed": True, "agent": "agent-cortex",
+                               "request_id": "8d2f7c1e", "duration_ms": 12})
+    assert envoy["url"]["original"] == MASKED_PATH
+    assert not any(secret in json.dumps(envoy) for secret in QUERY_SECRETS)
+
+
+def test_logstash_filter_masks_query_credentials_with_the_shared_pattern() -> None:
+    from components.render import credentials as cr
+
+    conf = ob.logstash_config(_platform("prod", logs={"kind": "logstash"}))
+    quoted = f"'{cr.QUERY_MASK_PATTERN}', '{cr.QUERY_MASK_REPLACEMENT_RUBY}'"
+    for field in ('"message"', '"[event][original]"', '"[url][original]"'):
+        assert f"{field}, {quoted}" in conf, field
+    assert conf.index('"message", ' + quoted) < conf.index("json { source => \"message\"")
+    assert conf.index('"[url][original]", ' + quoted) < conf.index("grok {")
+    # single-quoted Logstash strings are literal: nothing in the pattern may end them
+    assert "'" not in cr.QUERY_MASK_PATTERN + cr.QUERY_MASK_REPLACEMENT_RUBY
+    # what Ruby's gsub does with it, in Python's re (same syntax, \1 back-reference)
+    pattern, replacement = re.findall(r'"message", \'([^\']*)\', \'([^\']*)\'', conf)[0]
+    assert re.sub(pattern, replacement, SECRET_PATH) == MASKED_PATH
+
+
+def test_query_mask_pattern_compiles_and_masks_in_java(tmp_path: Path) -> None:
+    """Elasticsearch's gsub is java.util.regex: the shared pattern and replacement run there as they
+    do in Python (only where a JDK is installed: Elasticsearch itself is not part of the tests)."""
+    from components.render import credentials as cr
+
+    java = shutil.which("java")
+    if java is None:
+        pytest.skip("no java on PATH (the Java regex check needs a JDK 11+)")
+    (tmp_path / "pattern.txt").write_text(cr.QUERY_MASK_PATTERN, encoding="utf-8")
+    (tmp_path / "line.txt").write_text(SECRET_PATH + "\n" + json.dumps({"p": SECRET_PATH}).replace("&", "\\u0026"),
+                                       encoding="utf-8")
+    (tmp_path / "Mask.java").write_text(
+        "import java.nio.file.*;\n"
+        "public class Mask { public static void main(String[] a) throws Exception {\n"
+        "  String p = Files.readString(Path.of(a[0])), r = a[2];\n"
+        "  System.out.print(java.util.regex.Pattern.compile(p).matcher(Files.readString(Path.of(a[1])))"
+        ".replaceAll(r)); } }\n", encoding="utf-8")
+    proc = subprocess.run([java, str(tmp_path / "Mask.java"), str(tmp_path / "pattern.txt"),
+                           str(tmp_path / "line.txt"), cr.QUERY_MASK_REPLACEMENT_JAVA],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.split("\n")
+    assert first == MASKED_PATH
+    assert json.loads(second) == {"p": MASKED_PATH}

@@ -9,6 +9,7 @@ from components.config import StackConfig
 from components.config.audit import CONTRIB_IMAGE, SOURCES
 from components.errors import ConfigError, Problem
 from components.platform_model import Platform
+from components.render import credentials
 
 SUBSYSTEM = "audit"
 COLLECTOR = "agentpassport-audit-collector"
@@ -32,7 +33,7 @@ PROFILE_ARN_PLACEHOLDER = "{{rolesAnywhereProfileArn}}"
 TRUST_ANCHOR_PLACEHOLDER = "{{trustAnchorArn}}"
 BUCKET_PLACEHOLDER = "{{auditBucket}}"
 KMS_KEY_PLACEHOLDER = "{{auditKmsKeyArn}}"
-MASKED = "[masked]"
+MASKED = credentials.MASKED
 REDACTED = "redacted"
 
 DATASETS: dict[str, str] = {

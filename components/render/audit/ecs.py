@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from components.platform_model import Platform
 from components.render.audit.common import DATASET_ATTR, DATASETS, MASKED, PSEUDONYM_ENV, REDACTED
+from components.render.credentials import QUERY_MASK_PATTERN, QUERY_MASK_REPLACEMENT_JAVA
 from components.render.observe.common import ECS_VERSION
 from components.render.observe.logs import FIELD_RENAMES, Rename
 from components.render.rego import gateway_services
@@ -22,11 +23,6 @@ CREDENTIAL_KEYS = ("password", "passwd", "secret", "token", "client_secret", "ac
                    "id_token", "api_key", "apikey", "private_key", "secret_key", "session_token",
                    "aws_secret_access_key", "aws_session_token")
 """JSON keys whose string (or list of strings) value is a credential wherever they appear."""
-CREDENTIAL_QUERY = (r"[a-z0-9_.-]*(?:token|secret|password|passwd|signature|api[_-]?key|apikey)"
-                    r"|pwd|sig|code|key|auth|x-amz-credential")
-"""Query parameters whose value is a credential: any name ending in token, secret, password,
-signature or api_key (access_token, client_secret, X-Amz-Signature, ...), and OAuth's code."""
-
 _NAMES = "|".join(re.escape(h) for h in (*CREDENTIAL_HEADERS, *CREDENTIAL_KEYS))
 _STR = r'"(?:[^"\\]|\\.)*"'
 """A JSON string."""
@@ -43,7 +39,7 @@ MASK_PATTERNS: tuple[tuple[str, str], ...] = (
     # OPA's parsed_query (every query parameter, as lists): the whole object
     (r'("parsed_query"\s*:\s*)\{(?:[^{}"]|' + _STR + r')*\}', '$1"' + MASKED + '"'),
     # ?access_token=abc&... / \u0026api_key=... (Go's JSON escapes &) in any URL or path
-    (r"(?i)((?:[?&;]|\\u0026)(?:" + CREDENTIAL_QUERY + r")=)[^&;\s\"#\\]*", "$1" + MASKED),
+    (QUERY_MASK_PATTERN, QUERY_MASK_REPLACEMENT_JAVA),
     # authorization=Bearer abc / Authorization: Basic xyz (text)
     (r"(?i)((?:" + "|".join(re.escape(h) for h in CREDENTIAL_HEADERS) + r")\s*[=:]\s*)[^\s,;\"}]+(\s+[^\s,;\"}]+)?",
      "$1" + MASKED),

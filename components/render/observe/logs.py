@@ -11,6 +11,11 @@ from typing import Any
 import jinja2
 
 from components.platform_model import Platform
+from components.render.credentials import (
+    QUERY_MASK_PATTERN,
+    QUERY_MASK_REPLACEMENT_JAVA,
+    QUERY_MASK_REPLACEMENT_RUBY,
+)
 from components.render.observe.common import ECS_VERSION
 
 # --------------------------------------------------------------------------- log pipeline (ECS)
@@ -108,6 +113,12 @@ def _ds(name: str) -> str:
     return f"ctx.event?.dataset == '{name}'"
 
 
+def _mask_query(field: str) -> dict[str, Any]:
+    """A gsub masking credential query parameters (:mod:`components.render.credentials`) in ``field``."""
+    return _proc("gsub", None, field=field, pattern=QUERY_MASK_PATTERN, replacement=QUERY_MASK_REPLACEMENT_JAVA,
+                 ignore_missing=True)
+
+
 def ingest_pipeline(platform: Platform) -> dict[str, Any]:
     """Elasticsearch ingest pipeline: SPIRE, Vault audit and OPA decision logs to ECS.
 
@@ -123,7 +134,11 @@ def ingest_pipeline(platform: Platform) -> dict[str, Any]:
     vault, opa, spire, envoy = _ds("vault.audit"), _ds("opa.decision"), _ds("spire"), _ds("envoy.access")
     p: list[dict[str, Any]] = [
         _proc("set", field="ecs.version", value=ECS_VERSION),
+        # credentials in query strings (?access_token=...) never reach the index: masked in the raw line
+        # before anything is copied or parsed from it (event.original, url.original, message)
+        _mask_query("message"),
         _proc("set", "ctx.message != null", field="event.original", copy_from="message", ignore_empty_value=True),
+        _mask_query("event.original"),
         _proc("json", "ctx.message != null", field="message", target_field=RAW, ignore_failure=True),
         _proc("set", _IS_VAULT, field="event.dataset", value="vault.audit"),
         _proc("set", _IS_OPA, field="event.dataset", value="opa.decision"),
@@ -199,6 +214,8 @@ def ingest_pipeline(platform: Platform) -> dict[str, Any]:
         # ---- W3C trace context: traceparent = version-traceid-spanid-flags
         _proc("dissect", "ctx.agentpassport?.traceparent != null", field="agentpassport.traceparent",
               pattern="%{?version}-%{trace.id}-%{span.id}-%{?flags}", ignore_failure=True),
+        # url.original comes from the masked line; masked again in case the shipper set it itself
+        _mask_query("url.original"),
         _proc("remove", None, field=[RAW, "agentpassport.traceparent"], ignore_missing=True),
     ]
     return {
@@ -224,6 +241,7 @@ def logstash_config(platform: Platform) -> str:
         ecs_version=ECS_VERSION,
         jwt_prefix=re.escape(jwt_prefix),
         renames=renames,
+        query_mask=(QUERY_MASK_PATTERN, QUERY_MASK_REPLACEMENT_RUBY),
         trust_domain=cfg.trust_domain,
         index_pattern=cfg.observe.logs.index_pattern,
         index_prefix=cfg.observe.logs.index_pattern.rstrip("*").rstrip("-"),

@@ -14,6 +14,27 @@ mask contains "/input/attributes/request/http/rawBody"
 
 mask contains "/input/parsed_body"
 
-# every query parameter (access_token=, api_key=, code=, ...); the path keeps the query, masked by the
-# audit collector
+# every query parameter (access_token=, api_key=, code=, ...)
 mask contains "/input/parsed_query"
+
+# The credential query parameters in the path (and its :path and x-envoy-original-path headers) are
+# masked; the rest of the path stays for the audit. The pattern is
+# components/render/credentials.py's QUERY_MASK_PATTERN, put in place of this placeholder when
+# components/render/rego/policy.py loads the file (so every log mask shares one definition).
+# A mask rule's input is the decision log event: the request is input.input.
+credential_query_pattern := "@QUERY_MASK_PATTERN@"
+
+masked_query(text) := regex.replace(text, credential_query_pattern, "@QUERY_MASK_REPLACEMENT@")
+
+mask contains {"op": "upsert", "path": "/input/attributes/request/http/path", "value": masked} if {
+	path := input.input.attributes.request.http.path
+	masked := masked_query(path)
+	masked != path
+}
+
+mask contains {"op": "upsert", "path": concat("/", ["/input/attributes/request/http/headers", name]), "value": masked} if {
+	some name in {":path", "x-envoy-original-path"}
+	path := input.input.attributes.request.http.headers[name]
+	masked := masked_query(path)
+	masked != path
+}

@@ -4,9 +4,11 @@ names they use.
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 
 from components.manifest.models import HttpMethod
+from components.render import credentials
 
 PACKAGE = "agentpassport.authz"
 DECISION_PATH = "agentpassport/authz/decision"
@@ -25,5 +27,19 @@ def _policy_file(name: str) -> str:
 
 POLICY = _policy_file("policy.rego")
 """The gateways' policy (``opa/policy.rego``): identical for every stack."""
-MASK_POLICY = _policy_file("mask.rego")
+
+
+def _mask_policy() -> str:
+    """``opa/mask.rego`` with the credential query pattern of :mod:`components.render.credentials`."""
+    text = _policy_file("mask.rego")
+    for placeholder, value in (("@QUERY_MASK_PATTERN@", credentials.QUERY_MASK_PATTERN),
+                               ("@QUERY_MASK_REPLACEMENT@", credentials.QUERY_MASK_REPLACEMENT_GO)):
+        literal = f'"{placeholder}"'
+        if literal not in text:
+            raise RuntimeError(f"opa/mask.rego lost its {placeholder} placeholder")
+        text = text.replace(literal, json.dumps(value))
+    return text
+
+
+MASK_POLICY = _mask_policy()
 """Keeps credentials out of the gateways' decision logs (``opa/mask.rego``)."""
