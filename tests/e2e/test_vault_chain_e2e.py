@@ -41,6 +41,7 @@ from tests.support.chain import (
     Workload,
     chain,
     oidc_discovery_provider,
+    retry_rate_limited,
     spire_agent,
     spire_server,
 )
@@ -294,7 +295,8 @@ def test_cert_auth_x509_svid_over_mtls_logs_in_and_is_refused_alike(
 
         def login(cert: tuple[str, str], role_of: str) -> dict[str, Any]:
             client = c.bao.client(token="", cert=cert)
-            return dict(client.write_data(f"auth/{mount}/login", data={"name": c.agent(role_of).role}))
+            return dict(retry_rate_limited(lambda: client.write_data(f"auth/{mount}/login",
+                                                                      data={"name": c.agent(role_of).role})))
 
         def dns(name: str) -> str:  # the first DNS name (the SVID's CN) tests.unit.test_vault_render gives
             return f"{name}.agents.svc"

@@ -16,7 +16,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,23 @@ OPERATOR_POLICY = _runbook_policy()
 
 
 # --------------------------------------------------------------------------- SPIRE
+
+
+RATE_LIMIT_RETRIES = 12
+
+
+def retry_rate_limited(call: Callable[[], Any]) -> Any:
+    """``call()``, retried when OpenBao answers 429 (its rate-limit quotas are per client IP and
+    the tests all come from 127.0.0.1); a bounded backoff, about 10 s at most in all. Every other
+    error is raised at once, and so is the last 429."""
+    for attempt in range(RATE_LIMIT_RETRIES):
+        try:
+            return call()
+        except hvac.exceptions.RateLimitExceeded:
+            if attempt == RATE_LIMIT_RETRIES - 1:
+                raise
+            time.sleep(min(0.25 * 2 ** attempt, 2.0))
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -193,13 +211,14 @@ class Chain:
         return self.spire.jwt(self.agent(name).spiffe_id, **kw)
 
     def login(self, role_of: str, jwt: str) -> dict[str, Any]:
-        """POST auth/<mount>/login as an agent would (no token); the response, or raises."""
-        out = self.bao.client(token="").write_data(f"auth/{self.plan.auth_mount}/login",
-                                                   data={"role": self.agent(role_of).role, "jwt": jwt})
+        """POST auth/<mount>/login as an agent would (no token; retrying a 429 from the rendered
+        rate-limit quota with backoff, as docs/scale.md asks of clients); the response, or raises."""
+        out = retry_rate_limited(lambda: self.bao.client(token="").write_data(
+            f"auth/{self.plan.auth_mount}/login", data={"role": self.agent(role_of).role, "jwt": jwt}))
         return dict(out)
 
     def creds(self, token: str, name: str) -> dict[str, Any]:
-        return dict(self.bao.client(token=token).read(self.role(name).creds_path))
+        return dict(retry_rate_limited(lambda: self.bao.client(token=token).read(self.role(name).creds_path)))
 
     def psql(self, user: str, password: str, sql: str, db: str = "incidents") -> subprocess.CompletedProcess[str]:
         return self.pg.run(sql, user=user, password=password, db=db, check=False)
