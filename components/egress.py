@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, cast
 
 import pulumi
-from pulumi_aws import ssm
 
 from components.platform_model import Platform
 from components.render.egress import EgressPlan, vm_ssm_document, vm_ssm_document_name, vm_ssm_targets
 from components.render.yamlout import dump_yaml
+from components.ssm import ssm_command
 
 
 @dataclass(frozen=True)
@@ -56,30 +55,13 @@ class EgressProxies(pulumi.ComponentResource):
             targets = vm_ssm_targets(proxy) if proxy.os == "linux" and args.deliver_with_ssm else None
             if targets is None:
                 continue
-            tags = {"agentpassport:agent": proxy.name, "agentpassport:team": proxy.agent.identity.team,
-                    "agentpassport:stack": platform.stack}
-            document = ssm.Document(
-                f"{name}-{proxy.name}-document",
-                name=vm_ssm_document_name(platform.stack, proxy.name),
-                document_type="Command",
-                document_format="JSON",
+            documents[proxy.name] = ssm_command(
+                self, f"{name}-{proxy.name}", platform=platform, agent=proxy.name,
+                team=proxy.agent.identity.team, document_name=vm_ssm_document_name(platform.stack, proxy.name),
+                association_name=f"agentpassport-{platform.stack}-egress-{proxy.name}",
                 content=json.dumps(vm_ssm_document(proxy, configs[proxy.name]), indent=2, sort_keys=True),
-                tags=tags,
-                opts=pulumi.ResourceOptions(parent=self),
+                targets=targets,
             )
-            ssm.Association(
-                f"{name}-{proxy.name}-association",
-                name=document.name,
-                association_name=f"agentpassport-{platform.stack}-egress-{proxy.name}"[:128],
-                targets=cast("list[Any]", targets),
-                schedule_expression=platform.config.windows.ssm_schedule,
-                compliance_severity="HIGH",
-                max_concurrency="25%",
-                max_errors="1",
-                tags=tags,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            documents[proxy.name] = document.name
         self.configs = pulumi.Output.from_input(configs)
         self.ssm_documents = (
             pulumi.Output.all(**documents).apply(lambda d: dict(sorted(d.items())))

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import pulumi
-from pulumi_aws import ssm
 
 from components.kube import kube_objects
 from components.platform_model import Platform
@@ -24,6 +23,7 @@ from components.render.windows import (
     ssm_document_name,
     ssm_targets,
 )
+from components.ssm import ssm_command
 
 
 @dataclass(frozen=True)
@@ -65,30 +65,12 @@ class GmsaAgents(pulumi.ComponentResource):
             script = scripts[g.name]
             if not args.deliver_with_ssm:
                 continue
-            tags = {"agentpassport:agent": g.name, "agentpassport:team": g.agent.identity.team,
-                    "agentpassport:stack": platform.stack}
-            document = ssm.Document(
-                f"{name}-{g.name}-dsc-document",
-                name=ssm_document_name(platform.stack, g.name),
-                document_type="Command",
-                document_format="JSON",
-                content=ssm_document_json(script, g.name),
-                tags=tags,
-                opts=pulumi.ResourceOptions(parent=self),
+            documents[g.name] = ssm_command(
+                self, f"{name}-{g.name}-dsc", platform=platform, agent=g.name, team=g.agent.identity.team,
+                document_name=ssm_document_name(platform.stack, g.name),
+                association_name=f"agentpassport-{platform.stack}-gmsa-{g.name}",
+                content=ssm_document_json(script, g.name), targets=ssm_targets(g),
             )
-            ssm.Association(
-                f"{name}-{g.name}-dsc-association",
-                name=document.name,
-                association_name=f"agentpassport-{platform.stack}-gmsa-{g.name}"[:128],
-                targets=cast("list[Any]", ssm_targets(g)),
-                schedule_expression=platform.config.windows.ssm_schedule,
-                compliance_severity="HIGH",
-                max_concurrency="25%",
-                max_errors="1",
-                tags=tags,
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            documents[g.name] = document.name
         objects: list[Mapping[str, Any]] = list(args.plan.kubernetes_objects)
         kube_objects(f"{name}-k8s", objects, self, args.namespaces)
         self.scripts = pulumi.Output.from_input(scripts)

@@ -51,7 +51,7 @@ from components.durations import seconds
 from components.errors import ManifestError, Problem
 from components.manifest.loader import format_loc
 from components.platform_model import Platform, ResolvedAgent
-from components.render.envoy import SDS_BUNDLE
+from components.render.envoy import SDS_BUNDLE, overload_manager
 from components.render.spire.names import SOCKET_PATH, go_duration, node_alias_id
 
 if TYPE_CHECKING:
@@ -425,16 +425,7 @@ def egress_bootstrap(platform: Platform, proxy: EgressProxy) -> dict[str, Any]:
     """The complete, standalone Envoy bootstrap of one agent's egress proxy (no admin interface)."""
     return {
         "node": {"id": f"egress-{proxy.name}", "cluster": "agentpassport-egress"},
-        "overload_manager": {
-            "resource_monitors": [{
-                "name": "envoy.resource_monitors.global_downstream_max_connections",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3"
-                             ".DownstreamConnectionsConfig",
-                    "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
-                },
-            }]
-        },
+        "overload_manager": overload_manager(MAX_DOWNSTREAM_CONNECTIONS),
         "static_resources": {
             "listeners": [{
                 "name": LISTENER,

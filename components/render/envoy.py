@@ -194,6 +194,20 @@ def _static_cluster(name: str, address: dict[str, Any], http2: bool) -> dict[str
     return cluster
 
 
+
+def overload_manager(max_connections: int) -> dict[str, Any]:
+    """Envoy's ceiling on open downstream connections (gateways and egress proxies alike)."""
+    return {
+        "resource_monitors": [{
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3"
+                         ".DownstreamConnectionsConfig",
+                "max_active_downstream_connections": max_connections,
+            },
+        }]
+    }
+
 def envoy_bootstrap(platform: Platform, service: SourcedService) -> dict[str, Any]:
     """The complete, standalone Envoy bootstrap of ``service``'s gateway."""
     gw = gateway_of(platform, service)
@@ -218,16 +232,7 @@ def envoy_bootstrap(platform: Platform, service: SourcedService) -> dict[str, An
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": ENVOY_ADMIN_PORT}}
         },
         # A ceiling on open downstream connections, so a flood cannot exhaust the pod.
-        "overload_manager": {
-            "resource_monitors": [{
-                "name": "envoy.resource_monitors.global_downstream_max_connections",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3"
-                             ".DownstreamConnectionsConfig",
-                    "max_active_downstream_connections": MAX_DOWNSTREAM_CONNECTIONS,
-                },
-            }]
-        },
+        "overload_manager": overload_manager(MAX_DOWNSTREAM_CONNECTIONS),
         "static_resources": {
             "listeners": [{
                 "name": "gateway_mtls",
