@@ -14,13 +14,14 @@ to response read). Every answer is compared with the reference decision
 Then ``opa bench`` (in-process evaluation, no HTTP) gives ns/op for one allowed and one
 denied input at each size, and for the same allowed input on its **floor**: the minimal policy
 ``benchmarks/rego_floor.rego`` (the same keyed lookup and method/path/header checks, nothing
-else) on the same data, with the ratio.
+else) on the same data, with the ratio: the allowed input and the floor run as ``--pairs``
+interleaved pairs, the figures are medians and the ratio the median of the pairs' ratios.
 
 With ``--shards K`` the largest size is measured once more as a base stack's gateway sees a
 sharded environment: K shard documents (hash buckets), the policy looking an identity up in
 each (its cost grows with shards, never with agents).
 
-Usage: python benchmarks/rego.py [--requests N] [--shards K] [SIZE ...]
+Usage: python benchmarks/rego.py [--requests N] [--pairs P] [--shards K] [SIZE ...]
        (default: 10 10000, 2000 requests, no sharded run)
 Nothing here asserts a time.
 """
@@ -249,7 +250,8 @@ def opa_bench(bundle: Path, input_doc: dict[str, Any], name: str, policy: Path |
     return float(out["T"]) / float(out["N"])
 
 
-def run(n: int, shards: int, count: int, tmp: Path) -> tuple[dict[str, Any], float, float, float | None]:
+def run(n: int, shards: int, count: int, tmp: Path,
+        pairs: int) -> tuple[dict[str, Any], float, float, tuple[float, float] | None]:
     platform, data = fleet_data(tmp / f"fleet-{n}-{shards}", n, shards)
     principals = rego.principals_of(data, SERVICE)
     if len(principals) != n:
@@ -264,18 +266,28 @@ def run(n: int, shards: int, count: int, tmp: Path) -> tuple[dict[str, Any], flo
     auth = authority(platform)
     allow = next(p for p in requests if p.kind.startswith("allow"))
     deny = next(p for p in requests if p.kind == "deny wrong method")
-    allow_ns = opa_bench(bundle, rego.check_request(allow.request, auth), "allow")
     deny_ns = opa_bench(bundle, rego.check_request(deny.request, auth), "deny")
-    # the floor reads the standalone document only (no shard documents)
-    floor_ns = None if shards else opa_bench(bundle, rego.check_request(allow.request, auth), "floor",
-                                             FLOOR_POLICY, FLOOR_QUERY)
-    return result, allow_ns, deny_ns, floor_ns
+    # The allowed request and its floor run as interleaved pairs (the floor reads the
+    # standalone document only, no shard documents): each figure is the median over the
+    # pairs and the ratio the median of the pairs' ratios, so that a change in the machine's
+    # load during the run moves both sides of a ratio alike.
+    allows, ratios = [], []
+    for _ in range(pairs):
+        allow_ns = opa_bench(bundle, rego.check_request(allow.request, auth), "allow")
+        allows.append(allow_ns)
+        if not shards:
+            floor_ns = opa_bench(bundle, rego.check_request(allow.request, auth), "floor", FLOOR_POLICY, FLOOR_QUERY)
+            ratios.append((floor_ns, allow_ns / floor_ns))
+    floor = (statistics.median(f for f, _ in ratios), statistics.median(r for _, r in ratios)) if ratios else None
+    return result, statistics.median(allows), deny_ns, floor
 
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("sizes", nargs="*", type=int, help="fleet sizes (default: 10 10000)")
     parser.add_argument("--requests", type=int, default=2000, help="timed requests per size (after a warm-up)")
+    parser.add_argument("--pairs", type=int, default=5,
+                        help="interleaved opa bench runs of the allowed request and its floor (median)")
     parser.add_argument("--shards", type=int, default=0, metavar="K",
                         help="also measure the largest size split into K shard documents (a base's gateway)")
     args = parser.parse_args(argv)
@@ -288,7 +300,7 @@ def main(argv: list[str]) -> None:
     benches = []
     with tempfile.TemporaryDirectory() as tmp:
         for n, shards in layouts:
-            r, allow_ns, deny_ns, floor_ns = run(n, shards, args.requests, Path(tmp))
+            r, allow_ns, deny_ns, floor_ns = run(n, shards, args.requests, Path(tmp), args.pairs)
             layout = f"{shards} shards" if shards else "standalone"
             benches.append((n, layout, allow_ns, deny_ns, floor_ns, r["by_kind"]))
             mism = sum(r["mismatches"].values())
@@ -300,7 +312,7 @@ def main(argv: list[str]) -> None:
           f"{'opa bench deny ns/op':>21}   p50 us by kind (HTTP)")
     for n, layout, allow_ns, deny_ns, floor_ns, by_kind in benches:
         kinds = ", ".join(f"{k} {v:.0f}" for k, v in by_kind.items())
-        floor = f"{floor_ns:>12.0f} {allow_ns / floor_ns:>8.2f}" if floor_ns else f"{'-':>12} {'-':>8}"
+        floor = f"{floor_ns[0]:>12.0f} {floor_ns[1]:>8.2f}" if floor_ns else f"{'-':>12} {'-':>8}"
         print(f"{n:>7} {layout:>10} {allow_ns:>22.0f} {floor} {deny_ns:>21.0f}   {kinds}")
 
 

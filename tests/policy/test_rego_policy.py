@@ -296,7 +296,8 @@ def test_every_generated_case_gives_the_exact_decision_in_opa_eval(tmp_path: Pat
 
 def test_generated_tests_catch_a_policy_that_drops_the_segment_boundary(tmp_path: Path) -> None:
     """The generated tests can fail: a prefix check without the '/' boundary is caught."""
-    broken = rego.POLICY.replace('startswith(path, concat("", [prefix, "/"]))', "startswith(path, prefix)")
+    broken = rego.POLICY.replace('startswith(request_path, concat("", [prefix, "/"]))',
+                                 "startswith(request_path, prefix)")
     assert broken != rego.POLICY
     bundle = write_bundle(synthetic_platform(tmp_path / "m"), tmp_path / "b", policy=broken)
     proc = run_opa("test", str(bundle))

@@ -338,8 +338,9 @@ def test_a_gateway_without_a_readable_list_denies_everything(
 
 
 @pytest.mark.parametrize(("dropped", "caught"), [
-    ("\tnot revoked\n", "test_revoked_spiffe_id"),
-    ("\trevocations_loaded\n", "test_revocation_list_not_loaded"),
+    ("\tnot data.agentpassport.revocations.spiffeIds[input.attributes.source.principal]\n",
+     "test_revoked_spiffe_id"),
+    ("\tis_object(data.agentpassport.revocations.spiffeIds)\n", "test_revocation_list_not_loaded"),
 ])
 def test_the_generated_tests_catch_a_policy_that_ignores_the_revocation_list(
         tmp_path: Path, dropped: str, caught: str) -> None:

@@ -56,19 +56,21 @@ weekdays := {
 
 method_granted(rule) if rule.methods[method]
 
-path_granted(rule) if rule.paths.exact[path]
+path_granted(rule) if path_matches(rule, path)
 
-path_granted(rule) if {
+path_matches(rule, request_path) if rule.paths.exact[request_path]
+
+# A prefix matches on segment boundaries: /api matches /api and /api/x, never /apix; "/"
+# matches every path.
+path_matches(rule, request_path) if {
 	some prefix in rule.paths.prefix
-	prefix_matches(prefix)
+	startswith(request_path, concat("", [prefix, "/"]))
 }
 
-# A prefix matches on segment boundaries: /api matches /api and /api/x, never /apix.
-prefix_matches(prefix) if prefix == "/"
-
-prefix_matches(prefix) if path == prefix
-
-prefix_matches(prefix) if startswith(path, concat("", [prefix, "/"]))
+path_matches(rule, request_path) if {
+	some prefix in rule.paths.prefix
+	prefix in {request_path, "/"}
+}
 
 # Required headers that are absent or differ, in name order (only for a denial's reason).
 missing_headers(rule) := [name |
@@ -105,17 +107,6 @@ rule_failure(rule) := sprintf("method %s not granted", [method]) if {
 	not within_time(rule)
 } else := ""
 
-# The rules that allow the request, in grant order; no reason string is built on this path.
-matching := [rule |
-	some rule in entry.rules
-	rule.methods[method]
-	path_granted(rule)
-	every name, value in rule.headers {
-		headers[name] == value
-	}
-	within_time(rule)
-]
-
 # Only a denial evaluates these: the first failed check of every rule, as text.
 
 failures := [sprintf("spec.grants[%d]: %s", [rule.grant, rule_failure(rule)]) | some rule in entry.rules]
@@ -129,19 +120,13 @@ revoked if data.agentpassport.revocations.spiffeIds[principal]
 
 default allow := false
 
-allow if {
-	count(matching) > 0
-	revocations_loaded
-	not revoked
-}
+allow if decision.allowed
 
 # The reason recorded in the decision log (and Envoy's access log) for audit.
-reason := concat("", [
-	"allowed: ", method, " ", path, " granted to agent ", entry.agent,
-	" by spec.grants[", format_int(matching[0].grant, 10), "]",
-]) if {
-	allow
-} else := "denied: the client certificate carries no SPIFFE ID" if {
+reason := decision.reason
+
+# Why a request is denied, in a fixed order (evaluated by the denial branch of `decision` only).
+denial_reason := "denied: the client certificate carries no SPIFFE ID" if {
 	principal == ""
 } else := "denied: the revocation list is not loaded (fail closed)" if {
 	not revocations_loaded
@@ -166,18 +151,48 @@ default decision := {
 }
 
 # The opa-envoy-plugin result object: allowed, headers, http_status, body, dynamic_metadata.
-decision := {
-	"allowed": true,
-	"dynamic_metadata": {"agent": entry.agent, "allowed": true, "reason": reason},
-	"headers": {"x-agentpassport-agent": entry.agent},
-	"reason": reason,
-} if {
-	allow
+# The allow path is kept to what an allowed request needs (benchmarks/rego.py measures it
+# against a minimal policy): the caller's entry (a standalone stack's gateway looks it up
+# directly), its first matching rule in grant order, the revocation list (fail closed while it
+# is not loaded) and the reason. No sprintf, no failure list: those are built by
+# `denial_reason`, on the denial branch only.
+decision := d if {
+	not data.agentpassport.shards
+	d := allowed_for(data.agentpassport.services[input.attributes.contextExtensions.service].principals[input.attributes.source.principal])
+} else := d if {
+	data.agentpassport.shards
+	d := allowed_for(entry)
 } else := {
 	"allowed": false,
 	"body": "forbidden by Agent Passport policy\n",
-	"dynamic_metadata": {"allowed": false, "reason": reason},
+	"dynamic_metadata": {"allowed": false, "reason": denial_reason},
 	"headers": {"content-type": "text/plain"},
 	"http_status": 403,
-	"reason": reason,
+	"reason": denial_reason,
+}
+
+# The decision allowing the request for the caller's entry e; undefined when e allows nothing.
+allowed_for(e) := {
+	"allowed": true,
+	"dynamic_metadata": {"agent": e.agent, "allowed": true, "reason": text},
+	"headers": {"x-agentpassport-agent": e.agent},
+	"reason": text,
+} if {
+	http := input.attributes.request.http
+	request_path := split(http.path, "?")[0]
+	grants := [rule.grant |
+		some rule in e.rules
+		rule.methods[http.method]
+		path_matches(rule, request_path)
+		every name, value in rule.headers {
+			http.headers[name] == value
+		}
+		within_time(rule)
+	]
+	is_object(data.agentpassport.revocations.spiffeIds)
+	not data.agentpassport.revocations.spiffeIds[input.attributes.source.principal]
+	text := concat("", [
+		"allowed: ", http.method, " ", request_path, " granted to agent ", e.agent,
+		" by spec.grants[", format_int(grants[0], 10), "]",
+	])
 }
