@@ -291,6 +291,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--shards", type=int, default=0, metavar="K",
                         help="also measure the largest size split into K shard documents (a base's gateway)")
     args = parser.parse_args(argv)
+    if args.pairs < 1:
+        parser.error("--pairs must be at least 1")
     sizes = args.sizes or [10, 10000]
     layouts = [(n, 0) for n in sizes] + ([(max(sizes), args.shards)] if args.shards else [])
     version = subprocess.run([opa_binary(), "version"], capture_output=True, text=True, check=True, timeout=30)
